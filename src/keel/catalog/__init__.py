@@ -1,0 +1,22 @@
+"""The catalog: Keel's metadata (definitions, ingested versions, runs, models...) in SQL.
+
+``sqlite:///…`` is the embedded default, ``sqlite://`` keeps it in memory, ``postgresql+psycopg://…`` serves
+teams. Both run the same code and pass the same conformance suite.
+"""
+
+from keel.catalog._migrations import MIGRATIONS, Migration, latest_version
+from keel.catalog._records import DefinitionRecord, FeatureVersion
+from keel.catalog._sql import SqlCatalog, utcnow
+
+Catalog = SqlCatalog
+
+__all__ = [
+    "MIGRATIONS",
+    "Catalog",
+    "DefinitionRecord",
+    "FeatureVersion",
+    "Migration",
+    "SqlCatalog",
+    "latest_version",
+    "utcnow",
+]

@@ -1,0 +1,84 @@
+"""Versioned catalog schema: each migration moves the schema one version up, inside one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from keel.catalog import _schema
+from keel.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step: ``apply`` takes the schema from ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _create_v1(conn: sa.Connection) -> None:
+    for table in (_schema.definitions, _schema.feature_versions):
+        table.create(conn, checkfirst=True)
+    sa.Index("ix_keel_definitions_kind_name", _schema.definitions.c.kind, _schema.definitions.c.name).create(
+        conn, checkfirst=True
+    )
+
+
+#: Every migration, in order. Append to this list; never edit a released entry.
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "definitions and ingested feature versions", _create_v1),)
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """The schema version this code writes."""
+    return migrations[-1].version if migrations else 0
+
+
+def read_version(conn: sa.Connection) -> int | None:
+    """The stored schema version, or ``None`` for a database without a Keel catalog."""
+    if not sa.inspect(conn).has_table(_schema.meta.name):
+        return None
+    value = conn.execute(sa.select(_schema.meta.c.value).where(_schema.meta.c.key == "schema_version")).scalar()
+    return int(value) if value is not None else None
+
+
+def migrate(conn: sa.Connection, url: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the catalog behind ``conn`` to the latest schema, inside the caller's (write) transaction.
+
+    Returns the version found before migrating (0 for a new catalog). A catalog written by a newer Keel is
+    refused with a message that says to upgrade.
+    """
+    target = latest_version(migrations)
+    found = read_version(conn)
+    if found is None:
+        stray = [t for t in sa.inspect(conn).get_table_names() if t.startswith("keel_")]
+        if stray:
+            raise ConfigError(
+                f"the catalog at {url} has Keel tables ({', '.join(sorted(stray))}) but no schema version; "
+                "it was not written by Keel or was damaged. Point 'catalog' in keel.yaml at a new database, "
+                "or drop those tables."
+            )
+        _schema.meta.create(conn, checkfirst=True)
+        conn.execute(sa.insert(_schema.meta).values(key="schema_version", value="0"))
+        found = 0
+    if found > target:
+        raise ConfigError(
+            f"the catalog at {url} has schema version {found}, newer than this Keel understands ({target}). "
+            "Upgrade Keel (pip install -U keel) to open it."
+        )
+    for migration in migrations:
+        if found < migration.version <= target:
+            log.info("catalog %s: migrating to schema %d (%s)", url, migration.version, migration.description)
+            migration.apply(conn)
+            conn.execute(
+                sa.update(_schema.meta)
+                .where(_schema.meta.c.key == "schema_version")
+                .values(value=str(migration.version))
+            )
+    return found

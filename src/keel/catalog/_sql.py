@@ -1,0 +1,342 @@
+"""The catalog on SQLAlchemy: SQLite (the embedded default, also in memory) and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+
+from keel.catalog import _schema
+from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
+from keel.catalog._records import DefinitionRecord, FeatureVersion
+from keel.errors import BackendError, ConfigError, MissingExtraError, NotFoundError
+
+T = TypeVar("T")
+
+_RETRIES = 200
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, with microseconds (the catalog's clock)."""
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SqlCatalog:
+    """Metadata of a Keel project in a SQL database.
+
+    Args:
+        url: a SQLAlchemy URL: ``sqlite:///path/catalog.db``, ``sqlite://`` (in memory),
+            ``postgresql+psycopg://user@host/db`` (``?options=-csearch_path%3Dschema`` picks a schema).
+        migrations: the schema migrations to run (tests pass a shorter list to build an older catalog).
+
+    Version numbers (of definitions, ingested data, and later model versions) are allocated inside a write
+    transaction guarded by a unique constraint: concurrent writers in separate processes get distinct,
+    gap-free numbers; a writer that loses a race retries.
+    """
+
+    def __init__(self, url: str, *, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+        self.url = url
+        self._engine = self._create_engine(url)
+        self._local = threading.local()
+        try:
+            with self._write() as conn:
+                if self.dialect == "postgresql":  # one migrator at a time across processes
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72745501)")
+                self.migrated_from = migrate(conn, self.safe_url, migrations)
+        except sa_exc.OperationalError as exc:
+            raise BackendError(f"cannot open the catalog at {self.safe_url}: {exc.orig}") from exc
+
+    # -- connection handling ---------------------------------------------------------------------------------
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden."""
+        try:
+            return sa.make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return self.url
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    def _create_engine(self, url: str) -> sa.Engine:
+        try:
+            parsed = sa.make_url(url)
+        except sa_exc.ArgumentError as exc:
+            raise ConfigError(f"catalog URL {url!r} is not a valid database URL: {exc}") from exc
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            return self._sqlite_engine(parsed)
+        if backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            try:
+                import psycopg  # noqa: F401
+            except ImportError as exc:
+                raise MissingExtraError("psycopg", "postgres", "a PostgreSQL catalog") from exc
+            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        raise ConfigError(f"catalog URL {url!r}: unsupported database {backend!r}; use sqlite:/// or postgresql://")
+
+    @staticmethod
+    def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:")
+        if in_memory:
+            engine = sa.create_engine(
+                "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's begin event emit BEGIN itself (pysqlite's own handling defers it).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if not in_memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            # Writers take the write lock up front, so two writers never deadlock upgrading read locks.
+            immediate = conn.get_execution_options().get("keel_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._engine.connect() as conn:
+            conn = conn.execution_options(keel_write=True)
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL lock_timeout = '60s'")
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _retrying(self, what: str, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, retrying when a concurrent writer took the same number."""
+        last: Exception | None = None
+        for attempt in range(_RETRIES):
+            try:
+                with self._write() as conn:
+                    return fn(conn)
+            except sa_exc.IntegrityError as exc:  # lost a race for a version number
+                last = exc
+            except sa_exc.OperationalError as exc:  # database is locked / serialization failure
+                last = exc
+                if "locked" not in str(exc).lower() and "deadlock" not in str(exc).lower():
+                    raise BackendError(f"catalog {self.safe_url}: {what} failed: {exc.orig}") from exc
+            time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))
+        raise BackendError(f"catalog {self.safe_url}: {what} failed after {_RETRIES} attempts: {last}") from last
+
+    def schema_version(self) -> int:
+        """The schema version stored in the catalog."""
+        with self._read() as conn:
+            return read_version(conn) or 0
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._engine.dispose()
+
+    # -- definitions -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _definition(row: sa.Row[Any]) -> DefinitionRecord:
+        return DefinitionRecord(
+            kind=row.kind,
+            name=row.name,
+            version=row.version,
+            hash=row.hash,
+            spec=row.spec,
+            status=row.status,
+            created_at=_as_utc(row.created_at) or utcnow(),
+        )
+
+    def current_definitions(self, kind: str | None = None) -> dict[tuple[str, str], DefinitionRecord]:
+        """The latest version of every definition (removed ones included, flagged by ``status``)."""
+        d = _schema.definitions
+        latest = (
+            sa.select(d.c.kind, d.c.name, sa.func.max(d.c.version).label("version"))
+            .group_by(d.c.kind, d.c.name)
+            .subquery()
+        )
+        query = sa.select(d).join(
+            latest, (d.c.kind == latest.c.kind) & (d.c.name == latest.c.name) & (d.c.version == latest.c.version)
+        )
+        if kind is not None:
+            query = query.where(d.c.kind == kind)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return {(r.kind, r.name): self._definition(r) for r in rows}
+
+    def definition_history(self, kind: str, name: str) -> list[DefinitionRecord]:
+        """Every version of one definition, oldest first."""
+        d = _schema.definitions
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(d).where(d.c.kind == kind, d.c.name == name).order_by(d.c.version)
+            ).all()
+        return [self._definition(r) for r in rows]
+
+    def record_definitions(
+        self, changes: list[tuple[str, str, str, dict[str, Any] | None, str]]
+    ) -> list[DefinitionRecord]:
+        """Append a new version for each ``(kind, name, hash, spec, status)``, all in one transaction.
+
+        A change whose hash equals the current version's (and whose status is the same) is skipped, so that
+        two processes applying the same definitions record them once.
+        """
+        d = _schema.definitions
+
+        def write(conn: sa.Connection) -> list[DefinitionRecord]:
+            now = utcnow()
+            written: list[DefinitionRecord] = []
+            for kind, name, hash_, spec, status in changes:
+                current = conn.execute(
+                    sa.select(d.c.version, d.c.hash, d.c.status)
+                    .where(d.c.kind == kind, d.c.name == name)
+                    .order_by(d.c.version.desc())
+                    .limit(1)
+                ).first()
+                if current is not None and current.hash == hash_ and current.status == status:
+                    continue
+                if current is None and status == "removed":
+                    continue
+                version = (current.version if current is not None else 0) + 1
+                conn.execute(
+                    sa.insert(d).values(
+                        kind=kind, name=name, version=version, hash=hash_, spec=spec, status=status, created_at=now
+                    )
+                )
+                written.append(DefinitionRecord(kind, name, version, hash_, spec, status, now))
+            return written
+
+        return self._retrying("recording definitions", write)
+
+    # -- ingested feature versions ---------------------------------------------------------------------------
+    @staticmethod
+    def _feature_version(row: sa.Row[Any]) -> FeatureVersion:
+        return FeatureVersion(
+            view=row.view,
+            version=row.version,
+            definition_version=row.definition_version,
+            definition_hash=row.definition_hash,
+            location=row.location,
+            files=list(row.files),
+            row_count=int(row.row_count),
+            event_time_min=_as_utc(row.event_time_min),
+            event_time_max=_as_utc(row.event_time_max),
+            data_digest=row.data_digest,
+            columns=dict(row.columns),
+            statistics=dict(row.statistics),
+            has_duplicates=bool(row.has_duplicates),
+            created_at=_as_utc(row.created_at) or utcnow(),
+        )
+
+    def add_feature_version(
+        self,
+        *,
+        view: str,
+        definition_version: int,
+        definition_hash: str,
+        location: str,
+        files: list[dict[str, Any]],
+        row_count: int,
+        event_time_min: datetime | None,
+        event_time_max: datetime | None,
+        data_digest: str,
+        columns: dict[str, str],
+        statistics: dict[str, Any],
+        has_duplicates: bool,
+        skip_if_latest_digest: bool = True,
+    ) -> tuple[FeatureVersion, bool]:
+        """Record a new ingested version with the next number; returns ``(version, created)``.
+
+        With ``skip_if_latest_digest``, data identical to the latest version's (same digest and definition)
+        records nothing and returns the latest version with ``created=False``.
+        """
+        fv = _schema.feature_versions
+
+        def write(conn: sa.Connection) -> tuple[FeatureVersion, bool]:
+            latest = conn.execute(
+                sa.select(fv).where(fv.c.view == view).order_by(fv.c.version.desc()).limit(1)
+            ).first()
+            if (
+                skip_if_latest_digest
+                and latest is not None
+                and latest.data_digest == data_digest
+                and latest.definition_hash == definition_hash
+            ):
+                return self._feature_version(latest), False
+            version = (latest.version if latest is not None else 0) + 1
+            values = dict(
+                view=view,
+                version=version,
+                definition_version=definition_version,
+                definition_hash=definition_hash,
+                location=location,
+                files=files,
+                row_count=row_count,
+                event_time_min=event_time_min,
+                event_time_max=event_time_max,
+                data_digest=data_digest,
+                columns=columns,
+                statistics=statistics,
+                has_duplicates=has_duplicates,
+                created_at=utcnow(),
+            )
+            conn.execute(sa.insert(fv).values(**values))
+            row = conn.execute(sa.select(fv).where(fv.c.view == view, fv.c.version == version)).one()
+            return self._feature_version(row), True
+
+        return self._retrying(f"recording a version of feature view {view!r}", write)
+
+    def feature_versions(self, view: str) -> list[FeatureVersion]:
+        """Every ingested version of ``view``, oldest first."""
+        fv = _schema.feature_versions
+        with self._read() as conn:
+            rows = conn.execute(sa.select(fv).where(fv.c.view == view).order_by(fv.c.version)).all()
+        return [self._feature_version(r) for r in rows]
+
+    def feature_version(self, view: str, version: int | None = None) -> FeatureVersion:
+        """One ingested version (the latest when ``version`` is None); :class:`NotFoundError` otherwise."""
+        fv = _schema.feature_versions
+        query = sa.select(fv).where(fv.c.view == view)
+        query = query.where(fv.c.version == version) if version is not None else query
+        with self._read() as conn:
+            row = conn.execute(query.order_by(fv.c.version.desc()).limit(1)).first()
+        if row is None:
+            if version is None:
+                raise NotFoundError(
+                    f"feature view {view!r} has no ingested data yet; run `keel ingest {view}` "
+                    f"(or project.ingest({view!r})) first"
+                )
+            known = [v.version for v in self.feature_versions(view)]
+            raise NotFoundError(
+                f"feature view {view!r} has no version {version}; known versions: {known or 'none'}"
+            )
+        return self._feature_version(row)

@@ -1,0 +1,165 @@
+"""Project configuration: ``keel.yaml`` plus ``KEEL_*`` environment overrides.
+
+Every key is optional; the embedded defaults keep everything under ``.keel/`` in the project:
+
+.. code-block:: yaml
+
+    catalog: sqlite:///.keel/catalog.db     # postgresql+psycopg://user@host/db
+    artifacts: .keel/artifacts              # s3://bucket/prefix
+    offline: .keel/offline
+    online: sqlite:///.keel/online.db       # redis://localhost:6379/0
+    cache: memory                           # redis://localhost:6379/1 | none
+    engine: local                           # spark
+
+An environment variable ``KEEL_<KEY>`` overrides a top-level key (``KEEL_CATALOG=postgresql+psycopg://…``);
+``KEEL_SPARK__MASTER`` reaches into a nested one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from keel.errors import ConfigError
+
+CONFIG_FILE = "keel.yaml"
+ENV_PREFIX = "KEEL_"
+
+DEFAULT_YAML = """\
+# Keel project configuration. Every key is optional; these are the embedded defaults.
+# Any key can be overridden by an environment variable: KEEL_CATALOG, KEEL_ONLINE, ...
+catalog: sqlite:///.keel/catalog.db     # postgresql+psycopg://user@host/db
+artifacts: .keel/artifacts              # s3://bucket/prefix (any fsspec URI)
+offline: .keel/offline                  # where ingested feature versions are written
+online: sqlite:///.keel/online.db       # redis://localhost:6379/0
+cache: memory                           # redis://localhost:6379/1 | none
+engine: local                           # spark
+"""
+
+
+class SparkConfig(BaseModel):
+    """Settings of the Spark engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    master: str = "local[*]"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class KeelConfig(BaseModel):
+    """The resolved configuration of a project.
+
+    Attributes:
+        name: the project's name (defaults to its folder's name).
+        catalog: SQLAlchemy URL of the catalog.
+        artifacts: directory or fsspec URI of the artifact store.
+        offline: directory or fsspec URI of the offline store.
+        online: URI of the online store.
+        cache: the prediction cache: ``memory``, ``none`` or a ``redis://`` URI.
+        engine: ``local`` (pandas/DuckDB) or ``spark``.
+        modules: the project's Python files to scan for definitions (default: every ``*.py`` under the root,
+            skipping hidden, virtual-environment, test and data folders).
+        partition_rows: ingested versions larger than this are partitioned by month of event time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    catalog: str = "sqlite:///.keel/catalog.db"
+    artifacts: str = ".keel/artifacts"
+    offline: str = ".keel/offline"
+    online: str = "sqlite:///.keel/online.db"
+    cache: str = "memory"
+    engine: Literal["local", "spark"] = "local"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    modules: list[str] | None = None
+    partition_rows: int = Field(default=1_000_000, gt=0)
+    mlflow_uri: str | None = None
+
+    def resolved(self, root: Path) -> KeelConfig:
+        """A copy whose relative paths (and ``sqlite:///relative``) are made absolute under ``root``."""
+        data = self.model_dump()
+        data["name"] = self.name or root.name
+        for key in ("artifacts", "offline"):
+            data[key] = _absolute_path(data[key], root)
+        for key in ("catalog", "online"):
+            data[key] = _absolute_sqlite(data[key], root)
+        return KeelConfig(**data)
+
+
+def _absolute_path(value: str, root: Path) -> str:
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (root / path))
+
+
+def _absolute_sqlite(value: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if value.startswith(prefix) and not value.startswith("sqlite:////"):
+        rest = value[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + str((root / rest).resolve())
+    return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    fields = set(KeelConfig.model_fields)
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in ("KEEL_REQUIRE_SERVICES", "KEEL_API_TOKEN"):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in fields:
+            continue
+        target = out
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = yaml.safe_load(value) if path[-1] in ("partition_rows", "modules") else value
+    return out
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    root: Path, *, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> KeelConfig:
+    """Read ``root/keel.yaml`` (when present), apply ``KEEL_*`` variables then ``overrides``, and resolve paths.
+
+    Raises:
+        ConfigError: the file is not valid YAML, has an unknown key or a value of the wrong type.
+    """
+    path = root / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        data = loaded
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    data = _merge(data, dict(overrides or {}))
+    try:
+        config = KeelConfig(**data)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path} (with KEEL_* overrides): {problems}") from exc
+    return config.resolved(root.resolve())

@@ -1,0 +1,68 @@
+"""The one exception tree of Keel.
+
+Every error a user can meet derives from :class:`KeelError`. Messages say what was wrong, where, and what to
+do about it; the cause, when there is one, is chained with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "ConflictError",
+    "IntegrityError",
+    "KeelError",
+    "MissingExtraError",
+    "NotFoundError",
+    "ValidationError",
+]
+
+
+class KeelError(Exception):
+    """Base class of every error Keel raises on purpose."""
+
+
+class ConfigError(KeelError):
+    """``keel.yaml`` or a ``KEEL_*`` variable is wrong, or names an unknown backend."""
+
+
+class ValidationError(KeelError, ValueError):
+    """An input (definition, data, argument, request) is invalid.
+
+    Attributes:
+        field: the offending field or column, when there is one.
+        row: the offending row number (0-based, in the input's order), when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.row = row
+
+
+class NotFoundError(KeelError, LookupError):
+    """A named thing (view, version, artifact, model...) does not exist."""
+
+
+class ConflictError(KeelError):
+    """The operation collides with existing state (a duplicate name, a concurrent writer)."""
+
+
+class IntegrityError(KeelError):
+    """Stored data does not match its recorded digest; it is refused rather than used."""
+
+
+class BackendError(KeelError):
+    """A storage or compute backend failed; the message names the backend, the key and the cause."""
+
+
+class MissingExtraError(KeelError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package, which is not installed. "
+            f"Install it with: pip install 'keel[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

@@ -1,0 +1,21 @@
+"""The offline store: ingestion into immutable versions, and point-in-time retrieval."""
+
+from keel.offline._digest import table_digest
+from keel.offline._ingest import IngestResult, ingest_view
+from keel.offline._retrieval import VERSIONS_ATTR, ResolvedView, historical_features, plan_request
+from keel.offline._store import OfflineStore
+from keel.offline._validate import NaiveTimestampWarning, ValidatedTable, validate_table
+
+__all__ = [
+    "VERSIONS_ATTR",
+    "IngestResult",
+    "NaiveTimestampWarning",
+    "OfflineStore",
+    "ResolvedView",
+    "ValidatedTable",
+    "historical_features",
+    "ingest_view",
+    "plan_request",
+    "table_digest",
+    "validate_table",
+]

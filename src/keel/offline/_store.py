@@ -1,0 +1,146 @@
+"""Where ingested versions live: immutable Parquet folders under the offline store's root.
+
+A version is written to ``<root>/<view>/_tmp-<random>/`` and renamed to ``<root>/<view>/<digest>/`` once every
+file is complete; only then is its catalog row committed. A crash leaves either nothing visible or an
+unreferenced folder that the next ingest of the same data reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from keel.errors import BackendError
+
+if TYPE_CHECKING:
+    from keel.catalog import FeatureVersion
+
+ROW_GROUP_ROWS = 256 * 1024
+MANIFEST = "_manifest.json"
+
+
+class OfflineStore:
+    """Immutable Parquet versions of feature views on a local directory or an fsspec URI.
+
+    Args:
+        uri: the store's root.
+        partition_rows: versions with more rows are split into one file per month of event time.
+    """
+
+    def __init__(self, uri: str, *, partition_rows: int = 1_000_000) -> None:
+        import fsspec
+
+        self.uri = uri
+        self.fs, root = fsspec.core.url_to_fs(uri)
+        self.root = root.rstrip("/") or "/"
+        self.partition_rows = partition_rows
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_local = "file" in protocol or "local" in protocol
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def paths(self, version: FeatureVersion) -> tuple[str, ...]:
+        """The version's files as paths DuckDB can read (local paths, or URIs of the registered filesystem)."""
+        base = self._join(version.location)
+        paths = [f"{base}/{f['path']}" for f in version.files]
+        if not self.is_local:
+            protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+            paths = [f"{protocol}://{p.lstrip('/')}" if "://" not in p else p for p in paths]
+        return tuple(paths)
+
+    def write_version(
+        self, view: str, table: pa.Table, digest: str, timestamp: str
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Write ``table`` as the version folder named by ``digest``; returns ``(location, files)``.
+
+        When the folder exists already (identical data written before), it is reused as it is.
+        """
+        location = f"{view}/{digest}"
+        final = self._join(location)
+        try:
+            existing = self._manifest(final)
+            if existing is not None:
+                return location, existing
+            tmp = self._join(view, f"_tmp-{uuid.uuid4().hex}")
+            self.fs.makedirs(tmp, exist_ok=True)
+            files: list[dict[str, Any]] = []
+            for rel, part in self._partitions(table, timestamp):
+                sink = pa.BufferOutputStream()
+                pq.write_table(part, sink, row_group_size=ROW_GROUP_ROWS, compression="snappy")
+                data = sink.getvalue().to_pybytes()
+                self._write_file(f"{tmp}/{rel}", data)
+                files.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "rows": part.num_rows})
+            self._write_file(f"{tmp}/{MANIFEST}", json.dumps(files).encode())
+            self._publish(tmp, final)
+        except OSError as exc:
+            raise BackendError(f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}") from exc
+        return location, self._manifest(final) or files
+
+    def _manifest(self, folder: str) -> list[dict[str, Any]] | None:
+        try:
+            with self.fs.open(f"{folder}/{MANIFEST}", "rb") as f:
+                return list(json.loads(f.read()))
+        except FileNotFoundError:
+            return None
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if self.is_local:
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            with self.fs.open(path, "wb") as f:
+                f.write(data)
+
+    def _publish(self, tmp: str, final: str) -> None:
+        """Rename the finished folder into place; a concurrent writer of the same data may have won."""
+        if self.fs.exists(final) and self._manifest(final) is None:
+            self.fs.rm(final, recursive=True)  # left by a crash during a non-atomic (remote) move
+        if self.is_local:
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if self._manifest(final) is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # identical data published by another writer
+            return
+        if self._manifest(final) is not None:
+            self.fs.rm(tmp, recursive=True)
+            return
+        self.fs.mv(tmp, final, recursive=True)
+
+    def _partitions(self, table: pa.Table, timestamp: str) -> list[tuple[str, pa.Table]]:
+        if table.num_rows <= self.partition_rows:
+            return [("part-0.parquet", table)]
+        months = pc.strftime(table.column(timestamp), format="%Y-%m")
+        out = []
+        for month in sorted(pc.unique(months).to_pylist()):
+            part = table.filter(pc.equal(months, month))
+            out.append((f"month={month}/part-0.parquet", part))
+        return out
+
+    def verify(self, version: FeatureVersion) -> list[str]:
+        """Re-hash every file of ``version``; returns the files whose content no longer matches."""
+        bad = []
+        base = self._join(version.location)
+        for f in version.files:
+            try:
+                with self.fs.open(f"{base}/{f['path']}", "rb") as fh:
+                    ok = hashlib.sha256(fh.read()).hexdigest() == f["sha256"]
+            except FileNotFoundError:
+                ok = False
+            if not ok:
+                bad.append(f["path"])
+        return bad

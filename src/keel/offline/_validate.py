@@ -1,0 +1,219 @@
+"""Validate a source's rows against a feature view's schema and normalise them for storage.
+
+Keys become int64 or string, event and created times UTC microsecond timestamps, features their declared
+dtype. The first bad value is reported with its row number (counting from 0 in the source's order) and column.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.types as pat
+
+from keel.errors import ValidationError
+from keel.features._dtypes import arrow_type
+
+if TYPE_CHECKING:
+    from keel.features import FeatureView
+
+log = logging.getLogger(__name__)
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+
+class NaiveTimestampWarning(UserWarning):
+    """A timestamp column had no time zone; its values were taken as UTC."""
+
+
+@dataclass
+class ValidatedTable:
+    """A validated, normalised table and what was noticed on the way."""
+
+    table: pa.Table
+    join_keys: list[str]
+    timestamp: str
+    created_timestamp: str | None
+    features: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> dict[str, object]:
+        """The version's self-description stored in the catalog."""
+        return {
+            "join_keys": {k: _key_dtype(self.table.schema.field(k).type) for k in self.join_keys},
+            "timestamp": self.timestamp,
+            "created_timestamp": self.created_timestamp,
+            "features": dict(self.features),
+        }
+
+
+def _key_dtype(t: pa.DataType) -> str:
+    return "int64" if pat.is_integer(t) else "string"
+
+
+def _first_bad_row(column: pa.ChunkedArray | pa.Array, target: pa.DataType) -> int:
+    """Binary search for the first row that does not cast to ``target`` (log n casts)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lo, hi = 0, len(arr)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(arr.slice(lo, mid - lo), target, safe=True)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            hi = mid
+    return lo
+
+
+def _first_true(mask: pa.ChunkedArray | pa.Array) -> int:
+    idx = pc.index(mask, True).as_py()
+    return int(idx)
+
+
+def _cast(column: pa.ChunkedArray, target: pa.DataType, *, view: str, name: str, dtype: str) -> pa.ChunkedArray:
+    src = column.type
+    if dtype == "string" and (pat.is_floating(src) or pat.is_boolean(src) or pat.is_timestamp(src)):
+        raise ValidationError(
+            f"feature view {view!r}, column {name!r}: declared string but the source holds {src}; "
+            "declare the matching dtype or convert the column in the source",
+            field=name,
+        )
+    if dtype == "timestamp":
+        return _timestamps(column, view=view, name=name, allow_nulls=True)
+    if dtype == "float64" and pat.is_floating(src):
+        out = pc.cast(column, target)
+        return pc.if_else(pc.is_nan(out), pa.scalar(None, pa.float64()), out)
+    try:
+        return pc.cast(column, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        row = _first_bad_row(column, target)
+        value = column[row].as_py()
+        raise ValidationError(
+            f"feature view {view!r}, column {name!r}: row {row} has value {value!r}, which is not a valid "
+            f"{dtype} ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
+            field=name,
+            row=row,
+        ) from exc
+
+
+def _timestamps(column: pa.ChunkedArray, *, view: str, name: str, allow_nulls: bool) -> pa.ChunkedArray:
+    src = column.type
+    if pat.is_timestamp(src):
+        assert isinstance(src, pa.TimestampType)
+        if src.tz is None:
+            msg = (
+                f"feature view {view!r}: column {name!r} has timestamps without a time zone; "
+                "they were taken as UTC"
+            )
+            warnings.warn(msg, NaiveTimestampWarning, stacklevel=4)
+            log.warning(msg)
+            column = pc.assume_timezone(column, "UTC")
+        out = pc.cast(column, UTC_US, safe=False)
+    elif pat.is_date(src):
+        out = pc.cast(pc.assume_timezone(pc.cast(column, pa.timestamp("us")), "UTC"), UTC_US)
+    elif pat.is_string(src) or pat.is_large_string(src):
+        import pandas as pd
+
+        series = column.to_pandas()
+        parsed = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
+        bad = parsed.isna() & series.notna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ValidationError(
+                f"feature view {view!r}, column {name!r}: row {row} has {series.iloc[row]!r}, which is not an "
+                "ISO 8601 timestamp",
+                field=name,
+                row=row,
+            )
+        out = pa.chunked_array([pa.Array.from_pandas(parsed, type=UTC_US)])
+    elif pat.is_null(src) and allow_nulls:
+        out = pa.chunked_array([pa.nulls(len(column), UTC_US)])
+    else:
+        raise ValidationError(
+            f"feature view {view!r}, column {name!r}: expected timestamps, the source holds {src}",
+            field=name,
+        )
+    if not allow_nulls and out.null_count:
+        row = _first_true(pc.is_null(out))
+        raise ValidationError(
+            f"feature view {view!r}, column {name!r}: row {row} has no timestamp; every row needs one",
+            field=name,
+            row=row,
+        )
+    return out
+
+
+def _keys(column: pa.ChunkedArray, *, view: str, name: str) -> pa.ChunkedArray:
+    src = column.type
+    if column.null_count:
+        row = _first_true(pc.is_null(column))
+        raise ValidationError(
+            f"feature view {view!r}, join key {name!r}: row {row} is null; every row needs its entity key",
+            field=name,
+            row=row,
+        )
+    if pat.is_integer(src):
+        try:
+            return pc.cast(column, pa.int64(), safe=True)
+        except pa.ArrowInvalid as exc:
+            row = _first_bad_row(column, pa.int64())
+            raise ValidationError(
+                f"feature view {view!r}, join key {name!r}: row {row} does not fit in int64", field=name, row=row
+            ) from exc
+    if pat.is_string(src) or pat.is_large_string(src) or pat.is_dictionary(src):
+        return pc.cast(column, pa.string())
+    raise ValidationError(
+        f"feature view {view!r}, join key {name!r}: keys must be integers or strings, the source holds {src}",
+        field=name,
+    )
+
+
+def validate_table(raw: pa.Table, view: FeatureView, join_keys: list[str]) -> ValidatedTable:
+    """Check ``raw`` against ``view`` and return the normalised table (declared columns only).
+
+    Raises:
+        ValidationError: a column is missing or has the wrong type, a key or event time is null, or a value
+            does not convert; the message names the column and the first bad row.
+    """
+    source = view.source
+    needed = [*join_keys, source.timestamp]
+    if source.created_timestamp:
+        needed.append(source.created_timestamp)
+    needed += view.feature_names
+    missing = [c for c in dict.fromkeys(needed) if c not in raw.column_names]
+    if missing:
+        raise ValidationError(
+            f"feature view {view.name!r}: column(s) {missing} missing from {source.describe}; "
+            f"it has: {', '.join(raw.column_names)}",
+            field=missing[0],
+        )
+    arrays: dict[str, pa.ChunkedArray] = {}
+    for key in join_keys:
+        arrays[key] = _keys(raw.column(key), view=view.name, name=key)
+    arrays[source.timestamp] = _timestamps(
+        raw.column(source.timestamp), view=view.name, name=source.timestamp, allow_nulls=False
+    )
+    if source.created_timestamp:
+        arrays[source.created_timestamp] = _timestamps(
+            raw.column(source.created_timestamp), view=view.name, name=source.created_timestamp, allow_nulls=True
+        )
+    for f in view.schema:
+        if f.name in arrays:
+            raise ValidationError(
+                f"feature view {view.name!r}: feature {f.name!r} is also a join key or timestamp column",
+                field=f.name,
+            )
+        arrays[f.name] = _cast(raw.column(f.name), arrow_type(f.dtype), view=view.name, name=f.name, dtype=f.dtype)
+    table = pa.table(arrays)
+    return ValidatedTable(
+        table=table,
+        join_keys=list(join_keys),
+        timestamp=source.timestamp,
+        created_timestamp=source.created_timestamp,
+        features={f.name: f.dtype for f in view.schema},
+    )

@@ -1,0 +1,85 @@
+"""Shared fixtures: real services (PostgreSQL, Redis) with per-run isolation, and scratch projects.
+
+A test that needs a service skips with the reason when the service is absent, unless
+``KEEL_REQUIRE_SERVICES=1`` (set by ``.ci/run``), in which case it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("KEEL_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KEEL_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _service_missing(name: str, reason: str) -> None:
+    if os.environ.get("KEEL_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{name} is required (KEEL_REQUIRE_SERVICES=1) but unavailable: {reason}")
+    pytest.skip(f"{name} unavailable: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's KEEL_* settings."""
+    for key in list(os.environ):
+        if key.startswith("KEEL_") and key not in ("KEEL_REQUIRE_SERVICES", "KEEL_TEST_POSTGRES", "KEEL_TEST_REDIS"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's URL (database ``test``), or a skip/failure when it is absent."""
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+    except Exception as exc:
+        _service_missing("PostgreSQL", f"{PG_URL}: {exc}")
+    return PG_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A catalog URL on a fresh PostgreSQL schema, dropped after the test."""
+    import sqlalchemy as sa
+
+    schema = f"keel_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_server)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The Redis server's URL, or a skip/failure when it is absent."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        _service_missing("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """An empty project folder."""
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
