@@ -24,11 +24,10 @@ class Migration:
 
 
 def _create_v1(conn: sa.Connection) -> None:
+    # Tables carry their indexes; never attach new Index objects to the shared metadata here (it would
+    # accumulate across calls in one process).
     for table in (_schema.definitions, _schema.feature_versions):
         table.create(conn, checkfirst=True)
-    sa.Index("ix_keel_definitions_kind_name", _schema.definitions.c.kind, _schema.definitions.c.name).create(
-        conn, checkfirst=True
-    )
 
 
 #: Every migration, in order. Append to this list; never edit a released entry.

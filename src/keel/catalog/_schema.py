@@ -28,6 +28,7 @@ definitions = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("kind", "name", "version", name="uq_keel_definitions_version"),
+    sa.Index("ix_keel_definitions_kind_name", "kind", "name"),
 )
 
 #: Every ingested version of a feature view's data. Append-only.

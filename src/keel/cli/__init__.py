@@ -1,0 +1,62 @@
+"""The ``keel`` command line: one module per command group."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from typing import Annotated
+
+import typer
+
+from keel.cli import _features, _project
+from keel.cli._common import err_console
+from keel.errors import KeelError
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: features, training, inference and monitoring of tabular ML models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(_project.init)
+app.command()(_project.apply)
+app.command()(_project.ingest)
+app.command()(_project.demo)
+app.add_typer(_features.app, name="features")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from keel import __version__
+
+        typer.echo(f"keel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what Keel does.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kw: object) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
+
+
+def main() -> None:
+    """Entry point of the ``keel`` console script: a Keel error prints as one clear line and exits with 1."""
+    warnings.showwarning = _show_warning  # type: ignore[assignment]
+    try:
+        app()  # standalone mode: usage errors print their own message and exit with 2
+    except KeelError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(1)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,65 @@
+"""What every command shares: the project option, consoles, error rendering, table files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from keel.errors import ValidationError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from keel.project import Project
+
+console = Console()
+err_console = Console(stderr=True)
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project",
+        "-p",
+        help="The project folder (holding keel.yaml).",
+        envvar="KEEL_PROJECT",
+        show_default=True,
+    ),
+]
+
+
+def open_project(path: Path) -> Project:
+    """Open the project at ``path``."""
+    from keel.project import Project
+
+    return Project.open(path)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a Parquet or CSV file into a DataFrame, by extension."""
+    import pandas as pd
+
+    if not path.exists():
+        raise ValidationError(f"no file at {path}", field=str(path))
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValidationError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv", field=str(path))
+
+
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """Write a DataFrame as Parquet or CSV, by extension, atomically (temporary name, then rename)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise ValidationError(f"{path}: unsupported output type {suffix!r}; use .parquet or .csv", field=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if suffix == ".csv":
+        df.to_csv(tmp, index=False)
+    else:
+        df.to_parquet(tmp, index=False)
+    tmp.replace(path)
