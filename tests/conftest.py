@@ -27,7 +27,11 @@ def _service_missing(name: str, reason: str) -> None:
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the developer's KEEL_* settings."""
     for key in list(os.environ):
-        if key.startswith("KEEL_") and key not in ("KEEL_REQUIRE_SERVICES", "KEEL_TEST_POSTGRES", "KEEL_TEST_REDIS"):
+        if key.startswith("KEEL_") and key not in (
+            "KEEL_REQUIRE_SERVICES",
+            "KEEL_TEST_POSTGRES",
+            "KEEL_TEST_REDIS",
+        ):
             monkeypatch.delenv(key)
 
 

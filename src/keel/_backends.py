@@ -18,6 +18,12 @@ BACKENDS: dict[str, dict[str, str]] = {
         "postgresql": "keel.catalog._sql:SqlCatalog",
         "memory": "keel.catalog._sql:SqlCatalog",
     },
+    "online": {
+        "memory": "keel.online._memory:MemoryOnlineStore",
+        "sqlite": "keel.online._sqlite:SqliteOnlineStore",
+        "redis": "keel.online._redis:RedisOnlineStore",
+        "rediss": "keel.online._redis:RedisOnlineStore",
+    },
     "engine": {
         "local": "keel.engines.local:LocalEngine",
     },
@@ -32,8 +38,12 @@ def scheme_of(uri: str) -> str:
 
 
 def backend_class(interface: str, uri: str) -> Any:
-    """The class registered for ``uri``'s scheme; a :class:`ConfigError` listing the valid schemes otherwise."""
-    table = BACKENDS[interface]
+    """The class registered for ``uri``'s scheme; a :class:`ConfigError` listing valid schemes otherwise."""
+    table = BACKENDS.get(interface)
+    if table is None:
+        raise ConfigError(
+            f"unknown backend interface {interface!r}; known interfaces are: {', '.join(sorted(BACKENDS))}"
+        )
     scheme = scheme_of(uri)
     target = table.get(scheme)
     if target is None:

@@ -121,8 +121,27 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         target = out
         for part in path[:-1]:
             target = target.setdefault(part, {})
-        target[path[-1]] = yaml.safe_load(value) if path[-1] in ("partition_rows", "modules") else value
+        if path[-1] in ("partition_rows", "modules"):
+            try:
+                target[path[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(
+                    f"environment variable {key}={value!r} is not a valid value: {exc}"
+                ) from exc
+        else:
+            target[path[-1]] = value
     return out
+
+
+def _describe(err: Any) -> str:
+    """One pydantic error as ``where: what``, naming unknown settings and the valid ones."""
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] = (
+            SparkConfig if len(err["loc"]) > 1 and err["loc"][0] == "spark" else KeelConfig
+        )
+        return f"unknown setting {loc!r}; valid settings are: {', '.join(model.model_fields)}"
+    return f"{loc}: {err['msg']}"
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +157,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 def load_config(
     root: Path, *, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> KeelConfig:
-    """Read ``root/keel.yaml`` (when present), apply ``KEEL_*`` variables then ``overrides``, and resolve paths.
+    """Read ``root/keel.yaml`` (if any), apply ``KEEL_*`` variables then ``overrides``, and resolve paths.
 
     Raises:
         ConfigError: the file is not valid YAML, has an unknown key or a value of the wrong type.
@@ -156,10 +175,8 @@ def load_config(
     data = _merge(data, _env_overrides(os.environ if environ is None else environ))
     data = _merge(data, dict(overrides or {}))
     try:
-        config = KeelConfig(**data)
+        config = KeelConfig.model_validate(data)
     except PydanticValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"{path} (with KEEL_* overrides): {problems}") from exc
     return config.resolved(root.resolve())

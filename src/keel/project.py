@@ -186,7 +186,7 @@ class Project:
     def ingest(self, view: FeatureView | str) -> IngestResult:
         """Read a view's source, validate it and store it as a new immutable version.
 
-        Identical data (same content and definition as the latest version) creates nothing; the result says so.
+        Identical data (same content and definition as the latest version) creates nothing, and says so.
 
         Raises:
             NotFoundError: the view is not registered, or its source file is missing.
@@ -220,8 +220,8 @@ class Project:
     ) -> pd.DataFrame:
         """The entity frame with ``features`` joined point in time.
 
-        Every row is kept, in its order, with its index; a row with no value within the view's TTL at or before
-        its timestamp gets null. Ties on event time go to the latest created timestamp.
+        Every row is kept, in its order, with its index; a row with no value within the view's TTL at or
+        before its timestamp gets null. Ties on event time go to the latest created timestamp.
 
         Args:
             entity_df: join keys and a timestamp per row (other columns, labels for instance, are kept).

@@ -54,8 +54,17 @@ def invoke(*args: str) -> object:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["init"], ["apply"], ["ingest"], ["demo"], ["features"], ["features", "list"], ["features", "versions"],
-     ["features", "historical"]],
+    [
+        [],
+        ["init"],
+        ["apply"],
+        ["ingest"],
+        ["demo"],
+        ["features"],
+        ["features", "list"],
+        ["features", "versions"],
+        ["features", "historical"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
@@ -107,8 +116,18 @@ def test_features_historical_writes_every_entity_row(cli_project: Path, tmp_path
     out = tmp_path / "train.csv"
     result = runner.invoke(
         app,
-        ["features", "historical", "-e", str(tmp_path / "entities.parquet"), "-f", "activity:*", "-o", str(out),
-         "-p", str(cli_project)],
+        [
+            "features",
+            "historical",
+            "-e",
+            str(tmp_path / "entities.parquet"),
+            "-f",
+            "activity:*",
+            "-o",
+            str(out),
+            "-p",
+            str(cli_project),
+        ],
     )
     assert result.exit_code == 0, result.output
     train = pd.read_csv(out)

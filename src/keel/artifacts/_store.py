@@ -7,6 +7,7 @@ mismatch before anything is deserialized.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import uuid
@@ -76,23 +77,52 @@ class ArtifactStore:
         """Whether the blob is stored."""
         return bool(self.fs.exists(self.path(digest)))
 
+    def _intact(self, digest: str) -> bool:
+        """Whether the blob is stored and its bytes still hash to ``digest``."""
+        h = hashlib.sha256()
+        try:
+            with self.fs.open(self.path(digest), "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return False
+        return h.hexdigest() == digest
+
     # -- writes ----------------------------------------------------------------------------------------------
+    def _discard(self, tmp: str) -> None:
+        """Remove a temporary file after a failure (best effort: the failure itself is what gets reported)."""
+        try:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+        except OSError:
+            pass
+
     def _commit(self, tmp: str, digest: str) -> str:
         final = self.path(digest)
         try:
-            if self.fs.exists(final):  # same content already stored: keep the first copy
+            if self._intact(digest):  # same content already stored: keep the first copy
                 self.fs.rm(tmp)
                 return digest
-            self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            # absent, or corrupt: the verified new copy replaces it (a rename over it, still atomic)
+            parent = final.rsplit("/", 1)[0]
+            self.fs.makedirs(parent, exist_ok=True)
             self.fs.mv(tmp, final)
+            if self._local:
+                _fsync_dir(parent)  # the rename itself is durable only once its folder is synced
         except OSError as exc:
+            self._discard(tmp)
             raise BackendError(f"artifact store {self.uri!r}: cannot store blob {digest}: {exc}") from exc
         return digest
 
     def put_bytes(self, data: bytes) -> str:
-        """Store ``data``; returns its SHA-256 (storing the same bytes twice is a no-op)."""
+        """Store ``data``; returns its SHA-256.
+
+        Storing the same bytes twice writes nothing, unless the stored copy was damaged: then it is replaced.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ValidationError(f"put_bytes takes bytes, got {type(data).__name__}; encode text first")
         digest = hashlib.sha256(data).hexdigest()
-        if self.exists(digest):
+        if self._intact(digest):
             return digest
         tmp = self._tmp()
         try:
@@ -102,8 +132,11 @@ class ArtifactStore:
                 if self._local:
                     f.flush()
                     _fsync(f)
-        except OSError as exc:
-            raise BackendError(f"artifact store {self.uri!r}: cannot write: {exc}") from exc
+        except BaseException as exc:
+            self._discard(tmp)
+            if isinstance(exc, OSError):
+                raise BackendError(f"artifact store {self.uri!r}: cannot write: {exc}") from exc
+            raise
         return self._commit(tmp, digest)
 
     def put_file(self, path: str | Path) -> str:
@@ -111,18 +144,26 @@ class ArtifactStore:
         h = hashlib.sha256()
         tmp = self._tmp()
         try:
-            self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
-            with open(path, "rb") as src, self.fs.open(tmp, "wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    dst.write(chunk)
-                if self._local:
-                    dst.flush()
-                    _fsync(dst)
+            src = open(path, "rb")  # noqa: SIM115 - closed below; opened first so a missing file writes nothing
         except FileNotFoundError as exc:
             raise NotFoundError(f"cannot store {str(path)!r} as an artifact: no such file") from exc
         except OSError as exc:
-            raise BackendError(f"artifact store {self.uri!r}: cannot write: {exc}") from exc
+            raise BackendError(f"cannot store {str(path)!r} as an artifact: cannot read it: {exc}") from exc
+        try:
+            with src:
+                self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+                with self.fs.open(tmp, "wb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        h.update(chunk)
+                        dst.write(chunk)
+                    if self._local:
+                        dst.flush()
+                        _fsync(dst)
+        except BaseException as exc:
+            self._discard(tmp)
+            if isinstance(exc, OSError):
+                raise BackendError(f"artifact store {self.uri!r}: cannot write: {exc}") from exc
+            raise
         return self._commit(tmp, h.hexdigest())
 
     # -- reads -----------------------------------------------------------------------------------------------
@@ -140,7 +181,7 @@ class ArtifactStore:
         label = f"artifact {name} ({digest})" if name else f"artifact {digest}"
         try:
             with self.fs.open(self.path(digest), "rb") as f:
-                data = f.read()
+                data: bytes = f.read()
         except FileNotFoundError as exc:
             raise NotFoundError(f"{label} is not in the artifact store {self.uri!r}") from exc
         except OSError as exc:
@@ -156,6 +197,7 @@ class ArtifactStore:
     def get_file(self, digest: str, dest: str | Path, *, name: str | None = None) -> Path:
         """Copy the blob to a local file, verified; the file appears only once verified."""
         dest = Path(dest)
+        self._check(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         label = f"artifact {name} ({digest})" if name else f"artifact {digest}"
@@ -168,10 +210,18 @@ class ArtifactStore:
         except FileNotFoundError as exc:
             tmp.unlink(missing_ok=True)
             raise NotFoundError(f"{label} is not in the artifact store {self.uri!r}") from exc
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise BackendError(
+                    f"artifact store {self.uri!r}: cannot copy {label} to {dest}: {exc}"
+                ) from exc
+            raise
         if h.hexdigest() != digest:
             tmp.unlink(missing_ok=True)
             raise IntegrityError(
-                f"{label} in {self.uri!r} is corrupt: its content hashes to {h.hexdigest()}; it was refused."
+                f"{label} in {self.uri!r} is corrupt: its content hashes to {h.hexdigest()}; it was refused. "
+                "Restore it from a backup or re-create it."
             )
         tmp.replace(dest)
         return dest
@@ -189,7 +239,19 @@ def _fsync(f: Any) -> None:
     fileno = getattr(f, "fileno", None)
     if fileno is None:
         return
-    try:
+    with contextlib.suppress(OSError, ValueError):  # io.UnsupportedOperation: not backed by a real file
         os.fsync(fileno())
-    except (OSError, ValueError):  # io.UnsupportedOperation: not backed by a real file
-        pass
+
+
+def _fsync_dir(path: str) -> None:
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems cannot sync a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from keel.catalog import _schema
-from keel.errors import ConfigError
+from keel.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ def read_version(conn: sa.Connection) -> int | None:
     """The stored schema version, or ``None`` for a database without a Keel catalog."""
     if not sa.inspect(conn).has_table(_schema.meta.name):
         return None
-    value = conn.execute(sa.select(_schema.meta.c.value).where(_schema.meta.c.key == "schema_version")).scalar()
+    value = conn.execute(
+        sa.select(_schema.meta.c.value).where(_schema.meta.c.key == "schema_version")
+    ).scalar()
     return int(value) if value is not None else None
 
 
@@ -74,7 +76,14 @@ def migrate(conn: sa.Connection, url: str, migrations: Sequence[Migration] = MIG
     for migration in migrations:
         if found < migration.version <= target:
             log.info("catalog %s: migrating to schema %d (%s)", url, migration.version, migration.description)
-            migration.apply(conn)
+            try:
+                migration.apply(conn)
+            except Exception as exc:
+                raise BackendError(
+                    f"the catalog at {url}: migrating to schema version {migration.version} "
+                    f"({migration.description}) failed: {exc}. Nothing was changed: the catalog is still at "
+                    f"schema version {found}"
+                ) from exc
             conn.execute(
                 sa.update(_schema.meta)
                 .where(_schema.meta.c.key == "schema_version")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,11 +19,13 @@ import sqlalchemy.exc as sa_exc
 from keel.catalog import _schema
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
 from keel.catalog._records import DefinitionRecord, FeatureVersion
-from keel.errors import BackendError, ConfigError, MissingExtraError, NotFoundError
+from keel.errors import BackendError, ConfigError, MissingExtraError, NotFoundError, ValidationError
 
 T = TypeVar("T")
 
 _RETRIES = 200
+#: First key of the catalog's PostgreSQL advisory locks (the migration lock is a single key of its own).
+_LOCK_SPACE = 7274
 
 
 def utcnow() -> datetime:
@@ -33,6 +37,31 @@ def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _to_store(value: datetime | None, what: str) -> datetime | None:
+    """A timestamp as the catalog stores it: UTC (naive values are taken as UTC).
+
+    SQLite keeps the wall-clock digits and drops the offset, so every value is converted to UTC first.
+    """
+    if value is not None and not isinstance(value, datetime):
+        raise ValidationError(f"{what} must be a datetime or None, got {value!r}", field=what)
+    return _as_utc(value)
+
+
+def _json_safe(value: Any, what: str, field: str) -> None:
+    """Refuse what JSON (and PostgreSQL's JSON type) cannot hold: NaN, infinities, non-JSON objects.
+
+    SQLite would store ``NaN`` and PostgreSQL refuse it; refusing it here keeps both backends alike.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{what} cannot be stored in the catalog: {exc}. Use JSON values only: None instead of NaN, "
+            "strings for infinities, plain int/float/str/bool/list/dict",
+            field=field,
+        ) from exc
 
 
 class SqlCatalog:
@@ -57,8 +86,12 @@ class SqlCatalog:
                 if self.dialect == "postgresql":  # one migrator at a time across processes
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72745501)")
                 self.migrated_from = migrate(conn, self.safe_url, migrations)
-        except sa_exc.OperationalError as exc:
+        except sa_exc.DBAPIError as exc:
+            self._engine.dispose()
             raise BackendError(f"cannot open the catalog at {self.safe_url}: {exc.orig}") from exc
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     # -- connection handling ---------------------------------------------------------------------------------
     @property
@@ -90,7 +123,9 @@ class SqlCatalog:
             except ImportError as exc:
                 raise MissingExtraError("psycopg", "postgres", "a PostgreSQL catalog") from exc
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
-        raise ConfigError(f"catalog URL {url!r}: unsupported database {backend!r}; use sqlite:/// or postgresql://")
+        raise ConfigError(
+            f"catalog URL {url!r}: unsupported database {backend!r}; use sqlite:/// or postgresql://"
+        )
 
     @staticmethod
     def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
@@ -151,8 +186,25 @@ class SqlCatalog:
                 last = exc
                 if "locked" not in str(exc).lower() and "deadlock" not in str(exc).lower():
                     raise BackendError(f"catalog {self.safe_url}: {what} failed: {exc.orig}") from exc
+            except sa_exc.DBAPIError as exc:
+                raise BackendError(f"catalog {self.safe_url}: {what} failed: {exc.orig}") from exc
             time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))
-        raise BackendError(f"catalog {self.safe_url}: {what} failed after {_RETRIES} attempts: {last}") from last
+        raise BackendError(
+            f"catalog {self.safe_url}: {what} failed after {_RETRIES} attempts: {last}"
+        ) from last
+
+    def _serialize(self, conn: sa.Connection, *key: str) -> None:
+        """Queue writers of the same numbered sequence (PostgreSQL) instead of letting them collide and retry.
+
+        SQLite needs nothing: ``BEGIN IMMEDIATE`` already admits one writer at a time. The unique constraint
+        and the retry loop stay as the guarantee; this lock only keeps many concurrent writers from
+        retrying over and over.
+        """
+        if self.dialect == "postgresql":
+            lock = zlib.crc32("\x00".join(key).encode()) - 2**31  # pg_advisory_xact_lock(int, int) takes int4
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:space, :lock)"), {"space": _LOCK_SPACE, "lock": lock}
+            )
 
     def schema_version(self) -> int:
         """The schema version stored in the catalog."""
@@ -185,7 +237,8 @@ class SqlCatalog:
             .subquery()
         )
         query = sa.select(d).join(
-            latest, (d.c.kind == latest.c.kind) & (d.c.name == latest.c.name) & (d.c.version == latest.c.version)
+            latest,
+            (d.c.kind == latest.c.kind) & (d.c.name == latest.c.name) & (d.c.version == latest.c.version),
         )
         if kind is not None:
             query = query.where(d.c.kind == kind)
@@ -211,8 +264,11 @@ class SqlCatalog:
         two processes applying the same definitions record them once.
         """
         d = _schema.definitions
+        for kind, name, _hash, spec, _status in changes:
+            _json_safe(spec, f"the spec of {kind} {name!r}", "spec")
 
         def write(conn: sa.Connection) -> list[DefinitionRecord]:
+            self._serialize(conn, "definitions")
             now = utcnow()
             written: list[DefinitionRecord] = []
             for kind, name, hash_, spec, status in changes:
@@ -229,7 +285,13 @@ class SqlCatalog:
                 version = (current.version if current is not None else 0) + 1
                 conn.execute(
                     sa.insert(d).values(
-                        kind=kind, name=name, version=version, hash=hash_, spec=spec, status=status, created_at=now
+                        kind=kind,
+                        name=name,
+                        version=version,
+                        hash=hash_,
+                        spec=spec,
+                        status=status,
+                        created_at=now,
                     )
                 )
                 written.append(DefinitionRecord(kind, name, version, hash_, spec, status, now))
@@ -280,8 +342,13 @@ class SqlCatalog:
         records nothing and returns the latest version with ``created=False``.
         """
         fv = _schema.feature_versions
+        event_time_min = _to_store(event_time_min, "event_time_min")
+        event_time_max = _to_store(event_time_max, "event_time_max")
+        for what, value in (("files", files), ("columns", columns), ("statistics", statistics)):
+            _json_safe(value, f"the {what} of a version of feature view {view!r}", what)
 
         def write(conn: sa.Connection) -> tuple[FeatureVersion, bool]:
+            self._serialize(conn, "feature_versions", view)
             latest = conn.execute(
                 sa.select(fv).where(fv.c.view == view).order_by(fv.c.version.desc()).limit(1)
             ).first()
@@ -293,23 +360,24 @@ class SqlCatalog:
             ):
                 return self._feature_version(latest), False
             version = (latest.version if latest is not None else 0) + 1
-            values = dict(
-                view=view,
-                version=version,
-                definition_version=definition_version,
-                definition_hash=definition_hash,
-                location=location,
-                files=files,
-                row_count=row_count,
-                event_time_min=event_time_min,
-                event_time_max=event_time_max,
-                data_digest=data_digest,
-                columns=columns,
-                statistics=statistics,
-                has_duplicates=has_duplicates,
-                created_at=utcnow(),
+            conn.execute(
+                sa.insert(fv).values(
+                    view=view,
+                    version=version,
+                    definition_version=definition_version,
+                    definition_hash=definition_hash,
+                    location=location,
+                    files=files,
+                    row_count=row_count,
+                    event_time_min=event_time_min,
+                    event_time_max=event_time_max,
+                    data_digest=data_digest,
+                    columns=columns,
+                    statistics=statistics,
+                    has_duplicates=has_duplicates,
+                    created_at=utcnow(),
+                )
             )
-            conn.execute(sa.insert(fv).values(**values))
             row = conn.execute(sa.select(fv).where(fv.c.view == view, fv.c.version == version)).one()
             return self._feature_version(row), True
 

@@ -42,7 +42,9 @@ def _root(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what Keel does.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kw: object) -> None:
@@ -51,7 +53,7 @@ def _show_warning(message: Warning | str, category: type[Warning], *_args: objec
 
 def main() -> None:
     """Entry point of the ``keel`` console script: a Keel error prints as one clear line and exits with 1."""
-    warnings.showwarning = _show_warning  # type: ignore[assignment]
+    warnings.showwarning = _show_warning
     try:
         app()  # standalone mode: usage errors print their own message and exit with 2
     except KeelError as exc:

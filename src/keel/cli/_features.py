@@ -11,7 +11,9 @@ from rich.table import Table
 from keel.cli._common import ProjectOption, console, open_project, read_table, write_table
 from keel.errors import NotFoundError
 
-app = typer.Typer(help="Feature views: list them, their versions, and point-in-time retrieval.", no_args_is_help=True)
+app = typer.Typer(
+    help="Feature views: list them, their versions, and point-in-time retrieval.", no_args_is_help=True
+)
 
 
 @app.command("list")
@@ -64,13 +66,19 @@ def versions(
 
 @app.command("historical")
 def historical(
-    entities: Annotated[Path, typer.Option("--entities", "-e", help="Parquet or CSV: join keys and a timestamp.")],
-    features: Annotated[
-        list[str], typer.Option("--features", "-f", help="Feature refs: view:feature, view:*, view@3:feature.")
+    entities: Annotated[
+        Path, typer.Option("--entities", "-e", help="Parquet or CSV: join keys and a timestamp.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the result (.parquet or .csv).")],
+    features: Annotated[
+        list[str],
+        typer.Option("--features", "-f", help="Feature refs: view:feature, view:*, view@3:feature."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the result (.parquet or .csv).")
+    ],
     timestamp: Annotated[
-        str | None, typer.Option(help="The entity file's timestamp column (default: its only datetime column).")
+        str | None,
+        typer.Option(help="The entity file's timestamp column (default: its only datetime column)."),
     ] = None,
     full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
     project: ProjectOption = Path("."),

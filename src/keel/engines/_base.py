@@ -48,8 +48,9 @@ class Engine(Protocol):
     def point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
         """Join each source's latest value at or before each entity row's time, within the TTL.
 
-        ``entities`` holds ``__keel_row`` (0..n-1), ``__keel_ts`` (UTC timestamp) and the join keys. The result
-        has ``__keel_row`` and every output feature column, one row per entity row, ordered by ``__keel_row``.
+        ``entities`` holds ``__keel_row`` (0..n-1), ``__keel_ts`` (UTC timestamp) and the join keys. The
+        result has ``__keel_row`` and every output feature column, one row per entity row, ordered by
+        ``__keel_row``.
         """
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,8 +35,12 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     return result
 
 
+#: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
+UNBOUNDED_TTL = timedelta(days=366 * 10_000)
+
+
 def _interval(ttl: timedelta) -> str:
-    micros = int(round(ttl.total_seconds() * 1_000_000))
+    micros = ttl // timedelta(microseconds=1)  # exact: no float rounding on long TTLs
     return f"INTERVAL ({micros}) MICROSECONDS"
 
 
@@ -58,10 +63,8 @@ class LocalEngine:
         import duckdb
 
         con = duckdb.connect()
-        try:  # with ICU, TIMESTAMPTZ renders in the session zone; without it, it is UTC already
+        with contextlib.suppress(duckdb.Error):  # with ICU, TIMESTAMPTZ renders in the session zone
             con.execute("SET TimeZone = 'UTC'")
-        except duckdb.Error:
-            pass
         if self._threads:
             con.execute(f"SET threads = {int(self._threads)}")
         for fs in self._filesystems:
@@ -78,15 +81,16 @@ class LocalEngine:
         distinct = list(dict.fromkeys(cols))
         select = ", ".join(q(c) for c in distinct)
         if not src.deduplicate:
-            return f"SELECT {select} FROM read_parquet({files})"
+            return f"SELECT {select} FROM read_parquet({files}, hive_partitioning=false)"
         # Ties on (keys, event time): the latest created time wins, then the row written last.
         partition = ", ".join(q(c) for c in (*src.join_keys, src.timestamp))
         order = []
         if src.created_timestamp:
             order.append(f"{q(src.created_timestamp)} DESC NULLS LAST")
         order += ["filename DESC", "file_row_number DESC"]
+        options = "hive_partitioning=false, filename=true, file_row_number=true"
         return (
-            f"SELECT {select} FROM read_parquet({files}, filename=true, file_row_number=true) "
+            f"SELECT {select} FROM read_parquet({files}, {options}) "
             f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
         )
 
@@ -103,13 +107,11 @@ class LocalEngine:
                 joins.append(f"ASOF LEFT JOIN ({self._source_sql(i, src)}) {alias} ON {on}")
                 for stored, out in src.features:
                     value = f"{alias}.{q(stored)}"
-                    if src.ttl is not None:
+                    if src.ttl is not None and src.ttl < UNBOUNDED_TTL:
                         fresh = f"{alias}.{q(src.timestamp)} >= e.{q(TS)} - {_interval(src.ttl)}"
                         value = f"CASE WHEN {fresh} THEN {value} END"
                     selects.append(f"{value} AS {q(out)}")
-            sql = (
-                f"SELECT {', '.join(selects)} FROM __keel_entities e {' '.join(joins)} ORDER BY e.{q(ROW)}"
-            )
+            sql = f"SELECT {', '.join(selects)} FROM __keel_entities e {' '.join(joins)} ORDER BY e.{q(ROW)}"
             return fetch_arrow(con, sql)
         except Exception as exc:
             if "Conversion Error" in str(exc) or "Binder Error" in str(exc):
@@ -131,8 +133,8 @@ class LocalEngine:
                     v = f"CAST({c} AS DOUBLE)" if dtype == "int64" else c
                     quant = "[" + ", ".join(str(x) for x in QUANTILES) + "]"
                     exprs += [
-                        f"min({v}) AS c{i}_min",
-                        f"max({v}) AS c{i}_max",
+                        f"min({c}) AS c{i}_min",  # int64 bounds stay exact integers
+                        f"max({c}) AS c{i}_max",
                         f"avg({v}) AS c{i}_mean",
                         f"stddev_samp({v}) AS c{i}_std",
                         f"quantile_cont({v}, {quant}) AS c{i}_quantiles",
@@ -157,8 +159,8 @@ class LocalEngine:
                 s: dict[str, Any] = {"dtype": dtype, "count": count, "nulls": n - count}
                 if dtype in ("int64", "float64"):
                     s.update(
-                        min=_num(values[f"c{i}_min"]),
-                        max=_num(values[f"c{i}_max"]),
+                        min=_bound(values[f"c{i}_min"]),
+                        max=_bound(values[f"c{i}_max"]),
                         mean=_num(values[f"c{i}_mean"]),
                         std=_num(values[f"c{i}_std"]),
                         quantiles=dict(
@@ -194,12 +196,16 @@ class LocalEngine:
         try:
             con.register("__keel_t", table)
             cols = ", ".join(q(c) for c in (*keys, timestamp))
-            row = con.execute(
-                f"SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM __keel_t)) FROM __keel_t"
-            ).fetchone()
+            distinct = f"SELECT count(*) FROM (SELECT DISTINCT {cols} FROM __keel_t)"
+            row = con.execute(f"SELECT count(*) - ({distinct}) FROM __keel_t").fetchone()
             return int(row[0]) if row else 0
         finally:
             con.close()
+
+
+def _bound(value: Any) -> int | float | str | None:
+    """A minimum or maximum: integers as they are, floats made JSON-safe."""
+    return int(value) if isinstance(value, int) else _num(value)
 
 
 def _num(value: Any) -> float | str | None:

@@ -102,11 +102,18 @@ def validate_definitions(
         if not isinstance(obj, FeatureView):
             continue
         keys = obj.join_keys(entities)
+        clashes = [f.name for f in obj.schema if f.name in keys]
+        if clashes:
+            raise ValidationError(
+                f"feature view {obj.name!r}: field(s) {clashes} are also join keys of its entities; "
+                "a feature cannot be a key or timestamp column",
+                field=clashes[0],
+            )
         for e in obj.entities:
             if isinstance(e, Entity) and e.name in entities and entities[e.name].join_keys != e.join_keys:
                 raise ValidationError(
-                    f"feature view {obj.name!r} uses entity {e.name!r} with join keys {list(e.join_keys)}, but "
-                    f"the entity being applied has {list(entities[e.name].join_keys)}",
+                    f"feature view {obj.name!r} uses entity {e.name!r} with join keys {list(e.join_keys)}, "
+                    f"but the entity being applied has {list(entities[e.name].join_keys)}",
                     field=e.name,
                 )
         if obj.source.kind == "dataframe" and not hasattr(obj.source, "df"):
@@ -160,7 +167,9 @@ def make_plan(
         elif not record.active:
             items.append(PlanItem(kind, name, "add", record.version + 1))
         elif record.hash != obj.definition_hash:
-            items.append(PlanItem(kind, name, "change", record.version + 1, _changed_keys(record.spec, obj.spec())))
+            items.append(
+                PlanItem(kind, name, "change", record.version + 1, _changed_keys(record.spec, obj.spec()))
+            )
         else:
             items.append(PlanItem(kind, name, "unchanged", record.version))
     if not partial:
@@ -229,7 +238,8 @@ class Definitions:
             known = sorted(n for (_, n), r in current.items() if r.active)
             label = kind.replace("_", " ")
             raise NotFoundError(
-                f"unknown {label} {name!r}; known: {', '.join(known) or 'none'}. Declare it and run `keel apply`"
+                f"unknown {label} {name!r}; known: {', '.join(known) or 'none'}. "
+                "Declare it and run `keel apply`"
             )
         return record
 
@@ -247,7 +257,7 @@ class Definitions:
     def entities(self) -> dict[str, Entity]:
         """Every active entity by name."""
         out = {}
-        for (kind, name), rec in self._catalog.current_definitions("entity").items():
+        for (_kind, name), rec in self._catalog.current_definitions("entity").items():
             if rec.active:
                 obj = self._object(rec)
                 assert isinstance(obj, Entity)

@@ -22,9 +22,10 @@ _RESERVED_PREFIX = "__keel"
 
 def check_name(name: object, what: str) -> str:
     """Refuse names that cannot be a column, a file name and a SQL identifier at once."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
-            f"{what} name {name!r} is invalid: use letters, digits and underscores, not starting with a digit",
+            f"{what} name {name!r} is invalid: use letters, digits and underscores, "
+            "not starting with a digit",
             field=str(name),
         )
     if name.startswith(_RESERVED_PREFIX):
@@ -106,7 +107,9 @@ class Entity(Definition):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Entity:
         """Rebuild from :meth:`spec`."""
-        return cls(spec["name"], spec["join_keys"], description=spec.get("description", ""), tags=spec.get("tags"))
+        return cls(
+            spec["name"], spec["join_keys"], description=spec.get("description", ""), tags=spec.get("tags")
+        )
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,9 @@ class Field:
 
     def __post_init__(self) -> None:
         check_name(self.name, "field")
-        object.__setattr__(self, "dtype", canonical_dtype(self.dtype, where=f"field {self.name!r}: "))
+        object.__setattr__(
+            self, "dtype", canonical_dtype(self.dtype, where=f"field {self.name!r}: ", field=self.name)
+        )
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "description": self.description}
@@ -159,7 +164,7 @@ class FeatureView(Definition):
         *,
         entities: Iterable[Entity | str],
         source: Source,
-        schema: Iterable[Field],
+        schema: Iterable[Field] | Field,
         ttl: timedelta | None = None,
         tags: Mapping[str, str] | None = None,
         description: str = "",
@@ -167,16 +172,22 @@ class FeatureView(Definition):
     ) -> None:
         check_name(name, "feature view")
         self.name = name
-        ents = list(entities) if not isinstance(entities, Entity | str) else [entities]
+        ents: list[Entity | str] = list(entities) if not isinstance(entities, Entity | str) else [entities]
         if not ents:
             raise ValidationError(f"feature view {name!r} needs at least one entity", field=name)
         for e in ents:
             if not isinstance(e, Entity | str):
                 raise ValidationError(
-                    f"feature view {name!r}: entities must be Entity objects or names, got {type(e).__name__}",
+                    f"feature view {name!r}: entities must be Entity objects or names, "
+                    f"got {type(e).__name__}",
                     field=name,
                 )
-        self.entities: list[Entity | str] = ents
+            if isinstance(e, str):
+                check_name(e, f"feature view {name!r}: entity")
+        entity_names = [e.name if isinstance(e, Entity) else e for e in ents]
+        if len(set(entity_names)) != len(entity_names):
+            raise ValidationError(f"feature view {name!r} lists an entity twice: {entity_names}", field=name)
+        self.entities = ents
         if not isinstance(source, Source):
             raise ValidationError(
                 f"feature view {name!r}: source must be a ParquetSource, CsvSource or DataFrameSource, "
@@ -184,7 +195,7 @@ class FeatureView(Definition):
                 field=name,
             )
         self.source = source
-        fields = list(schema)
+        fields = [schema] if isinstance(schema, Field) else list(schema)
         if not fields:
             raise ValidationError(f"feature view {name!r}: schema lists no fields", field=name)
         for f in fields:
@@ -196,11 +207,19 @@ class FeatureView(Definition):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValidationError(f"feature view {name!r}: field(s) {dupes} listed twice", field=name)
+        for column in (source.timestamp, source.created_timestamp):
+            if column in names:
+                raise ValidationError(
+                    f"feature view {name!r}: field {column!r} is also the source's timestamp column; "
+                    "a feature cannot be a key or timestamp column",
+                    field=column,
+                )
         self.schema: list[Field] = fields
         if ttl is not None:
             if not isinstance(ttl, timedelta):
                 raise ValidationError(
-                    f"feature view {name!r}: ttl must be a datetime.timedelta or None, got {ttl!r}", field="ttl"
+                    f"feature view {name!r}: ttl must be a datetime.timedelta or None, got {ttl!r}",
+                    field="ttl",
                 )
             if ttl <= timedelta(0):
                 raise ValidationError(f"feature view {name!r}: ttl must be positive, got {ttl}", field="ttl")
@@ -272,7 +291,10 @@ class FeatureView(Definition):
         )
 
     def __repr__(self) -> str:
-        return f"FeatureView({self.name!r}, entities={self.entity_names}, features={self.feature_names}, ttl={self.ttl})"
+        return (
+            f"FeatureView({self.name!r}, entities={self.entity_names}, features={self.feature_names}, "
+            f"ttl={self.ttl})"
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FeatureView) and self.spec() == other.spec()

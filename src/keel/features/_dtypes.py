@@ -26,15 +26,21 @@ _ALIASES = {
 }
 
 
-def canonical_dtype(dtype: str, *, where: str = "") -> str:
-    """Return the canonical name of ``dtype`` or raise a :class:`ValidationError` listing the valid ones."""
+def canonical_dtype(dtype: str, *, where: str = "", field: str | None = None) -> str:
+    """Return the canonical name of ``dtype`` or raise a :class:`ValidationError` listing the valid ones.
+
+    Args:
+        dtype: a dtype name or alias (``int``, ``double``, ``embedding``...).
+        where: a prefix for error messages (``field 'plan': ``).
+        field: the field the dtype belongs to, recorded on the error.
+    """
     if not isinstance(dtype, str):
-        raise ValidationError(f"{where}dtype must be a string, got {type(dtype).__name__}", field=where or None)
+        raise ValidationError(f"{where}dtype must be a string, got {type(dtype).__name__}", field=field)
     name = dtype.strip().lower()
     name = _ALIASES.get(name, name)
     if name not in DTYPES:
         raise ValidationError(
-            f"{where}unknown dtype {dtype!r}; valid dtypes are: {', '.join(DTYPES)}", field=where or None
+            f"{where}unknown dtype {dtype!r}; valid dtypes are: {', '.join(DTYPES)}", field=field
         )
     return name
 
@@ -64,7 +70,9 @@ def dtype_of_arrow(t: pa.DataType) -> str | None:
         return "float64"
     if pat.is_boolean(t):
         return "bool"
-    if pat.is_string(t) or pat.is_large_string(t) or pat.is_dictionary(t):
+    if pat.is_dictionary(t) and isinstance(t, pa.DictionaryType):  # categorical: the type of its values
+        return dtype_of_arrow(t.value_type)
+    if pat.is_string(t) or pat.is_large_string(t) or getattr(pat, "is_string_view", lambda _: False)(t):
         return "string"
     if pat.is_timestamp(t) or pat.is_date(t):
         return "timestamp"

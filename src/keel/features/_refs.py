@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from keel.errors import ValidationError
 
-_REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>[0-9]+|latest))?:(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$")
+_REF = re.compile(
+    r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>[0-9]+|latest))?:(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$"
+)
 
 
 @dataclass(frozen=True)

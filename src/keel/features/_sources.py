@@ -5,6 +5,7 @@ Paths are local (relative to the project root) or fsspec URIs (``s3://bucket/key
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,7 +37,9 @@ class Source(ABC):
     def __init__(self, *, timestamp: str = "event_time", created_timestamp: str | None = None) -> None:
         if not isinstance(timestamp, str) or not timestamp:
             raise ValidationError("a source needs the name of its event-time column (timestamp=...)")
-        if created_timestamp is not None and (not isinstance(created_timestamp, str) or not created_timestamp):
+        if created_timestamp is not None and (
+            not isinstance(created_timestamp, str) or not created_timestamp
+        ):
             raise ValidationError("created_timestamp must be a column name or None")
         self.timestamp = timestamp
         self.created_timestamp = created_timestamp
@@ -78,10 +81,12 @@ class Source(ABC):
 
 
 class _FileSource(Source):
-    def __init__(self, path: str | Path, *, timestamp: str = "event_time", created_timestamp: str | None = None):
+    def __init__(
+        self, path: str | Path, *, timestamp: str = "event_time", created_timestamp: str | None = None
+    ):
         super().__init__(timestamp=timestamp, created_timestamp=created_timestamp)
-        if not str(path):
-            raise ValidationError(f"{type(self).__name__} needs a path")
+        if not isinstance(path, str | os.PathLike) or not str(path):
+            raise ValidationError(f"{type(self).__name__} needs a path (a string or a Path), got {path!r}")
         self.path = str(path)
 
     def _location_spec(self) -> dict[str, Any]:
@@ -124,23 +129,30 @@ class ParquetSource(_FileSource):
 
     kind = "parquet"
 
+    def _dataset(self, root: Path | None) -> tuple[Any, str, Any]:
+        """The filesystem, the path, and the Arrow dataset; a folder without Parquet files is not found."""
+        import pyarrow.dataset as ds
+
+        fs, inner = self._require(root)
+        try:
+            dataset = ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive")
+        except Exception as exc:
+            raise BackendError(f"cannot read the schema of {self.describe}: {exc}") from exc
+        if not dataset.files:
+            raise NotFoundError(f"{self.describe}: the folder {inner!r} holds no Parquet files")
+        return fs, inner, dataset
+
     def read(self, root: Path | None = None) -> pa.Table:
         import pyarrow.parquet as pq
 
-        fs, inner = self._require(root)
+        fs, inner, _ = self._dataset(root)
         try:
             return pq.read_table(inner, filesystem=fs)
         except Exception as exc:
             raise BackendError(f"cannot read {self.describe}: {exc}") from exc
 
     def column_types(self, root: Path | None = None) -> dict[str, pa.DataType]:
-        import pyarrow.dataset as ds
-
-        fs, inner = self._require(root)
-        try:
-            schema = ds.dataset(inner, filesystem=fs, format="parquet", partitioning="hive").schema
-        except Exception as exc:
-            raise BackendError(f"cannot read the schema of {self.describe}: {exc}") from exc
+        schema = self._dataset(root)[2].schema
         return {name: schema.field(name).type for name in schema.names}
 
 
@@ -163,6 +175,12 @@ class CsvSource(_FileSource):
         delimiter: str = ",",
     ) -> None:
         super().__init__(path, timestamp=timestamp, created_timestamp=created_timestamp)
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
+            raise ValidationError(
+                f"CsvSource({self.path!r}): delimiter must be one character other than a quote or a line "
+                f"break, got {delimiter!r}",
+                field="delimiter",
+            )
         self.delimiter = delimiter
 
     def _location_spec(self) -> dict[str, Any]:
@@ -253,7 +271,8 @@ class _DetachedDataFrameSource(Source):
         )
 
     def column_types(self, root: Path | None = None) -> dict[str, pa.DataType]:
-        return self.read(root)  # type: ignore[return-value]  # always raises
+        self.read(root)  # always raises
+        raise AssertionError("unreachable")
 
 
 def source_from_spec(spec: dict[str, Any]) -> Source:

@@ -65,7 +65,9 @@ def ingest_view(
     started = time.perf_counter()
     raw = view.source.read(root)
     if raw.num_rows == 0:
-        raise ValidationError(f"feature view {view.name!r}: {view.source.describe} has no rows; nothing ingested")
+        raise ValidationError(
+            f"feature view {view.name!r}: {view.source.describe} has no rows; nothing ingested"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validated = validate_table(raw, view, join_keys)
@@ -83,7 +85,8 @@ def ingest_view(
         return IngestResult(view.name, latest, False, raw.num_rows, time.perf_counter() - started, noticed)
 
     duplicates = engine.count_duplicates(table, validated.join_keys, validated.timestamp)
-    dtypes = {k: validated.columns["join_keys"][k] for k in validated.join_keys}  # type: ignore[index]
+    key_dtypes: dict[str, str] = validated.columns["join_keys"]
+    dtypes = {k: key_dtypes[k] for k in validated.join_keys}
     dtypes[validated.timestamp] = "timestamp"
     if validated.created_timestamp:
         dtypes[validated.created_timestamp] = "timestamp"
@@ -102,7 +105,7 @@ def ingest_view(
         event_time_min=_dt(bounds["min"]),
         event_time_max=_dt(bounds["max"]),
         data_digest=digest,
-        columns=validated.columns,  # type: ignore[arg-type]
+        columns=validated.columns,
         statistics=statistics,
         has_duplicates=duplicates > 0,
     )

@@ -16,10 +16,10 @@ import pyarrow as pa
 from keel.engines import ROW, TS, PointInTimeSource
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef, parse_refs
-from keel.offline._validate import NaiveTimestampWarning
+from keel.offline._validate import NaiveTimestampWarning, parse_timestamps
 
 if TYPE_CHECKING:
-    from keel.catalog import Catalog, FeatureVersion
+    from keel.catalog import FeatureVersion
     from keel.engines import Engine
     from keel.features import FeatureView
     from keel.offline._store import OfflineStore
@@ -45,7 +45,8 @@ def resolve_entity_timestamp(entity_df: pd.DataFrame, timestamp: str | None) -> 
     if timestamp is not None:
         if timestamp not in entity_df.columns:
             raise ValidationError(
-                f"entity frame has no timestamp column {timestamp!r}; it has: {', '.join(map(str, entity_df.columns))}",
+                f"entity frame has no timestamp column {timestamp!r}; "
+                f"it has: {', '.join(map(str, entity_df.columns))}",
                 field=timestamp,
             )
         return timestamp
@@ -65,24 +66,27 @@ def resolve_entity_timestamp(entity_df: pd.DataFrame, timestamp: str | None) -> 
 
 def to_utc(values: pd.Series, *, name: str, allow_nulls: bool = False) -> pd.Series:
     """Entity timestamps as UTC: aware ones converted, naive ones taken as UTC (with a warning)."""
+    naive = False
     if pd.api.types.is_datetime64_any_dtype(values):
-        out = values
+        if getattr(values.dt, "tz", None) is None:
+            naive = True
+            out = values.dt.tz_localize("UTC")
+        else:
+            out = values.dt.tz_convert("UTC")
     else:
-        out = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        out, naive = parse_timestamps(values)
         bad = out.isna() & values.notna()
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
             raise ValidationError(
-                f"entity frame, column {name!r}: row {row} has {values.iloc[row]!r}, which is not a timestamp",
+                f"entity frame, column {name!r}: row {row} has {values.iloc[row]!r}, which is not a "
+                "timestamp",
                 field=name,
                 row=row,
             )
-    if getattr(out.dt, "tz", None) is None:
+    if naive:
         msg = f"entity frame: column {name!r} has timestamps without a time zone; they were taken as UTC"
         warnings.warn(msg, NaiveTimestampWarning, stacklevel=3)
-        out = out.dt.tz_localize("UTC")
-    else:
-        out = out.dt.tz_convert("UTC")
     if not allow_nulls and out.isna().any():
         row = int(np.argmax(out.isna().to_numpy()))
         raise ValidationError(
@@ -90,10 +94,13 @@ def to_utc(values: pd.Series, *, name: str, allow_nulls: bool = False) -> pd.Ser
             field=name,
             row=row,
         )
-    return out.astype("datetime64[us, UTC]")
+    result: pd.Series = out.astype("datetime64[us, UTC]")
+    return result
 
 
 def _key_array(values: pd.Series, *, name: str, stored: str) -> pa.Array:
+    if isinstance(values.dtype, pd.CategoricalDtype):  # judged by its values: ints (NaN: floats) or strings
+        values = pd.Series(np.asarray(values))
     if stored == "int64":
         if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
             return pa.array(values, type=pa.int64(), from_pandas=True)
@@ -111,14 +118,21 @@ def _key_array(values: pd.Series, *, name: str, stored: str) -> pa.Array:
             return pa.array(values, type=pa.string(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValidationError(
-                f"entity frame, join key {name!r}: the offline store holds string keys and a value is not a string",
+                f"entity frame, join key {name!r}: the offline store holds string keys and a value is not "
+                "a string",
                 field=name,
             ) from exc
     raise ValidationError(
-        f"entity frame, join key {name!r}: the offline store holds string keys, the frame holds {values.dtype}; "
-        "convert the column to strings",
+        f"entity frame, join key {name!r}: the offline store holds string keys, the frame holds "
+        f"{values.dtype}; convert the column to strings",
         field=name,
     )
+
+
+def _stored(version: FeatureVersion) -> dict[str, Any]:
+    """The version's self-description of its columns (keys, timestamps, features)."""
+    columns: dict[str, Any] = dict(version.columns)
+    return columns
 
 
 def _pandas_type(t: pa.DataType) -> Any:
@@ -141,17 +155,27 @@ def plan_request(
     parsed = [r if isinstance(r, FeatureRef) else FeatureRef.parse(r) for r in refs]
     if not parsed:
         parse_refs([])  # raises the "no features requested" error
-    groups: dict[tuple[str, int | None], list[str]] = {}
+    requested: dict[str, dict[int | None, list[str]]] = {}
     for ref in parsed:
-        feats = groups.setdefault((ref.view, ref.version), [])
+        feats = requested.setdefault(ref.view, {}).setdefault(ref.version, [])
         if ref.feature not in feats:
             feats.append(ref.feature)
     resolved: list[ResolvedView] = []
     outputs: dict[str, str] = {}
-    for (view_name, pinned), feats in groups.items():
+    for view_name, by_version in requested.items():
         view = view_lookup(view_name)
-        version = version_lookup(view_name, pinned)
-        available = list(version.columns["features"])  # type: ignore[call-overload]
+        versions = {pinned: version_lookup(view_name, pinned) for pinned in by_version}
+        numbers = sorted({v.version for v in versions.values()})
+        if len(numbers) > 1:  # one view, one version per call: the lineage records one version per view
+            raise ValidationError(
+                f"feature view {view_name!r} is requested in several versions "
+                f"({', '.join(map(str, numbers))}); one call serves one version of a view: request the "
+                "others in another call",
+                field=view_name,
+            )
+        version = next(iter(versions.values()))
+        feats = list(dict.fromkeys(f for fs in by_version.values() for f in fs))
+        available = list(_stored(version)["features"])
         chosen = available if "*" in feats else feats
         for f in chosen:
             if f not in available:
@@ -200,7 +224,8 @@ def historical_features(
     }
     sources: list[PointInTimeSource] = []
     for rv in resolved:
-        stored_keys = rv.version.columns["join_keys"]  # type: ignore[call-overload]
+        stored = _stored(rv.version)
+        stored_keys: dict[str, str] = stored["join_keys"]
         for key in rv.join_keys:
             if key not in entity_df.columns:
                 raise ValidationError(
@@ -216,8 +241,8 @@ def historical_features(
                 view=rv.view.name,
                 paths=store.paths(rv.version),
                 join_keys=rv.join_keys,
-                timestamp=rv.version.columns["timestamp"],  # type: ignore[call-overload]
-                created_timestamp=rv.version.columns.get("created_timestamp"),  # type: ignore[arg-type]
+                timestamp=stored["timestamp"],
+                created_timestamp=stored.get("created_timestamp"),
                 features=rv.features,
                 ttl=ttl,
                 deduplicate=rv.version.has_duplicates,
@@ -229,7 +254,7 @@ def historical_features(
         raise AssertionError(f"point-in-time join returned {joined.num_rows} rows for {len(entity_df)}")
     features = joined.drop_columns([ROW]).to_pandas(types_mapper=_pandas_type)
     features.index = entity_df.index
-    out = pd.concat([entity_df, features], axis=1)
+    out: pd.DataFrame = pd.concat([entity_df, features], axis=1)
     out.attrs[VERSIONS_ATTR] = {rv.view.name: rv.version.version for rv in resolved}
     return out
 

@@ -7,13 +7,16 @@ unreferenced folder that the next ingest of the same data reuses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,6 +28,16 @@ if TYPE_CHECKING:
 
 ROW_GROUP_ROWS = 256 * 1024
 MANIFEST = "_manifest.json"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary encoding: keys, strings, integers, flags; floats and times rarely repeat."""
+    return [
+        f.name
+        for f in schema
+        if pa.types.is_integer(f.type) or pa.types.is_string(f.type) or pa.types.is_boolean(f.type)
+    ]
 
 
 class OfflineStore:
@@ -49,7 +62,7 @@ class OfflineStore:
         return "/".join([self.root, *parts])
 
     def paths(self, version: FeatureVersion) -> tuple[str, ...]:
-        """The version's files as paths DuckDB can read (local paths, or URIs of the registered filesystem)."""
+        """The version's files as paths DuckDB can read (local paths, or URIs of a registered filesystem)."""
         base = self._join(version.location)
         paths = [f"{base}/{f['path']}" for f in version.files]
         if not self.is_local:
@@ -71,19 +84,40 @@ class OfflineStore:
             if existing is not None:
                 return location, existing
             tmp = self._join(view, f"_tmp-{uuid.uuid4().hex}")
-            self.fs.makedirs(tmp, exist_ok=True)
-            files: list[dict[str, Any]] = []
-            for rel, part in self._partitions(table, timestamp):
-                sink = pa.BufferOutputStream()
-                pq.write_table(part, sink, row_group_size=ROW_GROUP_ROWS, compression="snappy")
-                data = sink.getvalue().to_pybytes()
-                self._write_file(f"{tmp}/{rel}", data)
-                files.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "rows": part.num_rows})
-            self._write_file(f"{tmp}/{MANIFEST}", json.dumps(files).encode())
-            self._publish(tmp, final)
-        except OSError as exc:
-            raise BackendError(f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}") from exc
+            try:
+                files = self._write_folder(tmp, table, timestamp)
+                self._publish(tmp, final)
+            except BaseException:
+                self._discard(tmp)  # nothing half-written stays behind
+                raise
+        except (OSError, pa.ArrowException) as exc:
+            raise BackendError(
+                f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}"
+            ) from exc
         return location, self._manifest(final) or files
+
+    def _write_folder(self, tmp: str, table: pa.Table, timestamp: str) -> list[dict[str, Any]]:
+        self.fs.makedirs(tmp, exist_ok=True)
+        files: list[dict[str, Any]] = []
+        for rel, part in self._partitions(table, timestamp):
+            sink = pa.BufferOutputStream()
+            pq.write_table(
+                part,
+                sink,
+                row_group_size=ROW_GROUP_ROWS,
+                compression="snappy",
+                use_dictionary=_dictionary_columns(part.schema),
+            )
+            data = sink.getvalue().to_pybytes()
+            self._write_file(f"{tmp}/{rel}", data)
+            files.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "rows": part.num_rows})
+        self._write_file(f"{tmp}/{MANIFEST}", json.dumps(files).encode())
+        return files
+
+    def _discard(self, folder: str) -> None:
+        with contextlib.suppress(Exception):
+            if self.fs.exists(folder):
+                self.fs.rm(folder, recursive=True)
 
     def _manifest(self, folder: str) -> list[dict[str, Any]] | None:
         try:
@@ -122,13 +156,31 @@ class OfflineStore:
         self.fs.mv(tmp, final, recursive=True)
 
     def _partitions(self, table: pa.Table, timestamp: str) -> list[tuple[str, pa.Table]]:
+        """One part, or one part per month (UTC) of event time; rows keep their order within a part."""
         if table.num_rows <= self.partition_rows:
             return [("part-0.parquet", table)]
-        months = pc.strftime(table.column(timestamp), format="%Y-%m")
+        micros = pc.cast(table.column(timestamp), pa.int64()).to_numpy()
+        bounds = pc.min_max(table.column(timestamp)).as_py()
+        first, last = bounds["min"], bounds["max"]
+        months: list[tuple[int, int]] = []
+        year, month = first.year, first.month
+        while (year, month) <= (last.year, last.month):
+            months.append((year, month))
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        starts = np.array(
+            [(datetime(y, m, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1) for y, m in months],
+            dtype=np.int64,
+        )
+        which = np.searchsorted(starts, micros, side="right") - 1
+        order = np.argsort(which, kind="stable")  # stable: the source order breaks ties on event time
+        ends = np.cumsum(np.bincount(which, minlength=len(months)))
+        ordered = table.take(pa.array(order))
         out = []
-        for month in sorted(pc.unique(months).to_pylist()):
-            part = table.filter(pc.equal(months, month))
-            out.append((f"month={month}/part-0.parquet", part))
+        begin = 0
+        for (y, m), end in zip(months, ends.tolist(), strict=True):
+            if end > begin:
+                out.append((f"month={y:04d}-{m:02d}/part-0.parquet", ordered.slice(begin, end - begin)))
+            begin = end
         return out
 
     def verify(self, version: FeatureVersion) -> list[str]:

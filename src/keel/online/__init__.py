@@ -1,0 +1,13 @@
+"""The online store: the latest feature values per entity, for low-latency reads.
+
+Three backends, chosen by URI: ``memory://`` (the reference, in process), ``sqlite:///path/online.db`` (the
+embedded default) and ``redis://host:port/db`` (``pip install 'keel[redis]'``). All keep the semantics
+described on :class:`OnlineStore` and pass one conformance suite.
+"""
+
+from keel.online._memory import MemoryOnlineStore
+from keel.online._redis import RedisOnlineStore
+from keel.online._sqlite import SqliteOnlineStore
+from keel.online._store import OnlineRead, OnlineStore
+
+__all__ = ["MemoryOnlineStore", "OnlineRead", "OnlineStore", "RedisOnlineStore", "SqliteOnlineStore"]
