@@ -71,6 +71,8 @@ def ingest_view(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validated = validate_table(raw, view, join_keys)
+    rows = raw.num_rows
+    del raw  # the validated copy is all that is needed from here on; free the source's memory early
     noticed = [str(w.message) for w in caught]
     for w in caught:  # hand them on to the caller's filters too
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -82,7 +84,7 @@ def ingest_view(
     except LookupError:
         latest = None
     if latest is not None and latest.data_digest == digest and latest.definition_hash == definition_hash:
-        return IngestResult(view.name, latest, False, raw.num_rows, time.perf_counter() - started, noticed)
+        return IngestResult(view.name, latest, False, rows, time.perf_counter() - started, noticed)
 
     duplicates = engine.count_duplicates(table, validated.join_keys, validated.timestamp)
     key_dtypes: dict[str, str] = validated.columns["join_keys"]
@@ -109,7 +111,7 @@ def ingest_view(
         statistics=statistics,
         has_duplicates=duplicates > 0,
     )
-    return IngestResult(view.name, version, created, raw.num_rows, time.perf_counter() - started, noticed)
+    return IngestResult(view.name, version, created, rows, time.perf_counter() - started, noticed)
 
 
 def _dt(value: object) -> datetime | None:

@@ -100,17 +100,23 @@ class OfflineStore:
         self.fs.makedirs(tmp, exist_ok=True)
         files: list[dict[str, Any]] = []
         for rel, part in self._partitions(table, timestamp):
-            sink = pa.BufferOutputStream()
-            pq.write_table(
-                part,
-                sink,
-                row_group_size=ROW_GROUP_ROWS,
-                compression="snappy",
-                use_dictionary=_dictionary_columns(part.schema),
-            )
-            data = sink.getvalue().to_pybytes()
-            self._write_file(f"{tmp}/{rel}", data)
-            files.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "rows": part.num_rows})
+            path = f"{tmp}/{rel}"
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            # Encode straight into the file (no whole-file buffer in memory), then hash what landed on disk.
+            with self.fs.open(path, "wb") as f:
+                pq.write_table(
+                    part,
+                    f,
+                    row_group_size=ROW_GROUP_ROWS,
+                    compression="snappy",
+                    use_dictionary=_dictionary_columns(part.schema),
+                )
+                if self.is_local:
+                    f.flush()
+                    os.fsync(f.fileno())
+            with self.fs.open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            files.append({"path": rel, "sha256": digest, "rows": part.num_rows})
         self._write_file(f"{tmp}/{MANIFEST}", json.dumps(files).encode())
         return files
 

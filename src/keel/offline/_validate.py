@@ -165,7 +165,10 @@ def _naive_warning(view: str, name: str) -> None:
 
 def _nan_to_null(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """NaN is how pandas spells a missing float; Keel stores it as null."""
-    return pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+    nan = pc.is_nan(values)
+    if not pc.any(nan).as_py():  # the common case: no copy of the column
+        return values
+    return pc.if_else(nan, pa.scalar(None, pa.float64()), values)
 
 
 def _timestamps(
