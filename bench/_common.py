@@ -45,13 +45,9 @@ def parser(description: str, *, runs: int = 7, warmup: int = 1) -> argparse.Argu
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes; finishes in seconds")
     p.add_argument("--runs", type=int, default=None, help=f"timed runs per side (default {runs}, quick: 5)")
-    p.add_argument(
-        "--warmup", type=int, default=warmup, help=f"untimed runs per side first (default {warmup})"
-    )
+    p.add_argument("--warmup", type=int, default=warmup, help=f"untimed runs per side first (default {warmup})")
     p.add_argument("--only", action="append", default=[], metavar="W", help="only workloads whose name has W")
-    p.add_argument(
-        "--append", action="store_true", help=f"also append results to {LATEST.relative_to(REPO_DIR)}"
-    )
+    p.add_argument("--append", action="store_true", help=f"also append results to {LATEST.relative_to(REPO_DIR)}")
     p.add_argument("--output", type=Path, default=None, help="also append results to this file")
     p.set_defaults(default_runs=runs)
     return p

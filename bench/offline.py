@@ -114,9 +114,7 @@ def ensure_data(sizes: dict[str, int]) -> Path:
         }
     )
     _write_atomic(entities, entities_path, pq)
-    common.log(
-        f"generated {ids.size:,} feature rows, {n_rows:,} entity rows in {time.perf_counter() - started:.1f}s"
-    )
+    common.log(f"generated {ids.size:,} feature rows, {n_rows:,} entity rows in {time.perf_counter() - started:.1f}s")
     return folder
 
 
@@ -208,9 +206,7 @@ def bench_ingest(args: Any, folder: Path, params: dict[str, Any]) -> Path:
         order = ("keel", "baseline") if i % 2 == 0 else ("baseline", "keel")
         for side in order:
             if side == "keel":
-                r = common.run_child(
-                    SCRIPT, "keel_ingest", {"features": str(features), "project": str(project)}
-                )
+                r = common.run_child(SCRIPT, "keel_ingest", {"features": str(features), "project": str(project)})
                 if not r["created"]:
                     raise RuntimeError("ingest into a fresh project created no version")
                 if timed:
@@ -252,9 +248,7 @@ def bench_ingest(args: Any, folder: Path, params: dict[str, Any]) -> Path:
         ratio_max=INGEST_TARGET,
         checks={
             "rows": rows,
-            "all_rows_ingested": all(
-                r["stored_rows"] == r["rows"] == params["feature_rows"] for r in keel_runs
-            ),
+            "all_rows_ingested": all(r["stored_rows"] == r["rows"] == params["feature_rows"] for r in keel_runs),
         },
     )
     common.emit(line, args)
@@ -349,9 +343,7 @@ def bench_historical(args: Any, folder: Path, params: dict[str, Any], project_di
             warmup=args.warmup,
         )
     for side, t in timings.items():
-        common.log(
-            f"historical_features {side}: median {t.median_s:.3f}s runs {[round(r, 3) for r in t.runs]}"
-        )
+        common.log(f"historical_features {side}: median {t.median_s:.3f}s runs {[round(r, 3) for r in t.runs]}")
     checks = compare(timings["keel"].last, timings["baseline"].last, entity_df)
     line = common.result(
         "offline.historical_features",

@@ -28,9 +28,7 @@ NOT_BENCHMARKS = {"run.py"}
 def benchmarks() -> list[Path]:
     """Every benchmark script: ``bench/*.py`` except helpers (``_*.py``) and this runner."""
     return sorted(
-        p
-        for p in common.BENCH_DIR.glob("*.py")
-        if not p.name.startswith("_") and p.name not in NOT_BENCHMARKS
+        p for p in common.BENCH_DIR.glob("*.py") if not p.name.startswith("_") and p.name not in NOT_BENCHMARKS
     )
 
 
@@ -76,9 +74,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument(
-        "--bench", action="append", default=[], metavar="NAME", help="only this benchmark (repeatable)"
-    )
+    p.add_argument("--bench", action="append", default=[], metavar="NAME", help="only this benchmark (repeatable)")
     p.add_argument("--results", type=Path, default=common.LATEST, help="where to write the JSON lines")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target or a check is missed")
     args, flags = p.parse_known_args(argv)
@@ -99,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         code, lines = run_one(script, flags, args.results)
         rows += lines
-        common.log(
-            f"{script.name}: exit code {code}, {len(lines)} result(s) in {time.perf_counter() - started:.0f}s"
-        )
+        common.log(f"{script.name}: exit code {code}, {len(lines)} result(s) in {time.perf_counter() - started:.0f}s")
         if code != 0 or not lines:
             failed.append(script.name)
     print(summary(rows), file=sys.stderr)

@@ -83,9 +83,7 @@ def test_keel_environment_variables_override_keel_yaml(project_dir: Path) -> Non
     assert config.modules == ["a.py", "b.py"]
 
 
-def test_the_process_environment_is_read_when_none_is_given(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_process_environment_is_read_when_none_is_given(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_ONLINE", "redis://cache:6379/2")
     monkeypatch.setenv("KEEL_SPARK__MASTER", "local[3]")
 
@@ -154,9 +152,7 @@ def test_an_unknown_key_is_a_config_error_naming_it_and_the_valid_ones(project_d
 def test_an_unknown_nested_key_is_a_config_error_naming_its_path(project_dir: Path) -> None:
     _write(project_dir, "spark: {mastr: 'local[2]'}\n")
 
-    with pytest.raises(
-        ConfigError, match=r"unknown setting 'spark\.mastr'; valid settings are: master, conf"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown setting 'spark\.mastr'; valid settings are: master, conf"):
         load_config(project_dir, environ={})
 
 
@@ -200,9 +196,7 @@ def test_an_empty_keel_yaml_gives_the_defaults(project_dir: Path) -> None:
 
 
 def test_a_malformed_environment_value_is_a_config_error_naming_the_variable(project_dir: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"environment variable KEEL_MODULES='\[a\.py' is not a valid value"
-    ):
+    with pytest.raises(ConfigError, match=r"environment variable KEEL_MODULES='\[a\.py' is not a valid value"):
         load_config(project_dir, environ={"KEEL_MODULES": "[a.py"})
 
 
@@ -243,16 +237,12 @@ def test_an_unknown_scheme_is_a_config_error_listing_the_valid_schemes() -> None
 
 
 def test_a_bare_path_as_catalog_is_a_config_error_listing_the_valid_schemes() -> None:
-    with pytest.raises(
-        ConfigError, match=r"unknown scheme 'file'; valid schemes are: memory, postgresql, sqlite"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown scheme 'file'; valid schemes are: memory, postgresql, sqlite"):
         open_catalog(".keel/catalog.db")
 
 
 def test_an_unknown_interface_is_a_config_error_listing_the_known_ones() -> None:
-    with pytest.raises(
-        ConfigError, match=r"unknown backend interface 'teleporter'; known interfaces are: catalog"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown backend interface 'teleporter'; known interfaces are: catalog"):
         backend_class("teleporter", "x://y")
 
 

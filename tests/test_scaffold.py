@@ -123,9 +123,7 @@ def test_init_with_example_generates_data_that_applies_and_ingests(tmp_path: Pat
         assert activity.created and profile.created
         assert activity.version.row_count == len(data["activity.parquet"])
         assert profile.version.row_count == len(data["customers.parquet"])
-        train = project.historical_features(
-            data["labels.parquet"], ["customer_profile:*", "customer_activity:*"]
-        )
+        train = project.historical_features(data["labels.parquet"], ["customer_profile:*", "customer_activity:*"])
         assert len(train) == len(data["labels.parquet"])
         assert train["spend_30d"].notna().mean() > 0.95
 
@@ -150,9 +148,7 @@ def test_init_with_bad_example_options_leaves_nothing_behind(tmp_path: Path) -> 
 
 
 # -- the generator -------------------------------------------------------------------------------------------
-def test_generated_data_has_the_documented_schema_and_rates(
-    tmp_path: Path, churn_generator: ModuleType
-) -> None:
+def test_generated_data_has_the_documented_schema_and_rates(tmp_path: Path, churn_generator: ModuleType) -> None:
     counts = churn_generator.generate(tmp_path, customers=400)
     data = _read(tmp_path)
 
@@ -188,9 +184,7 @@ def test_generation_is_deterministic_for_a_seed(tmp_path: Path, churn_generator:
     assert not a["activity.parquet"].equals(c["activity.parquet"])
 
 
-def test_drift_after_shifts_distributions_after_the_date_only(
-    tmp_path: Path, churn_generator: ModuleType
-) -> None:
+def test_drift_after_shifts_distributions_after_the_date_only(tmp_path: Path, churn_generator: ModuleType) -> None:
     date = pd.Timestamp("2025-07-01", tz="UTC")
     churn_generator.generate(tmp_path / "base", customers=800)
     churn_generator.generate(tmp_path / "drift", customers=800, drift_after="2025-07-01")
@@ -213,8 +207,7 @@ def test_drift_after_shifts_distributions_after_the_date_only(
 
     sd = base["activity.parquet"]["spend_30d"].std()
     spend_shift = (
-        later(drift["activity.parquet"])["spend_30d"].mean()
-        - later(base["activity.parquet"])["spend_30d"].mean()
+        later(drift["activity.parquet"])["spend_30d"].mean() - later(base["activity.parquet"])["spend_30d"].mean()
     ) / sd
     assert spend_shift < -0.2
     tickets = [later(d["activity.parquet"])["support_tickets_30d"].mean() for d in (base, drift)]
@@ -226,9 +219,7 @@ def test_drift_after_shifts_distributions_after_the_date_only(
     assert (profiles.loc[profiles["plan"] == "enterprise", "event_time"] >= date).all()
     new_base = base["customers.parquet"][base["customers.parquet"]["event_time"] > date]
     new_drift = profiles[profiles["event_time"] > date]
-    assert (new_drift["region"] == "asia_pacific").mean() > (
-        new_base["region"] == "asia_pacific"
-    ).mean() + 0.1
+    assert (new_drift["region"] == "asia_pacific").mean() > (new_base["region"] == "asia_pacific").mean() + 0.1
 
 
 def test_generator_rejects_bad_arguments(tmp_path: Path, churn_generator: ModuleType) -> None:

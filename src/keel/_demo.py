@@ -185,8 +185,7 @@ def _statistics_tables(results: list[IngestResult]) -> list[Table]:
                 )
             else:
                 top = ", ".join(
-                    f"{value} {count / max(r.version.row_count, 1):.0%}"
-                    for value, count in s.get("top") or []
+                    f"{value} {count / max(r.version.row_count, 1):.0%}" for value, count in s.get("top") or []
                 )
                 categories.add_row(feature, _fmt(s.get("nulls")), _fmt(s.get("distinct")), top)
     return [numbers, categories]
@@ -212,9 +211,7 @@ def step_training_set(project: Project, *, console: Console) -> dict[str, Any]:
     summary.add_row("churn rate", f"{churn_rate:.1%}")
     versions = train.attrs.get("keel_feature_versions", {})
     summary.add_row("feature versions", ", ".join(f"{view} v{v}" for view, v in versions.items()))
-    summary.add_row(
-        "later data ignored", f"{leaky:,} label rows have activity after their time; none was used"
-    )
+    summary.add_row("later data ignored", f"{leaky:,} label rows have activity after their time; none was used")
     console.print(summary)
     nulls = Table("feature", "null rate", title="null rates", title_justify="left")
     for feature, rate in null_rates.items():
@@ -238,9 +235,7 @@ def _naive_leaks(project: Project, labels: pd.DataFrame) -> int:
     """How many label rows a join on each customer's latest activity would fill from their future."""
     import pandas as pd
 
-    activity = pd.read_parquet(
-        project.root / "data" / "activity.parquet", columns=["customer_id", "event_time"]
-    )
+    activity = pd.read_parquet(project.root / "data" / "activity.parquet", columns=["customer_id", "event_time"])
     latest = activity.groupby("customer_id")["event_time"].max()
     seen = labels["customer_id"].map(latest)
     return int((seen > labels["event_timestamp"]).sum())
@@ -268,9 +263,7 @@ def _cell(value: object) -> str:
 
 
 # -- the whole demo ------------------------------------------------------------------------------------------
-def run_demo(
-    path: Path, *, customers: int = 1000, seed: int = 7, console: Console | None = None
-) -> dict[str, Any]:
+def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
     """Run the churn example end to end in ``path`` and print a summary.
 
     The folder is (re)created: a previous demo there is deleted, any other non-empty folder refused.

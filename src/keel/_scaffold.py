@@ -147,9 +147,7 @@ def _generate_data(root: Path, *, customers: int, seed: int, drift_after: str | 
         spec.loader.exec_module(module)
         generate: Any = module.generate
         try:
-            counts: dict[str, int] = generate(
-                root / "data", customers=customers, seed=seed, drift_after=drift_after
-            )
+            counts: dict[str, int] = generate(root / "data", customers=customers, seed=seed, drift_after=drift_after)
         except ValueError as exc:
             raise ValidationError(f"cannot generate the example's data: {exc}") from exc
     finally:
@@ -198,14 +196,9 @@ def scaffold(
     _check_target(root, force=force)
     if source is not None:
         for name, value in (("customers", customers), ("seed", seed)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < (1 if name == "customers" else 0)
-            ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "customers" else 0):
                 raise ValidationError(
-                    f"{name} must be a {'positive' if name == 'customers' else 'non-negative'} integer, "
-                    f"got {value!r}",
+                    f"{name} must be a {'positive' if name == 'customers' else 'non-negative'} integer, got {value!r}",
                     field=name,
                 )
     created = not root.exists()

@@ -125,9 +125,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             try:
                 target[path[-1]] = yaml.safe_load(value)
             except yaml.YAMLError as exc:
-                raise ConfigError(
-                    f"environment variable {key}={value!r} is not a valid value: {exc}"
-                ) from exc
+                raise ConfigError(f"environment variable {key}={value!r} is not a valid value: {exc}") from exc
         else:
             target[path[-1]] = value
     return out
@@ -137,9 +135,7 @@ def _describe(err: Any) -> str:
     """One pydantic error as ``where: what``, naming unknown settings and the valid ones."""
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        model: type[BaseModel] = (
-            SparkConfig if len(err["loc"]) > 1 and err["loc"][0] == "spark" else KeelConfig
-        )
+        model: type[BaseModel] = SparkConfig if len(err["loc"]) > 1 and err["loc"][0] == "spark" else KeelConfig
         return f"unknown setting {loc!r}; valid settings are: {', '.join(model.model_fields)}"
     return f"{loc}: {err['msg']}"
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +24,29 @@ if TYPE_CHECKING:
     from keel.features import Entity
     from keel.features._apply import ApplyPlan, Definitions
     from keel.offline import IngestResult, OfflineStore
+    from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore
+    from keel.online._service import EntityRows
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did.
+
+    Attributes:
+        view: the feature view.
+        rows: rows received.
+        online_rows: rows applied to the online store (rows older than the stored ones are ignored).
+        offline_version: the new offline version, when pushed offline.
+        warnings: what was noticed and corrected (naive timestamps taken as UTC ...).
+    """
+
+    view: str
+    rows: int
+    online_rows: int
+    offline_version: int | None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Project:
@@ -73,6 +97,8 @@ class Project:
 
     def close(self) -> None:
         """Release the project's connections."""
+        if "online_store" in self.__dict__:
+            self.online_store.close()
         if "catalog" in self.__dict__:
             self.catalog.close()
 
@@ -98,6 +124,39 @@ class Project:
         from keel.offline import OfflineStore
 
         return OfflineStore(self.config.offline, partition_rows=self.config.partition_rows)
+
+    @cached_property
+    def online_store(self) -> OnlineStore:
+        """The online store (SQLite by default), namespaced by the project's name."""
+        from keel._backends import backend_class
+
+        cls = backend_class("online", self.config.online)
+        store: OnlineStore = cls(self.config.online, prefix=self.online_prefix)
+        return store
+
+    @property
+    def online_prefix(self) -> str:
+        """The key prefix of this project's views in the online store."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.config.name) or "keel"
+
+    @property
+    def online_store_id(self) -> str:
+        """How the catalog names the online store in materialization records (no credentials)."""
+        from keel.online._store import safe_uri
+
+        return f"{safe_uri(self.config.online)}#{self.online_prefix}"
+
+    @cached_property
+    def online(self) -> OnlineFeatureService:
+        """The online read service behind :meth:`online_features`."""
+        from keel.online import OnlineFeatureService
+
+        return OnlineFeatureService(
+            definitions=self.definitions,
+            catalog=self.catalog,
+            store=self.online_store,
+            store_id=self.online_store_id,
+        )
 
     @cached_property
     def engine(self) -> Engine:
@@ -245,6 +304,141 @@ class Project:
         return historical_features(
             entity_df, resolved, store=self.offline_store, engine=self.engine, timestamp=timestamp
         )
+
+    # -- online store ----------------------------------------------------------------------------------------
+    def materialize(
+        self,
+        views: Iterable[FeatureView | str] | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[MaterializeResult]:
+        """Write the latest value per entity (within each view's TTL) to the online store.
+
+        Incremental by default: the catalog remembers what was written per view and store, so a run writes
+        only event times after the previous run's end (or everything within the TTL for a new version).
+
+        Args:
+            views: the views (default: every registered view with ``online=True`` and ingested data).
+            start: only event times after this (default: where the last run stopped).
+            end: only event times up to this (default: now).
+        """
+        from keel.online import materialize_view
+
+        if views is None:
+            chosen = [v for v in self.feature_views() if v.online]
+            explicit = False
+        else:
+            chosen = [self._registered_view(v)[0] for v in views]
+            explicit = True
+        results = []
+        for view in chosen:
+            try:
+                version = self.catalog.feature_version(view.name)
+            except NotFoundError:
+                if explicit:
+                    raise
+                continue  # nothing ingested yet: nothing to materialize
+            results.append(
+                materialize_view(
+                    view,
+                    version,
+                    self.definitions.join_keys(view),
+                    catalog=self.catalog,
+                    engine=self.engine,
+                    offline_store=self.offline_store,
+                    online_store=self.online_store,
+                    store_id=self.online_store_id,
+                    start=start,
+                    end=end,
+                )
+            )
+        if "online" in self.__dict__:
+            self.online.refresh()
+        return results
+
+    def online_features(
+        self,
+        features: Sequence[str] | str,
+        entity_rows: EntityRows,
+        *,
+        full_feature_names: bool = False,
+    ) -> OnlineFeatures:
+        """Feature values from the online store, for each entity row, in request order.
+
+        A value older than its view's TTL reads as ``None``, exactly as offline retrieval would null it;
+        unknown entities read as ``None``.
+
+        Args:
+            features: references ``view:feature`` or ``view:*``.
+            entity_rows: ``[{"customer_id": 42}, ...]`` or ``{"customer_id": [42, 7]}``.
+            full_feature_names: name columns ``view__feature``.
+
+        Returns:
+            :class:`~keel.online.OnlineFeatures`: ``.to_dict()`` (columns), ``.to_frame()``, and ``.versions``
+            (the ingested version that served each view).
+
+        Example:
+            >>> project.online_features(["customer_activity:spend_30d"], [{"customer_id": 42}]).to_dict()
+            ... # doctest: +SKIP
+            {'spend_30d': [118.5]}
+        """
+        return self.online.get(features, entity_rows, full_feature_names=full_feature_names)
+
+    def push(self, view: FeatureView | str, df: pd.DataFrame, *, to: str = "online") -> PushResult:
+        """Write rows of ``view`` as they arrive, validated like ingestion.
+
+        Args:
+            view: the feature view (or its name).
+            df: key columns, the event-time column and the view's features.
+            to: ``"online"`` (upsert into the online store; older rows than stored are ignored),
+                ``"offline"`` (a new immutable version: the latest one plus these rows) or ``"both"``.
+        """
+        import warnings
+
+        import pandas as pd
+        import pyarrow as pa
+
+        from keel.offline import append_version, validate_table
+
+        if to not in ("online", "offline", "both"):
+            raise ValidationError(f"push: to must be 'online', 'offline' or 'both', got {to!r}", field="to")
+        if not isinstance(df, pd.DataFrame):
+            raise ValidationError(f"push: expected a pandas DataFrame of rows, got {type(df).__name__}")
+        if df.empty:
+            raise ValidationError(f"push to {view if isinstance(view, str) else view.name!r}: no rows")
+        definition, definition_version = self._registered_view(view)
+        keys = self.definitions.join_keys(definition)
+        try:
+            raw = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValidationError(f"push to {definition.name!r}: cannot read the rows: {exc}") from exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            validated = validate_table(raw, definition, keys)
+        noticed = [str(w.message) for w in caught]
+        online_rows = 0
+        offline_version = None
+        if to in ("online", "both"):
+            online_rows = self.online_store.write_batch(
+                definition.name,
+                validated.table,
+                keys=keys,
+                features=definition.feature_names,
+                timestamp=validated.timestamp,
+                ttl=definition.ttl,
+            )
+        if to in ("offline", "both"):
+            offline_version = append_version(
+                definition,
+                validated,
+                definition_version=definition_version,
+                catalog=self.catalog,
+                store=self.offline_store,
+                engine=self.engine,
+                warnings=noticed,
+            ).version.version
+        return PushResult(definition.name, len(df), online_rows, offline_version, noticed)
 
     @property
     def config_path(self) -> Path:

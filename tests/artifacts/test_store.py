@@ -47,9 +47,7 @@ def test_put_bytes_returns_the_sha256_and_get_bytes_returns_the_bytes(store: Art
     assert store.path(digest).endswith(f"/sha256/{digest[:2]}/{digest}")
 
 
-def test_put_file_streams_a_local_file_and_get_file_writes_it_back(
-    store: ArtifactStore, tmp_path: Path
-) -> None:
+def test_put_file_streams_a_local_file_and_get_file_writes_it_back(store: ArtifactStore, tmp_path: Path) -> None:
     source = tmp_path / "model.skops"
     source.write_bytes(PAYLOAD * 300)  # several read chunks
 

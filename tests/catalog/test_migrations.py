@@ -102,10 +102,7 @@ def test_a_catalog_newer_than_the_code_is_refused_with_advice_to_upgrade(url: st
         SqlCatalog(url)
 
     message = str(info.value)
-    assert (
-        f"schema version {latest_version() + 1}, newer than this Keel understands ({latest_version()})"
-        in message
-    )
+    assert f"schema version {latest_version() + 1}, newer than this Keel understands ({latest_version()})" in message
     assert "Upgrade Keel (pip install -U keel)" in message
 
 

@@ -24,9 +24,7 @@ def test_a_sqlite_catalog_creates_its_missing_folders(tmp_path: Path) -> None:
 def test_an_unreachable_postgresql_server_is_a_backend_error_without_the_password() -> None:
     url = "postgresql+psycopg://keel:s3cr3t@127.0.0.1:1/nowhere?connect_timeout=2"
 
-    with pytest.raises(
-        BackendError, match=r"cannot open the catalog at postgresql\+psycopg://keel:\*\*\*@"
-    ) as info:
+    with pytest.raises(BackendError, match=r"cannot open the catalog at postgresql\+psycopg://keel:\*\*\*@") as info:
         SqlCatalog(url)
 
     assert "s3cr3t" not in str(info.value)

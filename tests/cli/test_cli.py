@@ -138,9 +138,7 @@ def test_features_historical_writes_every_entity_row(cli_project: Path, tmp_path
 
 def _keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     code = "from keel.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_keel_error_prints_one_clear_line_and_exits_1(cli_project: Path) -> None:

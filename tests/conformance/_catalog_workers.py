@@ -50,9 +50,7 @@ def open_and_record(url: str, worker: int, barrier: Any, results: Any) -> None:
     try:
         barrier.wait(timeout=60)
         catalog = SqlCatalog(url)
-        written = catalog.record_definitions(
-            [("entity", "customer", "c" * 64, {"name": "customer"}, "active")]
-        )
+        written = catalog.record_definitions([("entity", "customer", "c" * 64, {"name": "customer"}, "active")])
         payload = (catalog.migrated_from, catalog.schema_version(), [r.version for r in written])
         catalog.close()
     except BaseException as exc:

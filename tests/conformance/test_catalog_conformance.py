@@ -21,9 +21,7 @@ WORKERS = 8
 VERSIONS_PER_WORKER = 10
 
 
-@pytest.fixture(
-    params=["sqlite_file", "sqlite_memory", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(params=["sqlite_file", "sqlite_memory", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite_file":
         return f"sqlite:///{tmp_path / 'catalog.db'}"
@@ -129,9 +127,7 @@ def test_reopened_catalog_keeps_its_data_and_is_not_migrated_again(shared_catalo
 
 # -- definitions --------------------------------------------------------------------------------------------
 def test_recording_a_new_definition_gives_version_1(catalog: SqlCatalog) -> None:
-    written = catalog.record_definitions(
-        [("entity", "customer", "h1", {"join_keys": ["customer_id"]}, "active")]
-    )
+    written = catalog.record_definitions([("entity", "customer", "h1", {"join_keys": ["customer_id"]}, "active")])
 
     assert [(r.kind, r.name, r.version, r.hash, r.status) for r in written] == [
         ("entity", "customer", 1, "h1", "active")
@@ -275,9 +271,7 @@ def test_identical_digest_is_recorded_when_skipping_is_disabled(catalog: SqlCata
 def test_identical_digest_under_a_new_definition_is_a_new_version(catalog: SqlCatalog) -> None:
     _add(catalog, data_digest=_digest("same"), definition_hash="a" * 64)
 
-    again, created = _add(
-        catalog, data_digest=_digest("same"), definition_hash="b" * 64, definition_version=2
-    )
+    again, created = _add(catalog, data_digest=_digest("same"), definition_hash="b" * 64, definition_version=2)
 
     assert created
     assert (again.version, again.definition_version, again.definition_hash) == (2, 2, "b" * 64)
@@ -305,9 +299,7 @@ def test_feature_version_is_the_latest_by_default_and_the_pinned_one_on_request(
 
 
 def test_feature_version_of_a_view_without_data_says_to_ingest_it(catalog: SqlCatalog) -> None:
-    with pytest.raises(
-        NotFoundError, match=r"'activity' has no ingested data yet; run `keel ingest activity`"
-    ):
+    with pytest.raises(NotFoundError, match=r"'activity' has no ingested data yet; run `keel ingest activity`"):
         catalog.feature_version("activity")
 
 

@@ -139,9 +139,7 @@ def test_chunked_and_sliced_tables_with_many_features_round_trip(store: OnlineSt
         wide = {f"x{i}": [float(i)] * len(ids) for i in range(10)}
         return rows(ids, emb=(emb, pa.list_(pa.float64())), **wide, last=(last, pa.string()))
 
-    table = pa.concat_tables(
-        [part([1, 2], [[1.0], [2.0, 2.5]], ["a", None]), part([3, 4], [None, [4.0]], [None, "d"])]
-    )
+    table = pa.concat_tables([part([1, 2], [[1.0], [2.0, 2.5]], ["a", None]), part([3, 4], [None, [4.0]], [None, "d"])])
     features = ["emb", *[f"x{i}" for i in range(10)], "last"]
 
     assert write(store, "v", table.slice(1, 3), features) == 3
@@ -396,9 +394,7 @@ def test_many_keys_in_one_read(store: OnlineStore) -> None:
 
     assert list(read.column("a")) == [float(i) if i % 2 == 0 else None for i in wanted]
     assert list(read.column("b")) == [str(i) if i % 2 == 0 else None for i in wanted]
-    assert values(store, "v", wanted[:5000], ["a"]) == {
-        "a": [float(i) if i % 2 == 0 else None for i in wanted[:5000]]
-    }
+    assert values(store, "v", wanted[:5000], ["a"]) == {"a": [float(i) if i % 2 == 0 else None for i in wanted[:5000]]}
 
 
 # -- bad input

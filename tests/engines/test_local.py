@@ -50,9 +50,7 @@ def test_column_statistics_of_numbers_count_nulls_and_describe_the_rest(engine: 
 
 
 def test_column_statistics_are_json_safe_with_infinities_and_all_null_columns(engine: LocalEngine) -> None:
-    table = pa.table(
-        {"x": [1.0, float("inf"), float("-inf")], "empty": pa.array([None, None, None], pa.float64())}
-    )
+    table = pa.table({"x": [1.0, float("inf"), float("-inf")], "empty": pa.array([None, None, None], pa.float64())})
 
     stats = engine.column_statistics(table, {"x": "float64", "empty": "float64"})
 
@@ -143,12 +141,8 @@ def source(paths: list[str], **overrides: object) -> PointInTimeSource:
     return PointInTimeSource(**fields)  # type: ignore[arg-type]
 
 
-def test_point_in_time_join_takes_the_latest_value_at_or_before_each_row(
-    engine: LocalEngine, tmp_path: Path
-) -> None:
-    path = write(
-        tmp_path / "v.parquet", pa.table({"k": [1, 1, 2], "t": at(0, 2, 1), "x": [10.0, 12.0, 21.0]})
-    )
+def test_point_in_time_join_takes_the_latest_value_at_or_before_each_row(engine: LocalEngine, tmp_path: Path) -> None:
+    path = write(tmp_path / "v.parquet", pa.table({"k": [1, 1, 2], "t": at(0, 2, 1), "x": [10.0, 12.0, 21.0]}))
     entities = entity_table([1, 1, 1, 2, 3], [-1, 0, 1.5, 5, 5])
 
     out = engine.point_in_time_join(entities, [source([path])])
@@ -167,9 +161,7 @@ def test_point_in_time_join_honours_the_ttl_inclusively(engine: LocalEngine, tmp
     assert out.column("x").to_pylist() == [1.0, None]
 
 
-def test_point_in_time_join_breaks_ties_by_created_time_then_by_position(
-    engine: LocalEngine, tmp_path: Path
-) -> None:
+def test_point_in_time_join_breaks_ties_by_created_time_then_by_position(engine: LocalEngine, tmp_path: Path) -> None:
     created = pa.array([T0, T0 + HOUR, T0 + HOUR, None, None, None], UTC_US)
     table = pa.table(
         {"k": [1, 1, 1, 1, 2, 2], "t": at(0, 0, 0, 0, 0, 0), "c": created, "x": [1.0, 2.0, 3.0, 4.0, 5, 6]}
@@ -215,12 +207,8 @@ def test_point_in_time_join_of_two_sources_renames_outputs_and_applies_each_ttl(
 def test_point_in_time_join_reads_partition_folders_without_taking_their_names_as_columns(
     engine: LocalEngine, tmp_path: Path
 ) -> None:
-    jan = write(
-        tmp_path / "month=2024-01" / "part-0.parquet", pa.table({"k": [1], "t": at(0), "month": [1.5]})
-    )
-    feb = write(
-        tmp_path / "month=2024-02" / "part-0.parquet", pa.table({"k": [1], "t": at(800), "month": [2.5]})
-    )
+    jan = write(tmp_path / "month=2024-01" / "part-0.parquet", pa.table({"k": [1], "t": at(0), "month": [1.5]}))
+    feb = write(tmp_path / "month=2024-02" / "part-0.parquet", pa.table({"k": [1], "t": at(800), "month": [2.5]}))
     entities = entity_table([1, 1], [1, 900])
 
     out = engine.point_in_time_join(entities, [source([jan, feb], features=(("month", "month"),))])
@@ -237,9 +225,7 @@ def test_point_in_time_join_of_an_empty_entity_table_is_empty(engine: LocalEngin
     assert out.column_names == [ROW, "x"]
 
 
-def test_point_in_time_join_with_multi_column_keys_matches_every_key(
-    engine: LocalEngine, tmp_path: Path
-) -> None:
+def test_point_in_time_join_with_multi_column_keys_matches_every_key(engine: LocalEngine, tmp_path: Path) -> None:
     table = pa.table({"k": [1, 1], "s": ["a", "b"], "t": at(0, 0), "x": [1.0, 2.0]})
     path = write(tmp_path / "v.parquet", table)
     entities = entity_table([1, 1, 2], [1, 1, 1]).append_column("s", pa.array(["b", "c", "a"]))

@@ -261,9 +261,7 @@ def test_removing_an_entity_a_view_still_uses_is_refused(project: Any, project_d
 def test_two_different_definitions_with_one_name_are_refused(project: Any, project_dir: Path) -> None:
     _write(project_dir, "more.py", _views(ttl_days=3))
 
-    with pytest.raises(
-        ValidationError, match=r"two different definitions of feature view 'customer_activity'"
-    ):
+    with pytest.raises(ValidationError, match=r"two different definitions of feature view 'customer_activity'"):
         project.apply()
 
     assert project.catalog.current_definitions() == {}
@@ -284,9 +282,7 @@ def test_a_schema_field_missing_from_the_parquet_source_is_refused(project: Any,
         project.apply()
 
     message = str(info.value)
-    assert (
-        "feature view 'customer_activity': schema field(s) ['region'] missing from parquet source" in message
-    )
+    assert "feature view 'customer_activity': schema field(s) ['region'] missing from parquet source" in message
     assert "it has: customer_id, event_time, spend_30d, plan" in message
     assert info.value.field == "region"
     assert project.catalog.current_definitions() == {}
@@ -300,9 +296,7 @@ def test_a_join_key_or_timestamp_missing_from_the_source_is_refused(project: Any
         schema=[Field("spend_30d", "float64")],
     )
 
-    with pytest.raises(
-        ValidationError, match=r"key or timestamp column\(s\) \['account_id', 'ts'\] missing"
-    ) as info:
+    with pytest.raises(ValidationError, match=r"key or timestamp column\(s\) \['account_id', 'ts'\] missing") as info:
         project.apply([view])
 
     assert info.value.field == "account_id"
@@ -316,9 +310,7 @@ def test_a_field_that_is_also_a_join_key_is_refused(project: Any) -> None:
         schema=[Field("spend_30d", "float64"), Field("customer_id", "int64")],
     )
 
-    with pytest.raises(
-        ValidationError, match=r"'keyed': field\(s\) \['customer_id'\] are also join keys"
-    ) as info:
+    with pytest.raises(ValidationError, match=r"'keyed': field\(s\) \['customer_id'\] are also join keys") as info:
         project.apply([view])
 
     assert info.value.field == "customer_id"
@@ -333,9 +325,7 @@ def test_a_missing_source_file_is_refused_naming_the_path(project: Any) -> None:
         schema=[Field("spend_30d", "float64")],
     )
 
-    with pytest.raises(
-        ValidationError, match=r"feature view 'ghost': parquet source 'data/ghost\.parquet': no file"
-    ):
+    with pytest.raises(ValidationError, match=r"feature view 'ghost': parquet source 'data/ghost\.parquet': no file"):
         project.apply([Entity("customer", ["customer_id"]), view])
 
 
@@ -349,10 +339,7 @@ def test_an_unknown_dtype_in_a_module_is_refused_naming_the_file_and_the_valid_d
 
     message = str(info.value)
     assert message.startswith("views.py (at views.py:")
-    assert (
-        "unknown dtype 'money'; valid dtypes are: int64, float64, bool, string, timestamp, list[float64]"
-        in message
-    )
+    assert "unknown dtype 'money'; valid dtypes are: int64, float64, bool, string, timestamp, list[float64]" in message
     assert project.catalog.current_definitions() == {}
 
 
@@ -387,9 +374,7 @@ def test_a_dataframe_source_is_checked_against_its_columns(project: Any) -> None
         schema=[Field("spend_30d", "float64"), Field("missing", "bool")],
     )
 
-    with pytest.raises(
-        ValidationError, match=r"schema field\(s\) \['missing'\] missing from in-memory DataFrame"
-    ):
+    with pytest.raises(ValidationError, match=r"schema field\(s\) \['missing'\] missing from in-memory DataFrame"):
         project.apply([view])
 
 

@@ -51,13 +51,9 @@ def test_an_entity_accepts_one_join_key_as_a_string_or_several_as_a_list() -> No
     assert Entity("order_line", ["order_id", "line_no"]).join_keys == ("order_id", "line_no")
 
 
-@pytest.mark.parametrize(
-    "bad", ["1customer", "customer-id", "customer id", "", "customer\n", "café", 7, None]
-)
+@pytest.mark.parametrize("bad", ["1customer", "customer-id", "customer id", "", "customer\n", "café", 7, None])
 def test_an_entity_with_an_invalid_name_is_refused(bad: Any) -> None:
-    with pytest.raises(
-        ValidationError, match=r"entity name .* is invalid: use letters, digits and underscores"
-    ):
+    with pytest.raises(ValidationError, match=r"entity name .* is invalid: use letters, digits and underscores"):
         Entity(bad, ["customer_id"])
 
 
@@ -92,9 +88,7 @@ def test_entities_with_the_same_declaration_are_equal_and_hash_alike() -> None:
 
 
 def test_an_entity_round_trips_through_its_spec() -> None:
-    entity = Entity(
-        "order_line", ["order_id", "line_no"], description="a line of an order", tags={"pii": "no"}
-    )
+    entity = Entity("order_line", ["order_id", "line_no"], description="a line of an order", tags={"pii": "no"})
 
     again = Entity.from_spec(json.loads(json.dumps(entity.spec())))
 
@@ -211,9 +205,7 @@ def test_entity_names_are_resolved_through_the_given_entities() -> None:
 def test_resolving_an_unknown_entity_name_says_to_declare_it() -> None:
     view = _view(entities=["merchant"])
 
-    with pytest.raises(
-        ValidationError, match=r"refers to unknown entity 'merchant'; declare Entity\('merchant'"
-    ):
+    with pytest.raises(ValidationError, match=r"refers to unknown entity 'merchant'; declare Entity\('merchant'"):
         view.join_keys({"customer": customer})
 
 
@@ -258,9 +250,7 @@ def test_a_single_entity_and_a_single_field_need_no_list() -> None:
         ({"ttl": timedelta(days=-1)}, r"ttl must be positive"),
     ],
 )
-def test_an_invalid_feature_view_is_refused_with_a_clear_message(
-    overrides: dict[str, Any], message: str
-) -> None:
+def test_an_invalid_feature_view_is_refused_with_a_clear_message(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         _view(**overrides)
 
@@ -304,11 +294,7 @@ def test_definition_hash_is_the_sha256_of_the_canonical_spec() -> None:
         {"schema": [Field("spend_30d", "float64"), Field("orders_30d", "int64")]},
         {"source": ParquetSource("data/other.parquet", timestamp="event_time")},
         {"source": ParquetSource("data/activity.parquet", timestamp="ts")},
-        {
-            "source": ParquetSource(
-                "data/activity.parquet", timestamp="event_time", created_timestamp="created"
-            )
-        },
+        {"source": ParquetSource("data/activity.parquet", timestamp="event_time", created_timestamp="created")},
         {"tags": {"team": "growth"}},
         {"description": "spend and orders"},
         {"online": False},
@@ -348,9 +334,7 @@ def test_a_feature_view_round_trips_through_its_json_spec(source: Any) -> None:
 
 
 def test_a_dataframe_view_rebuilt_from_its_spec_knows_its_columns_but_not_its_rows() -> None:
-    df = pd.DataFrame(
-        {"customer_id": [1], "event_time": pd.to_datetime(["2024-01-01"], utc=True), "spend": [1.0]}
-    )
+    df = pd.DataFrame({"customer_id": [1], "event_time": pd.to_datetime(["2024-01-01"], utc=True), "spend": [1.0]})
     view = _view(source=DataFrameSource(df), schema=[Field("spend", "float64")])
 
     again = FeatureView.from_spec(view.spec())

@@ -122,9 +122,7 @@ def test_a_failure_in_an_imported_module_names_the_file_where_it_happened(projec
     _write(project_dir, "aaa.py", "import helpers\n")
     _write(project_dir, "helpers.py", "\n\nraise KeyError('boom')\n")
 
-    with pytest.raises(
-        ValidationError, match=r"cannot import aaa\.py .*\(at helpers\.py:3\): KeyError: 'boom'"
-    ):
+    with pytest.raises(ValidationError, match=r"cannot import aaa\.py .*\(at helpers\.py:3\): KeyError: 'boom'"):
         discover(project_dir)
 
 
@@ -151,9 +149,7 @@ def test_a_module_named_like_a_standard_library_module_is_refused_untouched(proj
 
     _write(project_dir, "statistics.py", ENTITY)
 
-    with pytest.raises(
-        ValidationError, match=r"statistics\.py: a project module cannot be called 'statistics'"
-    ):
+    with pytest.raises(ValidationError, match=r"statistics\.py: a project module cannot be called 'statistics'"):
         discover(project_dir)
 
     assert sys.modules["statistics"] is statistics
@@ -208,9 +204,7 @@ def test_listed_modules_are_the_only_ones_scanned(project_dir: Path) -> None:
 
 
 def test_a_listed_module_that_does_not_exist_is_refused(project_dir: Path) -> None:
-    with pytest.raises(
-        ValidationError, match=r"keel\.yaml lists module 'nope\.py', but .*nope\.py is not a file"
-    ):
+    with pytest.raises(ValidationError, match=r"keel\.yaml lists module 'nope\.py', but .*nope\.py is not a file"):
         discover(project_dir, ["nope.py"])
 
 
@@ -228,9 +222,7 @@ def test_two_different_definitions_under_one_name_are_refused() -> None:
     with pytest.raises(ValidationError) as info:
         unique_definitions([a, b])
 
-    assert "two different definitions of entity 'customer' were found (they differ in: join_keys)" in str(
-        info.value
-    )
+    assert "two different definitions of entity 'customer' were found (they differ in: join_keys)" in str(info.value)
     assert info.value.field == "customer"
 
 

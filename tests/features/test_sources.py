@@ -75,9 +75,7 @@ def test_a_parquet_file_behind_an_fsspec_uri_is_read(memory_dir: str) -> None:
 def test_a_missing_parquet_path_is_not_found_naming_it(tmp_path: Path) -> None:
     source = ParquetSource("data/missing.parquet")
 
-    with pytest.raises(
-        NotFoundError, match=r"parquet source 'data/missing\.parquet': no file or folder at .*missing"
-    ):
+    with pytest.raises(NotFoundError, match=r"parquet source 'data/missing\.parquet': no file or folder at .*missing"):
         source.column_types(tmp_path)
     with pytest.raises(NotFoundError, match=r"no file or folder"):
         source.read(tmp_path)
@@ -86,9 +84,7 @@ def test_a_missing_parquet_path_is_not_found_naming_it(tmp_path: Path) -> None:
 def test_a_parquet_folder_without_parquet_files_is_not_found(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
 
-    with pytest.raises(
-        NotFoundError, match=r"parquet source 'empty': the folder .*empty' holds no Parquet files"
-    ):
+    with pytest.raises(NotFoundError, match=r"parquet source 'empty': the folder .*empty' holds no Parquet files"):
         ParquetSource("empty").column_types(tmp_path)
     with pytest.raises(NotFoundError, match=r"holds no Parquet files"):
         ParquetSource("empty").read(tmp_path)
@@ -115,9 +111,7 @@ def test_a_csv_file_with_its_delimiter_is_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("delimiter", ["", ";;", "\n", '"'])
 def test_a_csv_delimiter_must_be_one_plain_character(delimiter: str) -> None:
-    with pytest.raises(
-        ValidationError, match=r"CsvSource\('a\.csv'\): delimiter must be one character"
-    ) as info:
+    with pytest.raises(ValidationError, match=r"CsvSource\('a\.csv'\): delimiter must be one character") as info:
         CsvSource("a.csv", delimiter=delimiter)
     assert info.value.field == "delimiter"
 
@@ -156,7 +150,5 @@ def test_sources_are_equal_when_their_specs_are() -> None:
 
 
 def test_an_unknown_source_kind_in_a_stored_spec_says_to_upgrade() -> None:
-    with pytest.raises(
-        ValidationError, match=r"unknown source kind 'kafka' in a stored definition; upgrade keel"
-    ):
+    with pytest.raises(ValidationError, match=r"unknown source kind 'kafka' in a stored definition; upgrade keel"):
         source_from_spec({"kind": "kafka", "timestamp": "ts"})

@@ -46,9 +46,7 @@ def activity(n: int = 6, *, start: pd.Timestamp = T0, step: timedelta = timedelt
     )
 
 
-def view(
-    source: Any, name: str = "activity", ttl: timedelta | None = None, schema: Any = None
-) -> FeatureView:
+def view(source: Any, name: str = "activity", ttl: timedelta | None = None, schema: Any = None) -> FeatureView:
     return FeatureView(name, entities=[CUSTOMER], source=source, schema=schema or SCHEMA, ttl=ttl)
 
 
@@ -171,9 +169,7 @@ def test_changed_data_becomes_version_2_and_version_1_stays(project: Any) -> Non
     assert not project.offline_store.verify(second.version)
 
 
-def test_identical_data_read_from_parquet_or_a_dataframe_has_one_digest(
-    project: Any, project_dir: Path
-) -> None:
+def test_identical_data_read_from_parquet_or_a_dataframe_has_one_digest(project: Any, project_dir: Path) -> None:
     frame = activity()  # nulls in float, int and string columns: what lies under a null must not matter
     frame.to_parquet(project_dir / "activity.parquet", index=False)
     project.apply([view(DataFrameSource(frame), name="from_frame"), view(ParquetSource("activity.parquet"))])
@@ -216,9 +212,7 @@ def test_the_digest_changes_with_a_value_a_null_or_a_name() -> None:
     x = table.column("x").to_pylist()
     first_null = x.index(None)
     first_value = next(i for i, v in enumerate(x) if v is not None)
-    changed_value = table.set_column(
-        1, "x", pa.array([*x[:first_value], x[first_value] + 1, *x[first_value + 1 :]])
-    )
+    changed_value = table.set_column(1, "x", pa.array([*x[:first_value], x[first_value] + 1, *x[first_value + 1 :]]))
     null_to_zero = table.set_column(1, "x", pa.array([*x[:first_null], 0.0, *x[first_null + 1 :]]))
     renamed = table.rename_columns(["k", "y", "s", "b", "v"])
 
@@ -329,9 +323,7 @@ def test_a_null_event_time_is_refused_with_its_row_number(project: Any) -> None:
     assert "row 4" in str(error)
 
 
-def test_a_non_numeric_string_in_a_float_column_is_refused_with_row_and_value(
-    project: Any, project_dir: Path
-) -> None:
+def test_a_non_numeric_string_in_a_float_column_is_refused_with_row_and_value(project: Any, project_dir: Path) -> None:
     (project_dir / "activity.csv").write_text(
         "customer_id,event_time,spend,orders,plan\n"
         "1,2024-01-01T00:00:00Z,1.5,3,pro\n"

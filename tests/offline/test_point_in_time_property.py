@@ -87,9 +87,7 @@ profile_values = st.fixed_dictionaries(
 
 
 @st.composite
-def feature_rows(
-    draw: st.DrawFn, values: st.SearchStrategy[dict[str, Any]], with_created: bool
-) -> list[FeatureRow]:
+def feature_rows(draw: st.DrawFn, values: st.SearchStrategy[dict[str, Any]], with_created: bool) -> list[FeatureRow]:
     """Random rows, then deliberate ties: copies of some rows' (key, event time) with other values."""
     created = created_times if with_created else st.none()
     rows = draw(
@@ -107,9 +105,7 @@ def feature_rows(
     )
     for _ in range(draw(st.integers(1, 10))):
         twin = rows[draw(st.integers(0, len(rows) - 1))]
-        tie = FeatureRow(
-            twin.key, twin.event_time, draw(st.one_of(st.just(twin.created), created)), draw(values)
-        )
+        tie = FeatureRow(twin.key, twin.event_time, draw(st.one_of(st.just(twin.created), created)), draw(values))
         rows.insert(draw(st.integers(0, len(rows))), tie)
     # "seq" tells every row apart, so a wrong tie break shows even when the tied values happen to be equal
     return [FeatureRow(r.key, r.event_time, r.created, {**r.values, "seq": i}) for i, r in enumerate(rows)]

@@ -61,9 +61,7 @@ def activity_view(frame: pd.DataFrame | None = None, ttl: timedelta | None = 5 *
 
 
 def profile_view() -> FeatureView:
-    frame = pd.DataFrame(
-        {"customer_id": [1, 3], "event_time": ts(0, 0), "spend": [1.0, 3.0], "age": [30, 40]}
-    )
+    frame = pd.DataFrame({"customer_id": [1, 3], "event_time": ts(0, 0), "spend": [1.0, 3.0], "age": [30, 40]})
     return FeatureView(
         "profile",
         entities=[CUSTOMER],
@@ -159,9 +157,7 @@ def test_the_output_dtypes_follow_the_feature_dtypes(project: Any) -> None:
 def test_string_join_keys_are_matched(project_dir: Path) -> None:
     account = Entity("account", ["account_id"])
     frame = pd.DataFrame({"account_id": ["a-1", "b-2"], "event_time": ts(0, 0), "score": [0.5, 0.7]})
-    fv = FeatureView(
-        "scores", entities=[account], source=DataFrameSource(frame), schema=[Field("score", "float64")]
-    )
+    fv = FeatureView("scores", entities=[account], source=DataFrameSource(frame), schema=[Field("score", "float64")])
     with keel.Project.open(project_dir) as project:
         project.apply([fv])
         project.ingest(fv)
@@ -247,9 +243,7 @@ def test_entity_timestamps_with_mixed_zones_in_one_column_are_compared_as_instan
 
 
 def test_naive_entity_timestamps_are_taken_as_utc_with_a_warning(project: Any) -> None:
-    frame = pd.DataFrame(
-        {"customer_id": [2, 2], "ts": pd.to_datetime(["2024-01-01 23:59", "2024-01-02 00:00"])}
-    )
+    frame = pd.DataFrame({"customer_id": [2, 2], "ts": pd.to_datetime(["2024-01-01 23:59", "2024-01-02 00:00"])})
 
     with pytest.warns(NaiveTimestampWarning, match="ts"):
         out = project.historical_features(frame, ["activity:spend"])
@@ -271,19 +265,15 @@ def test_a_value_is_never_seen_a_fraction_of_a_microsecond_before_its_event_time
     frame = pd.DataFrame(
         {"customer_id": [1], "event_time": pd.Series([event]).astype("datetime64[ns, UTC]"), "spend": [1.0]}
     )
-    fv = FeatureView(
-        "act", entities=[CUSTOMER], source=DataFrameSource(frame), schema=[Field("spend", "float64")]
+    fv = FeatureView("act", entities=[CUSTOMER], source=DataFrameSource(frame), schema=[Field("spend", "float64")])
+    probe = pd.Series([event - pd.Timedelta(nanoseconds=200), event, event + pd.Timedelta(nanoseconds=300)]).astype(
+        "datetime64[ns, UTC]"
     )
-    probe = pd.Series(
-        [event - pd.Timedelta(nanoseconds=200), event, event + pd.Timedelta(nanoseconds=300)]
-    ).astype("datetime64[ns, UTC]")
     with keel.Project.open(project_dir) as project:
         project.apply([fv])
         project.ingest(fv)
 
-        out = project.historical_features(
-            pd.DataFrame({"customer_id": [1, 1, 1], "ts": probe}), ["act:spend"]
-        )
+        out = project.historical_features(pd.DataFrame({"customer_id": [1, 1, 1], "ts": probe}), ["act:spend"])
 
     # stored and compared at microsecond precision: the event counts from 12:00:00.000001
     assert out["spend"].isna().tolist() == [True, True, False]
@@ -453,9 +443,7 @@ def test_two_versions_of_one_view_in_one_call_are_refused_naming_them(project: A
 
 
 def test_a_pinned_version_that_is_also_the_latest_can_be_combined_with_latest(project: Any) -> None:
-    out = project.historical_features(
-        entities([1], [3]), ["activity@1:spend", "activity:orders", "activity:*"]
-    )
+    out = project.historical_features(entities([1], [3]), ["activity@1:spend", "activity:orders", "activity:*"])
 
     assert list(out.columns) == ["customer_id", "ts", "spend", "orders", "active", "plan", "since"]
     assert out.attrs[VERSIONS_ATTR] == {"activity": 1}

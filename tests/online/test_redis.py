@@ -23,9 +23,7 @@ def rows(ids: list[int], at: datetime, **features: list[Any]) -> pa.Table:
 
 
 def write(store: RedisOnlineStore, view: str, table: pa.Table, features: list[str], **kwargs: Any) -> int:
-    return store.write_batch(
-        view, table, keys=["customer_id"], features=features, timestamp="event_time", **kwargs
-    )
+    return store.write_batch(view, table, keys=["customer_id"], features=features, timestamp="event_time", **kwargs)
 
 
 def now() -> datetime:
@@ -91,9 +89,7 @@ def test_without_a_ttl_nothing_expires_and_a_write_without_ttl_clears_an_old_exp
 
 
 @pytest.mark.redis
-def test_an_ignored_older_write_keeps_the_stored_expiry(
-    store: RedisOnlineStore, client: Any, prefix: str
-) -> None:
+def test_an_ignored_older_write_keeps_the_stored_expiry(store: RedisOnlineStore, client: Any, prefix: str) -> None:
     at = now()
     write(store, "v", rows([1], at, a=[1.0]), ["a"], ttl=timedelta(hours=1))
 
@@ -144,18 +140,14 @@ def test_drop_view_removes_every_key_of_the_view_and_nothing_else(
 def test_a_missing_redis_package_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)  # makes ``import redis`` fail as if not installed
 
-    with pytest.raises(
-        MissingExtraError, match=r"Redis online store needs the 'redis' package.*keel\[redis\]"
-    ):
+    with pytest.raises(MissingExtraError, match=r"Redis online store needs the 'redis' package.*keel\[redis\]"):
         RedisOnlineStore("redis://127.0.0.1:6379/15")
 
 
 def test_an_unreachable_server_is_a_backend_error_naming_the_store_and_view() -> None:
     store = RedisOnlineStore("redis://:secret@127.0.0.1:1/0?socket_connect_timeout=1")
 
-    with pytest.raises(
-        BackendError, match=r"redis online store redis://:\*\*\*@127\.0\.0\.1:1/0.*view 'v'"
-    ) as err:
+    with pytest.raises(BackendError, match=r"redis online store redis://:\*\*\*@127\.0\.0\.1:1/0.*view 'v'") as err:
         store.read("v", [(1,)], ["a"])
     assert "secret" not in str(err.value)
     assert err.value.__cause__ is not None

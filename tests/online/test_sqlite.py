@@ -24,9 +24,7 @@ EVENT = pa.timestamp("us", tz="UTC")
 FEATURES = [f"f{i}" for i in range(8)]
 
 
-def batch(
-    ids: list[int] | np.ndarray, value: float, at: datetime = T0, features: list[str] = FEATURES
-) -> pa.Table:
+def batch(ids: list[int] | np.ndarray, value: float, at: datetime = T0, features: list[str] = FEATURES) -> pa.Table:
     """Rows whose every feature holds ``value``: a reader can tell which batch a row came from."""
     n = len(ids)
     return pa.table(

@@ -213,9 +213,7 @@ class ArtifactStore:
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                raise BackendError(
-                    f"artifact store {self.uri!r}: cannot copy {label} to {dest}: {exc}"
-                ) from exc
+                raise BackendError(f"artifact store {self.uri!r}: cannot copy {label} to {dest}: {exc}") from exc
             raise
         if h.hexdigest() != digest:
             tmp.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ teams. Both run the same code and pass the same conformance suite.
 """
 
 from keel.catalog._migrations import MIGRATIONS, Migration, latest_version
-from keel.catalog._records import DefinitionRecord, FeatureVersion
+from keel.catalog._records import DefinitionRecord, FeatureVersion, Materialization
 from keel.catalog._sql import SqlCatalog, utcnow
 
 Catalog = SqlCatalog
@@ -15,6 +15,7 @@ __all__ = [
     "Catalog",
     "DefinitionRecord",
     "FeatureVersion",
+    "Materialization",
     "Migration",
     "SqlCatalog",
     "latest_version",

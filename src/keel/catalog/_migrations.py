@@ -30,8 +30,15 @@ def _create_v1(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _create_v2(conn: sa.Connection) -> None:
+    _schema.materializations.create(conn, checkfirst=True)
+
+
 #: Every migration, in order. Append to this list; never edit a released entry.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "definitions and ingested feature versions", _create_v1),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "definitions and ingested feature versions", _create_v1),
+    Migration(2, "materializations into online stores", _create_v2),
+)
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
@@ -43,9 +50,7 @@ def read_version(conn: sa.Connection) -> int | None:
     """The stored schema version, or ``None`` for a database without a Keel catalog."""
     if not sa.inspect(conn).has_table(_schema.meta.name):
         return None
-    value = conn.execute(
-        sa.select(_schema.meta.c.value).where(_schema.meta.c.key == "schema_version")
-    ).scalar()
+    value = conn.execute(sa.select(_schema.meta.c.value).where(_schema.meta.c.key == "schema_version")).scalar()
     return int(value) if value is not None else None
 
 

@@ -56,7 +56,32 @@ class FeatureVersion:
     event_time_min: datetime | None
     event_time_max: datetime | None
     data_digest: str
-    columns: dict[str, str]
+    columns: dict[str, Any]
     statistics: dict[str, Any] = field(repr=False)
     has_duplicates: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """One materialization of a feature view's version into an online store.
+
+    Attributes:
+        view: the feature view's name.
+        store: the online store's identity (its URI without credentials, and key prefix).
+        version: the ingested version whose values were written.
+        start: event times after this were written (``None``: from the beginning, within the TTL).
+        end: event times up to this were written; the next incremental run starts here.
+        row_count: entities written.
+        seconds: wall time.
+        created_at: when it was recorded (UTC).
+    """
+
+    view: str
+    store: str
+    version: int
+    start: datetime | None
+    end: datetime
+    row_count: int
+    seconds: float
     created_at: datetime

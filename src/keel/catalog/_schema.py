@@ -52,3 +52,20 @@ feature_versions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("view", "version", name="uq_keel_feature_versions_version"),
 )
+
+#: Every materialization of a feature view into an online store. Append-only; the latest row per (view, store)
+#: is where the next incremental materialization starts.
+materializations = sa.Table(
+    "keel_materializations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("view", sa.String(255), nullable=False),
+    sa.Column("store", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_keel_materializations_view_store", "view", "store"),
+)

@@ -18,7 +18,7 @@ import sqlalchemy.exc as sa_exc
 
 from keel.catalog import _schema
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
-from keel.catalog._records import DefinitionRecord, FeatureVersion
+from keel.catalog._records import DefinitionRecord, FeatureVersion, Materialization
 from keel.errors import BackendError, ConfigError, MissingExtraError, NotFoundError, ValidationError
 
 T = TypeVar("T")
@@ -123,9 +123,7 @@ class SqlCatalog:
             except ImportError as exc:
                 raise MissingExtraError("psycopg", "postgres", "a PostgreSQL catalog") from exc
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
-        raise ConfigError(
-            f"catalog URL {url!r}: unsupported database {backend!r}; use sqlite:/// or postgresql://"
-        )
+        raise ConfigError(f"catalog URL {url!r}: unsupported database {backend!r}; use sqlite:/// or postgresql://")
 
     @staticmethod
     def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
@@ -189,9 +187,7 @@ class SqlCatalog:
             except sa_exc.DBAPIError as exc:
                 raise BackendError(f"catalog {self.safe_url}: {what} failed: {exc.orig}") from exc
             time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))
-        raise BackendError(
-            f"catalog {self.safe_url}: {what} failed after {_RETRIES} attempts: {last}"
-        ) from last
+        raise BackendError(f"catalog {self.safe_url}: {what} failed after {_RETRIES} attempts: {last}") from last
 
     def _serialize(self, conn: sa.Connection, *key: str) -> None:
         """Queue writers of the same numbered sequence (PostgreSQL) instead of letting them collide and retry.
@@ -202,9 +198,7 @@ class SqlCatalog:
         """
         if self.dialect == "postgresql":
             lock = zlib.crc32("\x00".join(key).encode()) - 2**31  # pg_advisory_xact_lock(int, int) takes int4
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:space, :lock)"), {"space": _LOCK_SPACE, "lock": lock}
-            )
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :lock)"), {"space": _LOCK_SPACE, "lock": lock})
 
     def schema_version(self) -> int:
         """The schema version stored in the catalog."""
@@ -250,9 +244,7 @@ class SqlCatalog:
         """Every version of one definition, oldest first."""
         d = _schema.definitions
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(d).where(d.c.kind == kind, d.c.name == name).order_by(d.c.version)
-            ).all()
+            rows = conn.execute(sa.select(d).where(d.c.kind == kind, d.c.name == name).order_by(d.c.version)).all()
         return [self._definition(r) for r in rows]
 
     def record_definitions(
@@ -331,7 +323,7 @@ class SqlCatalog:
         event_time_min: datetime | None,
         event_time_max: datetime | None,
         data_digest: str,
-        columns: dict[str, str],
+        columns: dict[str, Any],
         statistics: dict[str, Any],
         has_duplicates: bool,
         skip_if_latest_digest: bool = True,
@@ -349,9 +341,7 @@ class SqlCatalog:
 
         def write(conn: sa.Connection) -> tuple[FeatureVersion, bool]:
             self._serialize(conn, "feature_versions", view)
-            latest = conn.execute(
-                sa.select(fv).where(fv.c.view == view).order_by(fv.c.version.desc()).limit(1)
-            ).first()
+            latest = conn.execute(sa.select(fv).where(fv.c.view == view).order_by(fv.c.version.desc()).limit(1)).first()
             if (
                 skip_if_latest_digest
                 and latest is not None
@@ -404,7 +394,73 @@ class SqlCatalog:
                     f"(or project.ingest({view!r})) first"
                 )
             known = [v.version for v in self.feature_versions(view)]
-            raise NotFoundError(
-                f"feature view {view!r} has no version {version}; known versions: {known or 'none'}"
-            )
+            raise NotFoundError(f"feature view {view!r} has no version {version}; known versions: {known or 'none'}")
         return self._feature_version(row)
+
+    # -- materializations ------------------------------------------------------------------------------------
+    @staticmethod
+    def _materialization(row: sa.Row[Any]) -> Materialization:
+        return Materialization(
+            view=row.view,
+            store=row.store,
+            version=row.version,
+            start=_as_utc(row.start),
+            end=_as_utc(row.end) or utcnow(),
+            row_count=int(row.row_count),
+            seconds=float(row.seconds),
+            created_at=_as_utc(row.created_at) or utcnow(),
+        )
+
+    def add_materialization(
+        self,
+        *,
+        view: str,
+        store: str,
+        version: int,
+        start: datetime | None,
+        end: datetime,
+        row_count: int,
+        seconds: float,
+    ) -> Materialization:
+        """Record that ``view``'s ``version`` was written to ``store`` for event times in ``(start, end]``."""
+        m = _schema.materializations
+        values = {
+            "view": view,
+            "store": store,
+            "version": version,
+            "start": _to_store(start, "start"),
+            "end": _to_store(end, "end"),
+            "row_count": row_count,
+            "seconds": seconds,
+            "created_at": utcnow(),
+        }
+
+        def write(conn: sa.Connection) -> Materialization:
+            conn.execute(sa.insert(m).values(**values))
+            row = conn.execute(
+                sa.select(m).where(m.c.view == view, m.c.store == store).order_by(m.c.id.desc()).limit(1)
+            ).one()
+            return self._materialization(row)
+
+        return self._retrying(f"recording a materialization of feature view {view!r}", write)
+
+    def last_materialization(self, view: str, store: str) -> Materialization | None:
+        """The latest materialization of ``view`` into ``store``, or ``None``."""
+        m = _schema.materializations
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(m).where(m.c.view == view, m.c.store == store).order_by(m.c.id.desc()).limit(1)
+            ).first()
+        return self._materialization(row) if row is not None else None
+
+    def materializations(self, view: str | None = None, store: str | None = None) -> list[Materialization]:
+        """Materializations, newest first, optionally of one view and/or one store."""
+        m = _schema.materializations
+        query = sa.select(m)
+        if view is not None:
+            query = query.where(m.c.view == view)
+        if store is not None:
+            query = query.where(m.c.store == store)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(m.c.id.desc())).all()
+        return [self._materialization(r) for r in rows]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _features, _project
+from keel.cli import _features, _online, _project
 from keel.cli._common import err_console
 from keel.errors import KeelError
 
@@ -23,6 +23,8 @@ app = typer.Typer(
 app.command()(_project.init)
 app.command()(_project.apply)
 app.command()(_project.ingest)
+app.command()(_online.materialize)
+app.command()(_online.push)
 app.command()(_project.demo)
 app.add_typer(_features.app, name="features")
 

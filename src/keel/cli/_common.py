@@ -55,9 +55,7 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame as Parquet or CSV, by extension, atomically (temporary name, then rename)."""
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
-        raise ValidationError(
-            f"{path}: unsupported output type {suffix!r}; use .parquet or .csv", field=str(path)
-        )
+        raise ValidationError(f"{path}: unsupported output type {suffix!r}; use .parquet or .csv", field=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     if suffix == ".csv":

@@ -9,11 +9,9 @@ import typer
 from rich.table import Table
 
 from keel.cli._common import ProjectOption, console, open_project, read_table, write_table
-from keel.errors import NotFoundError
+from keel.errors import NotFoundError, ValidationError
 
-app = typer.Typer(
-    help="Feature views: list them, their versions, and point-in-time retrieval.", no_args_is_help=True
-)
+app = typer.Typer(help="Feature views: list them, their versions, and point-in-time retrieval.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -66,16 +64,12 @@ def versions(
 
 @app.command("historical")
 def historical(
-    entities: Annotated[
-        Path, typer.Option("--entities", "-e", help="Parquet or CSV: join keys and a timestamp.")
-    ],
+    entities: Annotated[Path, typer.Option("--entities", "-e", help="Parquet or CSV: join keys and a timestamp.")],
     features: Annotated[
         list[str],
         typer.Option("--features", "-f", help="Feature refs: view:feature, view:*, view@3:feature."),
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the result (.parquet or .csv).")
-    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the result (.parquet or .csv).")],
     timestamp: Annotated[
         str | None,
         typer.Option(help="The entity file's timestamp column (default: its only datetime column)."),
@@ -87,9 +81,52 @@ def historical(
     refs = [r.strip() for item in features for r in item.split(",") if r.strip()]
     entity_df = read_table(entities)
     with open_project(project) as proj:
-        result = proj.historical_features(
-            entity_df, refs, timestamp=timestamp, full_feature_names=full_feature_names
-        )
+        result = proj.historical_features(entity_df, refs, timestamp=timestamp, full_feature_names=full_feature_names)
     write_table(result, output)
     served = ", ".join(f"{v}@{n}" for v, n in result.attrs.get("keel_feature_versions", {}).items())
     console.print(f"Wrote {len(result):,} rows × {result.shape[1]} columns to {output} (versions: {served})")
+
+
+@app.command("get")
+def get(
+    features: Annotated[list[str], typer.Option("--features", "-f", help="Feature refs: view:feature or view:*.")],
+    entity: Annotated[
+        list[str], typer.Option("--entity", "-e", help="An entity as key=value[,key=value]; repeat for more.")
+    ],
+    full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Read features from the online store for some entities."""
+    import json
+
+    rows = [_parse_entity(e) for e in entity]
+    refs = [r.strip() for item in features for r in item.split(",") if r.strip()]
+    with open_project(project) as proj:
+        result = proj.online_features(refs, rows, full_feature_names=full_feature_names)
+    if as_json:
+        console.print_json(json.dumps({"features": result.to_dict(), "versions": result.versions}, default=str))
+        return
+    table = Table(title="Online features")
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    for column in [*keys, *result.values]:
+        table.add_column(column)
+    for i, row in enumerate(rows):
+        table.add_row(*[str(row.get(k, "")) for k in keys], *[_show(result.values[c][i]) for c in result.values])
+    console.print(table)
+    console.print("versions: " + ", ".join(f"{v} v{n}" for v, n in result.versions.items()))
+
+
+def _show(value: object) -> str:
+    return "[dim]null[/]" if value is None else str(value)
+
+
+def _parse_entity(text: str) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"--entity {text!r}: expected key=value[,key=value]", field="entity")
+        v = value.strip()
+        row[key.strip()] = int(v) if v.lstrip("-").isdigit() else v
+    return row

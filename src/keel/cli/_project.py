@@ -21,16 +21,12 @@ def init(
     drift_after: Annotated[
         str | None, typer.Option(help="Example: inject drift after this ISO date (e.g. 2025-10-01).")
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Write into a folder that holds a project already.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder that holds a project already.")] = False,
 ) -> None:
     """Create a Keel project: keel.yaml with the embedded defaults, or a whole example project."""
     from keel._scaffold import scaffold
 
-    root = scaffold(
-        directory, example=example, customers=customers, seed=seed, drift_after=drift_after, force=force
-    )
+    root = scaffold(directory, example=example, customers=customers, seed=seed, drift_after=drift_after, force=force)
     what = f"the {example} example" if example else "a new project"
     console.print(f"[green]Created {what} in {root}[/green]")
     console.print(f"Next: cd {directory} && keel apply && keel ingest")
@@ -67,9 +63,7 @@ def apply(
 
 
 def ingest(
-    views: Annotated[
-        list[str] | None, typer.Argument(help="Views to ingest (default: every registered view).")
-    ] = None,
+    views: Annotated[list[str] | None, typer.Argument(help="Views to ingest (default: every registered view).")] = None,
     project: ProjectOption = Path("."),
 ) -> None:
     """Read each view's source, validate it and store a new immutable version (unchanged data: nothing)."""
@@ -101,15 +95,9 @@ def ingest(
         table.add_column(column)
     for r in results:
         v = r.version
-        span = (
-            f"{v.event_time_min:%Y-%m-%d %H:%M} → {v.event_time_max:%Y-%m-%d %H:%M}"
-            if v.event_time_min
-            else ""
-        )
+        span = f"{v.event_time_min:%Y-%m-%d %H:%M} → {v.event_time_max:%Y-%m-%d %H:%M}" if v.event_time_min else ""
         status = "[green]new[/]" if r.created else "unchanged"
-        table.add_row(
-            r.view, f"v{v.version}", f"{v.row_count:,}", span, v.data_digest[:12], f"{r.seconds:.2f}", status
-        )
+        table.add_row(r.view, f"v{v.version}", f"{v.row_count:,}", span, v.data_digest[:12], f"{r.seconds:.2f}", status)
     console.print(table)
     for r in results:
         for w in r.warnings:
@@ -117,9 +105,7 @@ def ingest(
 
 
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Folder for the demo project (recreated).")] = Path(
-        "demo"
-    ),
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo project (recreated).")] = Path("demo"),
     customers: Annotated[int, typer.Option(help="Number of customers to generate.", min=10)] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -52,6 +52,10 @@ class Engine(Protocol):
         result has ``__keel_row`` and every output feature column, one row per entity row, ordered by
         ``__keel_row``.
         """
+        ...
+
+    def latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
+        """Per entity, the latest row with event time in ``(start, end]`` (keys, event time, features)."""
         ...
 
     def column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:

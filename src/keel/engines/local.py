@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from keel.engines._base import ROW, TS, PointInTimeSource
@@ -37,6 +37,13 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
+
+
+def _ts_literal(value: datetime) -> str:
+    """A TIMESTAMPTZ literal for an aware datetime (naive ones are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
 
 
 def _interval(ttl: timedelta) -> str:
@@ -73,26 +80,76 @@ class LocalEngine:
 
     # -- point-in-time join ----------------------------------------------------------------------------------
     @staticmethod
-    def _source_sql(i: int, src: PointInTimeSource) -> str:
-        files = "[" + ", ".join(_lit(p) for p in src.paths) + "]"
-        cols = [*src.join_keys, src.timestamp, *(stored for stored, _ in src.features)]
-        if src.created_timestamp:
-            cols.append(src.created_timestamp)
-        distinct = list(dict.fromkeys(cols))
-        select = ", ".join(q(c) for c in distinct)
-        if not src.deduplicate:
-            return f"SELECT {select} FROM read_parquet({files}, hive_partitioning=false)"
-        # Ties on (keys, event time): the latest created time wins, then the row written last.
-        partition = ", ".join(q(c) for c in (*src.join_keys, src.timestamp))
+    def _tie_order(src: PointInTimeSource) -> list[str]:
+        """Among rows of one entity at one event time: latest created time, then the row written last."""
         order = []
         if src.created_timestamp:
             order.append(f"{q(src.created_timestamp)} DESC NULLS LAST")
-        order += ["filename DESC", "file_row_number DESC"]
-        options = "hive_partitioning=false, filename=true, file_row_number=true"
+        return [*order, "__keel_file DESC", "file_row_number DESC"]
+
+    @staticmethod
+    def _scan_sql(src: PointInTimeSource, columns: list[str], where: str, *, ordered: bool) -> str:
+        """Read the source's files; ``ordered`` adds each row's file ordinal and row number (tie-breaking).
+
+        The file ordinal follows the version's file list, so a pushed delta (listed after the data it extends)
+        counts as written later whatever its path.
+        """
+        select = ", ".join(q(c) for c in dict.fromkeys(columns))
+        if not ordered:
+            files = "[" + ", ".join(_lit(p) for p in src.paths) + "]"
+            return f"SELECT {select} FROM read_parquet({files}, hive_partitioning=false){where}"
+        parts = [
+            f"SELECT {select}, {i} AS __keel_file, file_row_number "
+            f"FROM read_parquet({_lit(path)}, hive_partitioning=false, file_row_number=true){where}"
+            for i, path in enumerate(src.paths)
+        ]
+        return " UNION ALL ".join(parts)
+
+    @classmethod
+    def _source_sql(cls, i: int, src: PointInTimeSource) -> str:
+        cols = [*src.join_keys, src.timestamp, *(stored for stored, _ in src.features)]
+        if src.created_timestamp:
+            cols.append(src.created_timestamp)
+        if not src.deduplicate:
+            return cls._scan_sql(src, cols, "", ordered=False)
+        partition = ", ".join(q(c) for c in (*src.join_keys, src.timestamp))
+        select = ", ".join(q(c) for c in dict.fromkeys(cols))
         return (
-            f"SELECT {select} FROM read_parquet({files}, {options}) "
-            f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
+            f"SELECT {select} FROM ({cls._scan_sql(src, cols, '', ordered=True)}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(cls._tie_order(src))}) = 1"
         )
+
+    # -- latest value per entity (materialization) -------------------------------------------------------------
+    def latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
+        """Per entity, the row with the latest event time in ``(start, end]``; ties broken as in retrieval.
+
+        Returns the join keys, the event-time column and the stored feature columns.
+        """
+        cols = [*src.join_keys, src.timestamp, *(stored for stored, _ in src.features)]
+        if src.created_timestamp:
+            cols.append(src.created_timestamp)
+        ts = q(src.timestamp)
+        where = f" WHERE {ts} <= {_ts_literal(end)}"
+        if start is not None:
+            where += f" AND {ts} > {_ts_literal(start)}"
+        keys = ", ".join(q(k) for k in src.join_keys)
+        order = [f"{ts} DESC"]
+        if src.deduplicate:
+            order += self._tie_order(src)
+        out = ", ".join(q(c) for c in dict.fromkeys([*src.join_keys, src.timestamp, *(f for f, _ in src.features)]))
+        sql = (
+            f"SELECT {out} FROM ({self._scan_sql(src, cols, where, ordered=src.deduplicate)}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {', '.join(order)}) = 1"
+        )
+        con = self.connect()
+        try:
+            return fetch_arrow(con, sql)
+        except Exception as exc:
+            raise BackendError(
+                f"local engine (DuckDB): latest values of feature view {src.view!r} failed: {exc}"
+            ) from exc
+        finally:
+            con.close()
 
     def point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
         con = self.connect()

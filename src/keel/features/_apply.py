@@ -167,9 +167,7 @@ def make_plan(
         elif not record.active:
             items.append(PlanItem(kind, name, "add", record.version + 1))
         elif record.hash != obj.definition_hash:
-            items.append(
-                PlanItem(kind, name, "change", record.version + 1, _changed_keys(record.spec, obj.spec()))
-            )
+            items.append(PlanItem(kind, name, "change", record.version + 1, _changed_keys(record.spec, obj.spec())))
         else:
             items.append(PlanItem(kind, name, "unchanged", record.version))
     if not partial:
@@ -238,8 +236,7 @@ class Definitions:
             known = sorted(n for (_, n), r in current.items() if r.active)
             label = kind.replace("_", " ")
             raise NotFoundError(
-                f"unknown {label} {name!r}; known: {', '.join(known) or 'none'}. "
-                "Declare it and run `keel apply`"
+                f"unknown {label} {name!r}; known: {', '.join(known) or 'none'}. Declare it and run `keel apply`"
             )
         return record
 

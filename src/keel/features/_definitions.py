@@ -24,8 +24,7 @@ def check_name(name: object, what: str) -> str:
     """Refuse names that cannot be a column, a file name and a SQL identifier at once."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
-            f"{what} name {name!r} is invalid: use letters, digits and underscores, "
-            "not starting with a digit",
+            f"{what} name {name!r} is invalid: use letters, digits and underscores, not starting with a digit",
             field=str(name),
         )
     if name.startswith(_RESERVED_PREFIX):
@@ -107,9 +106,7 @@ class Entity(Definition):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Entity:
         """Rebuild from :meth:`spec`."""
-        return cls(
-            spec["name"], spec["join_keys"], description=spec.get("description", ""), tags=spec.get("tags")
-        )
+        return cls(spec["name"], spec["join_keys"], description=spec.get("description", ""), tags=spec.get("tags"))
 
 
 @dataclass(frozen=True)
@@ -127,9 +124,7 @@ class Field:
 
     def __post_init__(self) -> None:
         check_name(self.name, "field")
-        object.__setattr__(
-            self, "dtype", canonical_dtype(self.dtype, where=f"field {self.name!r}: ", field=self.name)
-        )
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype, where=f"field {self.name!r}: ", field=self.name))
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "description": self.description}
@@ -178,8 +173,7 @@ class FeatureView(Definition):
         for e in ents:
             if not isinstance(e, Entity | str):
                 raise ValidationError(
-                    f"feature view {name!r}: entities must be Entity objects or names, "
-                    f"got {type(e).__name__}",
+                    f"feature view {name!r}: entities must be Entity objects or names, got {type(e).__name__}",
                     field=name,
                 )
             if isinstance(e, str):
@@ -292,8 +286,7 @@ class FeatureView(Definition):
 
     def __repr__(self) -> str:
         return (
-            f"FeatureView({self.name!r}, entities={self.entity_names}, features={self.feature_names}, "
-            f"ttl={self.ttl})"
+            f"FeatureView({self.name!r}, entities={self.entity_names}, features={self.feature_names}, ttl={self.ttl})"
         )
 
     def __eq__(self, other: object) -> bool:

@@ -32,9 +32,7 @@ def project_modules(root: Path, modules: list[str] | None = None) -> list[Path]:
         for m in modules:
             path = (root / m).resolve()
             if not path.is_file():
-                raise ValidationError(
-                    f"keel.yaml lists module {m!r}, but {path} is not a file", field="modules"
-                )
+                raise ValidationError(f"keel.yaml lists module {m!r}, but {path} is not a file", field="modules")
             if not path.is_relative_to(root):
                 raise ValidationError(
                     f"keel.yaml lists module {m!r}, which is outside the project folder {root}; "

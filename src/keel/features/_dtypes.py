@@ -39,9 +39,7 @@ def canonical_dtype(dtype: str, *, where: str = "", field: str | None = None) ->
     name = dtype.strip().lower()
     name = _ALIASES.get(name, name)
     if name not in DTYPES:
-        raise ValidationError(
-            f"{where}unknown dtype {dtype!r}; valid dtypes are: {', '.join(DTYPES)}", field=field
-        )
+        raise ValidationError(f"{where}unknown dtype {dtype!r}; valid dtypes are: {', '.join(DTYPES)}", field=field)
     return name
 
 

@@ -37,9 +37,7 @@ class Source(ABC):
     def __init__(self, *, timestamp: str = "event_time", created_timestamp: str | None = None) -> None:
         if not isinstance(timestamp, str) or not timestamp:
             raise ValidationError("a source needs the name of its event-time column (timestamp=...)")
-        if created_timestamp is not None and (
-            not isinstance(created_timestamp, str) or not created_timestamp
-        ):
+        if created_timestamp is not None and (not isinstance(created_timestamp, str) or not created_timestamp):
             raise ValidationError("created_timestamp must be a column name or None")
         self.timestamp = timestamp
         self.created_timestamp = created_timestamp
@@ -81,9 +79,7 @@ class Source(ABC):
 
 
 class _FileSource(Source):
-    def __init__(
-        self, path: str | Path, *, timestamp: str = "event_time", created_timestamp: str | None = None
-    ):
+    def __init__(self, path: str | Path, *, timestamp: str = "event_time", created_timestamp: str | None = None):
         super().__init__(timestamp=timestamp, created_timestamp=created_timestamp)
         if not isinstance(path, str | os.PathLike) or not str(path):
             raise ValidationError(f"{type(self).__name__} needs a path (a string or a Path), got {path!r}")

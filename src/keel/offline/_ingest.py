@@ -45,8 +45,7 @@ class IngestResult:
     def __str__(self) -> str:
         if not self.created:
             return (
-                f"{self.view}: unchanged — the source is identical to version {self.version.version}; "
-                "nothing written"
+                f"{self.view}: unchanged — the source is identical to version {self.version.version}; nothing written"
             )
         return f"{self.view}: version {self.version.version} ({self.rows:,} rows) in {self.seconds:.2f}s"
 
@@ -65,9 +64,7 @@ def ingest_view(
     started = time.perf_counter()
     raw = view.source.read(root)
     if raw.num_rows == 0:
-        raise ValidationError(
-            f"feature view {view.name!r}: {view.source.describe} has no rows; nothing ingested"
-        )
+        raise ValidationError(f"feature view {view.name!r}: {view.source.describe} has no rows; nothing ingested")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validated = validate_table(raw, view, join_keys)

@@ -45,8 +45,7 @@ def resolve_entity_timestamp(entity_df: pd.DataFrame, timestamp: str | None) -> 
     if timestamp is not None:
         if timestamp not in entity_df.columns:
             raise ValidationError(
-                f"entity frame has no timestamp column {timestamp!r}; "
-                f"it has: {', '.join(map(str, entity_df.columns))}",
+                f"entity frame has no timestamp column {timestamp!r}; it has: {', '.join(map(str, entity_df.columns))}",
                 field=timestamp,
             )
         return timestamp
@@ -79,8 +78,7 @@ def to_utc(values: pd.Series, *, name: str, allow_nulls: bool = False) -> pd.Ser
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
             raise ValidationError(
-                f"entity frame, column {name!r}: row {row} has {values.iloc[row]!r}, which is not a "
-                "timestamp",
+                f"entity frame, column {name!r}: row {row} has {values.iloc[row]!r}, which is not a timestamp",
                 field=name,
                 row=row,
             )
@@ -118,8 +116,7 @@ def _key_array(values: pd.Series, *, name: str, stored: str) -> pa.Array:
             return pa.array(values, type=pa.string(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValidationError(
-                f"entity frame, join key {name!r}: the offline store holds string keys and a value is not "
-                "a string",
+                f"entity frame, join key {name!r}: the offline store holds string keys and a value is not a string",
                 field=name,
             ) from exc
     raise ValidationError(

@@ -62,9 +62,12 @@ class OfflineStore:
         return "/".join([self.root, *parts])
 
     def paths(self, version: FeatureVersion) -> tuple[str, ...]:
-        """The version's files as paths DuckDB can read (local paths, or URIs of a registered filesystem)."""
-        base = self._join(version.location)
-        paths = [f"{base}/{f['path']}" for f in version.files]
+        """The version's files as paths DuckDB can read (local paths, or URIs of a registered filesystem).
+
+        A file entry may name its own ``location``: a version made by a push lists its parent's files, which
+        live in the parent's folder, before its own.
+        """
+        paths = [f"{self._join(f.get('location', version.location))}/{f['path']}" for f in version.files]
         if not self.is_local:
             protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
             paths = [f"{protocol}://{p.lstrip('/')}" if "://" not in p else p for p in paths]
@@ -91,9 +94,7 @@ class OfflineStore:
                 self._discard(tmp)  # nothing half-written stays behind
                 raise
         except (OSError, pa.ArrowException) as exc:
-            raise BackendError(
-                f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}"
-            ) from exc
+            raise BackendError(f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}") from exc
         return location, self._manifest(final) or files
 
     def _write_folder(self, tmp: str, table: pa.Table, timestamp: str) -> list[dict[str, Any]]:

@@ -82,9 +82,7 @@ def _first_true(mask: pa.ChunkedArray | pa.Array) -> int:
     return int(idx)
 
 
-def _cast(
-    column: pa.ChunkedArray, target: pa.DataType, *, view: str, name: str, dtype: str
-) -> pa.ChunkedArray:
+def _cast(column: pa.ChunkedArray, target: pa.DataType, *, view: str, name: str, dtype: str) -> pa.ChunkedArray:
     src = column.type
     if dtype == "string" and (pat.is_floating(src) or pat.is_boolean(src) or pat.is_timestamp(src)):
         raise ValidationError(
@@ -300,9 +298,7 @@ def validate_table(raw: pa.Table, view: FeatureView, join_keys: list[str]) -> Va
                 f"feature view {view.name!r}: feature {f.name!r} is also a join key or timestamp column",
                 field=f.name,
             )
-        arrays[f.name] = _cast(
-            raw.column(f.name), arrow_type(f.dtype), view=view.name, name=f.name, dtype=f.dtype
-        )
+        arrays[f.name] = _cast(raw.column(f.name), arrow_type(f.dtype), view=view.name, name=f.name, dtype=f.dtype)
     table = pa.table(arrays)
     return ValidatedTable(
         table=table,

@@ -51,9 +51,7 @@ class ViewSchema:
 
     def to_json(self) -> str:
         """The schema as compact JSON (how SQLite and Redis store it)."""
-        return json.dumps(
-            {"keys": [list(k) for k in self.keys], "dtypes": self.dtypes}, separators=(",", ":")
-        )
+        return json.dumps({"keys": [list(k) for k in self.keys], "dtypes": self.dtypes}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ViewSchema:
@@ -175,9 +173,7 @@ def _plain_values(col: pa.ChunkedArray) -> list[Any]:
     # numpy's tolist() is several times faster than Arrow's to_pylist() for null-free numeric columns.
     import pyarrow.types as pat
 
-    if col.null_count == 0 and (
-        pat.is_integer(col.type) or pat.is_floating(col.type) or pat.is_boolean(col.type)
-    ):
+    if col.null_count == 0 and (pat.is_integer(col.type) or pat.is_floating(col.type) or pat.is_boolean(col.type)):
         values: list[Any] = col.to_numpy().tolist()
     else:
         values = col.to_pylist()
@@ -360,6 +356,4 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType, where: str, name: str) -> p
     try:
         return col.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValidationError(
-            f"{where}: column {name!r} cannot be read as {target}: {exc}", field=name
-        ) from exc
+        raise ValidationError(f"{where}: column {name!r} cannot be read as {target}: {exc}", field=name) from exc

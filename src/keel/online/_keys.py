@@ -48,9 +48,7 @@ def encode_key(values: tuple[Any, ...]) -> int | str:
         ValidationError: ``values`` is not a non-empty tuple of integers and strings.
     """
     if type(values) is not tuple or not values:
-        raise ValidationError(
-            f"entity key {values!r}: pass a tuple of key values, one per key column (e.g. (42,))"
-        )
+        raise ValidationError(f"entity key {values!r}: pass a tuple of key values, one per key column (e.g. (42,))")
     if len(values) == 1:
         return _key_part(values[0], values)
     return _JSON.encode([_key_part(v, values) for v in values])

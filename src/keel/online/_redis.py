@@ -204,9 +204,7 @@ class RedisOnlineStore(OnlineStore):
         if b"keys" not in meta:
             return None
         keys = tuple((str(n), str(d)) for n, d in json.loads(meta[b"keys"]))
-        dtypes = {
-            field[6:].decode(): value.decode() for field, value in meta.items() if field.startswith(b"dtype:")
-        }
+        dtypes = {field[6:].decode(): value.decode() for field, value in meta.items() if field.startswith(b"dtype:")}
         return ViewSchema(keys, dtypes)
 
     def _register(self, batch: Batch) -> _Layout:
@@ -269,9 +267,7 @@ class RedisOnlineStore(OnlineStore):
         return self._layouts.setdefault(layout.id_bytes, layout)
 
     # -- reads
-    def _reader(
-        self, view: str, layout_id: bytes, names: tuple[str, ...]
-    ) -> Callable[[bytes], tuple[Any, ...]] | None:
+    def _reader(self, view: str, layout_id: bytes, names: tuple[str, ...]) -> Callable[[bytes], tuple[Any, ...]] | None:
         layout = self._layouts.get(layout_id)
         if layout is None:
             text = self._client.hget(self._meta_key(view), f"layout:{layout_id.hex()}")

@@ -236,9 +236,7 @@ class SqliteOnlineStore(OnlineStore):
             else:
                 key_sql, options = f"{_KEY} TEXT PRIMARY KEY NOT NULL", " WITHOUT ROWID"
             columns = "".join(f", {_quote(n)} {_SQL_TYPES[d]}" for n, d in schema.dtypes.items())
-            conn.execute(
-                f"CREATE TABLE {_quote(table)} ({key_sql}, {_EVENT} INTEGER NOT NULL{columns}){options}"
-            )
+            conn.execute(f"CREATE TABLE {_quote(table)} ({key_sql}, {_EVENT} INTEGER NOT NULL{columns}){options}")
             conn.execute(
                 f"INSERT INTO {_VIEWS} (prefix, view, table_name, schema) VALUES (?, ?, ?, ?)",
                 (self.prefix, view, table, schema.to_json()),
@@ -246,9 +244,7 @@ class SqliteOnlineStore(OnlineStore):
         else:
             table = current[0]
             for name in added:
-                conn.execute(
-                    f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {_SQL_TYPES[schema.dtypes[name]]}"
-                )
+                conn.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {_SQL_TYPES[schema.dtypes[name]]}")
             if added:
                 conn.execute(
                     f"UPDATE {_VIEWS} SET schema = ? WHERE prefix = ? AND view = ?",

@@ -142,9 +142,7 @@ class OnlineStore(ABC):
             BackendError: the backend failed.
         """
         if ttl is not None and (not isinstance(ttl, timedelta) or ttl <= timedelta(0)):
-            raise ValidationError(
-                f"{self.description}: ttl must be a positive timedelta, got {ttl!r}", field="ttl"
-            )
+            raise ValidationError(f"{self.description}: ttl must be a positive timedelta, got {ttl!r}", field="ttl")
         batch = prepare_batch(self.description, view, rows, keys=keys, features=features, timestamp=timestamp)
         return self._write(batch, ttl)
 

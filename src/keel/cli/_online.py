@@ -1,0 +1,91 @@
+"""Online commands: materialize, push."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli._common import ProjectOption, console, open_project, read_table
+from keel.errors import ValidationError
+
+
+def _when(value: str | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError as exc:
+        raise ValidationError(f"--{what}: {value!r} is not an ISO 8601 date or time", field=what) from exc
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def materialize(
+    views: Annotated[
+        list[str] | None, typer.Argument(help="Views to materialize (default: every online view).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Only event times after this (default: where the last run stopped).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Only event times up to this (default: now).")] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Write the latest value per entity, within each view's TTL, to the online store (incremental)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with open_project(project) as proj:
+        names = list(views) if views else [v.name for v in proj.feature_views() if v.online]
+        results = []
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("materializing", total=len(names))
+            for name in names:
+                progress.update(task, description=f"materializing {name}")
+                results += proj.materialize([name], start=_when(start, "start"), end=_when(end, "end"))
+                progress.advance(task)
+        store = proj.online_store.description
+    if not results:
+        console.print("Nothing to materialize: no online view has ingested data.")
+        return
+    table = Table(title=f"Materialized into {store}")
+    for column in ("view", "version", "entities", "event times", "seconds", "status"):
+        table.add_column(column)
+    for r in results:
+        span = f"{r.start:%Y-%m-%d %H:%M} → {r.end:%Y-%m-%d %H:%M}" if r.start else f"… → {r.end:%Y-%m-%d %H:%M}"
+        table.add_row(
+            r.view, f"v{r.version}", f"{r.rows:,}", span, f"{r.seconds:.2f}", r.skipped or "[green]written[/]"
+        )
+    console.print(table)
+
+
+def push(
+    view: Annotated[str, typer.Argument(help="The feature view.")],
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Rows to push (.parquet or .csv).")],
+    to: Annotated[str, typer.Option(help="online, offline or both.")] = "online",
+    project: ProjectOption = Path("."),
+) -> None:
+    """Push rows of a view (validated like ingestion) to the online store, the offline store, or both."""
+    rows = read_table(input_path)
+    with open_project(project) as proj:
+        result = proj.push(view, rows, to=to)
+    where = []
+    if to in ("online", "both"):
+        where.append(f"{result.online_rows:,} applied online")
+    if result.offline_version is not None:
+        where.append(f"offline version v{result.offline_version}")
+    console.print(f"{view}: {result.rows:,} rows pushed ({', '.join(where)})")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")

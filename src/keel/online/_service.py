@@ -1,0 +1,289 @@
+"""Reading features online: entity rows + feature references -> values, in request order, TTL honoured.
+
+This is a hot path. Everything that does not depend on the request (parsing references, resolving views,
+key types, TTLs and which version the online store holds) is planned once per feature list and cached for a
+few seconds, so a read costs one store round trip plus a few list operations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import NotFoundError, ValidationError
+from keel.features import FeatureRef
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from keel.catalog import Catalog
+    from keel.features._apply import Definitions
+    from keel.online._store import OnlineStore
+
+_MICROSECOND = timedelta(microseconds=1)
+
+EntityRows = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
+
+
+class OnlineFeatures:
+    """Feature values for a list of entities, in request order.
+
+    Attributes:
+        values: ``{feature column: [value per entity]}``; ``None`` for unknown entities, nulls and values
+            older than the view's TTL.
+        versions: ``{view: ingested version the online store holds}`` for each view that served a feature.
+    """
+
+    __slots__ = ("values", "versions")
+
+    def __init__(self, values: dict[str, list[Any]], versions: dict[str, int]) -> None:
+        self.values = values
+        self.versions = versions
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values()))) if self.values else 0
+
+    def __getitem__(self, feature: str) -> list[Any]:
+        try:
+            return self.values[feature]
+        except KeyError:
+            raise KeyError(f"no feature {feature!r} in this result; it has: {', '.join(self.values)}") from None
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """``{feature column: [value per entity]}``."""
+        return self.values
+
+    def to_frame(self) -> pd.DataFrame:
+        """The values as a DataFrame, one row per entity; ``df.attrs["keel_feature_versions"]`` as offline."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.values)
+        frame.attrs["keel_feature_versions"] = dict(self.versions)
+        return frame
+
+    def __repr__(self) -> str:
+        return f"OnlineFeatures({len(self)} entities, features={list(self.values)}, versions={self.versions})"
+
+
+@dataclass(frozen=True)
+class _ViewRead:
+    view: str
+    version: int | None
+    join_keys: tuple[str, ...]
+    key_types: tuple[type, ...]
+    features: tuple[str, ...]
+    outputs: tuple[str, ...]
+    ttl_us: int | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    reads: tuple[_ViewRead, ...]
+    outputs: tuple[str, ...]
+    versions: dict[str, int]
+    built: float = field(compare=False)
+
+
+_KEY_TYPES: dict[str, type] = {"int64": int, "string": str}
+
+
+def _coerce_key(value: Any, expected: type, key: str, row: int) -> Any:
+    kind = type(value)
+    if kind is expected or expected is object:
+        return value
+    if expected is int:
+        if kind is not bool:
+            try:
+                if isinstance(value, str):
+                    return int(value)
+                as_int = int(value)  # numpy integers, integral floats
+                if as_int == value:
+                    return as_int
+            except (TypeError, ValueError):
+                pass
+    elif expected is str and isinstance(value, str | int) and kind is not bool:
+        return str(value)
+    raise ValidationError(
+        f"entity row {row}: join key {key!r} must be {'an integer' if expected is int else 'a string'}, got {value!r}",
+        field=key,
+        row=row,
+    )
+
+
+def entity_row_list(entity_rows: EntityRows) -> list[Mapping[str, Any]]:
+    """Entity rows as a list of mappings (a mapping of equal-length lists is turned into rows)."""
+    if isinstance(entity_rows, Mapping):
+        columns = {k: list(v) if not isinstance(v, str | bytes) else [v] for k, v in entity_rows.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValidationError(
+                "entity columns have different lengths: " + ", ".join(f"{k}={len(v)}" for k, v in columns.items())
+            )
+        names = list(columns)
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    rows: object = entity_rows  # callers outside the type system may pass anything
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise ValidationError("entity rows must be a list of mappings ([{'customer_id': 42}]) or a mapping of lists")
+    for i, row in enumerate(entity_rows):
+        if not isinstance(row, Mapping):
+            raise ValidationError(f"entity row {i} must be a mapping of join keys, got {row!r}", row=i)
+    return list(entity_rows)
+
+
+class OnlineFeatureService:
+    """Serves :meth:`get` from an online store, with request-independent work planned once and cached.
+
+    Args:
+        definitions: the project's registered definitions.
+        catalog: the catalog (which version each view has materialized into the store).
+        store: the online store.
+        store_id: the store's identity in the catalog's materialization records.
+        refresh_seconds: how long a plan (views, TTLs, materialized versions) is reused before being re-read.
+    """
+
+    def __init__(
+        self,
+        *,
+        definitions: Definitions,
+        catalog: Catalog,
+        store: OnlineStore,
+        store_id: str,
+        refresh_seconds: float = 5.0,
+    ) -> None:
+        self._definitions = definitions
+        self._catalog = catalog
+        self._store = store
+        self._store_id = store_id
+        self._refresh = refresh_seconds
+        self._plans: dict[tuple[tuple[str, ...], bool], _Plan] = {}
+
+    def refresh(self) -> None:
+        """Forget every cached plan (the next read re-reads definitions and materializations)."""
+        self._plans.clear()
+
+    def _build(self, refs: tuple[str, ...], full_names: bool) -> _Plan:
+        parsed = [FeatureRef.parse(r) for r in refs]
+        if not parsed:
+            raise ValidationError("no features requested; pass at least one 'view:feature' reference")
+        groups: dict[str, list[str]] = {}
+        pinned: dict[str, int | None] = {}
+        for ref in parsed:
+            feats = groups.setdefault(ref.view, [])
+            if ref.feature not in feats:
+                feats.append(ref.feature)
+            if ref.version is not None:
+                pinned[ref.view] = ref.version
+        reads: list[_ViewRead] = []
+        outputs: list[str] = []
+        versions: dict[str, int] = {}
+        entities = self._definitions.entities()
+        for view_name, feats in groups.items():
+            view, _ = self._definitions.feature_view(view_name)
+            served = self._served_version(view_name)
+            if view_name in pinned and pinned[view_name] != served:
+                raise ValidationError(
+                    f"feature view {view_name!r}: version {pinned[view_name]} was requested but the online store "
+                    f"holds version {served}; online reads serve the materialized version",
+                    field=view_name,
+                )
+            if served is not None:
+                version = self._catalog.feature_version(view_name, served)
+                available = list(version.columns["features"])
+                key_dtypes: dict[str, str] = dict(version.columns["join_keys"])
+            else:  # only pushed online so far: the definition says what there is
+                available = view.feature_names
+                key_dtypes = {}
+            chosen = available if "*" in feats else feats
+            for f in chosen:
+                if f not in available:
+                    raise ValidationError(
+                        f"feature view {view_name!r} (version {served}) has no feature {f!r}; "
+                        f"it has: {', '.join(available)}",
+                        field=f"{view_name}:{f}",
+                    )
+            keys = view.join_keys(entities)
+            outs = tuple(f"{view_name}__{f}" if full_names else f for f in chosen)
+            for out in outs:
+                if out in outputs:
+                    raise ValidationError(
+                        f"feature {out!r} is requested from two views; pass full_feature_names=True", field=out
+                    )
+            outputs.extend(outs)
+            ttl_us = None if view.ttl is None else view.ttl // _MICROSECOND
+            reads.append(
+                _ViewRead(
+                    view=view_name,
+                    version=served,
+                    join_keys=tuple(keys),
+                    key_types=tuple(_KEY_TYPES.get(key_dtypes.get(k, ""), object) for k in keys),
+                    features=tuple(chosen),
+                    outputs=outs,
+                    ttl_us=ttl_us,
+                )
+            )
+            if served is not None:
+                versions[view_name] = served
+        return _Plan(tuple(reads), tuple(outputs), versions, time.monotonic())
+
+    def _served_version(self, view: str) -> int | None:
+        """The version the online store holds: the last materialized one, else the latest ingested one."""
+        last = self._catalog.last_materialization(view, self._store_id)
+        if last is not None:
+            return last.version
+        try:
+            return self._catalog.feature_version(view).version
+        except NotFoundError:
+            return None
+
+    def _plan(self, features: Sequence[str], full_names: bool) -> _Plan:
+        key = (tuple(features), full_names)
+        plan = self._plans.get(key)
+        if plan is None or time.monotonic() - plan.built > self._refresh:
+            plan = self._build(key[0], full_names)
+            self._plans[key] = plan
+        return plan
+
+    def get(
+        self,
+        features: Sequence[str] | str,
+        entity_rows: EntityRows,
+        *,
+        full_feature_names: bool = False,
+        now_us: int | None = None,
+    ) -> OnlineFeatures:
+        """Values of ``features`` for each entity row, in order; see :meth:`keel.Project.online_features`."""
+        plan = self._plan((features,) if isinstance(features, str) else features, full_feature_names)
+        rows = entity_row_list(entity_rows)
+        now = time.time_ns() // 1000 if now_us is None else now_us
+        values: dict[str, list[Any]] = {}
+        for vr in plan.reads:
+            keys = [self._key(row, i, vr) for i, row in enumerate(rows)]
+            read = self._store.read(vr.view, keys, vr.features)
+            columns = [list(c) for c in read.values]
+            if vr.ttl_us is not None:
+                cutoff = now - vr.ttl_us
+                for i, ev in enumerate(read.event_us):
+                    if ev is not None and ev < cutoff:  # expired: read as missing, exactly as offline
+                        for col in columns:
+                            col[i] = None
+            for name, col in zip(vr.outputs, columns, strict=True):
+                values[name] = col
+        return OnlineFeatures({name: values[name] for name in plan.outputs}, plan.versions)
+
+    @staticmethod
+    def _key(row: Mapping[str, Any], i: int, vr: _ViewRead) -> tuple[Any, ...]:
+        try:
+            return tuple(
+                v if type(v) is t else _coerce_key(v, t, k, i)
+                for k, t in zip(vr.join_keys, vr.key_types, strict=True)
+                for v in (row[k],)
+            )
+        except KeyError as exc:
+            raise ValidationError(
+                f"entity row {i} lacks join key {exc.args[0]!r}, needed by feature view {vr.view!r}",
+                field=str(exc.args[0]),
+                row=i,
+            ) from None
