@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -125,6 +126,92 @@ def interleaved(sides: Mapping[str, Callable[[], Any]], *, runs: int, warmup: in
             timings[name].runs.append(seconds)
             timings[name].last = value
     return timings
+
+
+def interleaved_with_setup(
+    sides: Mapping[str, tuple[Callable[[], Any], Callable[[Any], Any]]], *, runs: int, warmup: int = 1
+) -> dict[str, Timing]:
+    """:func:`interleaved` for operations that need a fresh state each run (a new file, a new store ...).
+
+    Each side is ``(setup, fn)``: ``setup()`` runs untimed before every run and its return value is passed to
+    ``fn``, which is timed. The order of the sides alternates as in :func:`interleaved`.
+    """
+    names = list(sides)
+    for _ in range(warmup):
+        for name in names:
+            setup, fn = sides[name]
+            fn(setup())
+    timings = {name: Timing() for name in names}
+    for i in range(runs):
+        for name in names if i % 2 == 0 else reversed(names):
+            setup, fn = sides[name]
+            state = setup()
+            seconds, value = _timed(functools.partial(fn, state))
+            timings[name].runs.append(seconds)
+            timings[name].last = value
+    return timings
+
+
+# -- latency -------------------------------------------------------------------------------------------------
+@dataclass
+class Latencies:
+    """Per-call wall times of one side of a latency workload (nanoseconds), and what the last call returned."""
+
+    ns: list[int] = field(default_factory=list)
+    last: Any = None
+
+    def percentile_ms(self, q: float) -> float:
+        """The ``q``-th percentile (0-100, nearest rank) in milliseconds."""
+        ordered = sorted(self.ns)
+        rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+        return ordered[rank] / 1e6
+
+    def as_json(self) -> dict[str, Any]:
+        """``median_s`` (the p50, so that ratios are p50 ratios), ``p50_ms``, ``p99_ms``, ``mean_ms``, ``per_s``
+        (calls per second of one caller) and the number of ``calls``."""
+        mean_ns = statistics.fmean(self.ns)
+        return {
+            "median_s": round6(self.percentile_ms(50) / 1e3),
+            "p50_ms": round6(self.percentile_ms(50)),
+            "p99_ms": round6(self.percentile_ms(99)),
+            "mean_ms": round6(mean_ns / 1e6),
+            "per_s": round(1e9 / mean_ns),
+            "calls": len(self.ns),
+        }
+
+
+def latency_blocks(
+    sides: Mapping[str, Callable[[Any], Any]],
+    arguments: Sequence[Any],
+    *,
+    block: int,
+    warmup: int = 1,
+) -> dict[str, Latencies]:
+    """Call every side once per argument, timing each call, in interleaved blocks of ``block`` calls.
+
+    The sides take turns block by block (A B, B A, ...), each going through the same ``arguments`` in the same
+    order, so that both see the same keys and a slow phase of the machine hits them alike. A full garbage
+    collection precedes every block; ``warmup`` blocks per side come first and are not timed.
+    """
+    names = list(sides)
+    clock = time.perf_counter_ns
+    for _ in range(warmup):
+        for name in names:
+            for arg in arguments[:block]:
+                sides[name](arg)
+    out = {name: Latencies() for name in names}
+    for b, begin in enumerate(range(0, len(arguments), block)):
+        chunk = arguments[begin : begin + block]
+        for name in names if b % 2 == 0 else reversed(names):
+            fn, record = sides[name], out[name].ns.append
+            gc.collect()
+            value = None
+            for arg in chunk:
+                started = clock()
+                value = fn(arg)
+                record(clock() - started)
+            out[name].last = value
+    return out
 
 
 # -- memory --------------------------------------------------------------------------------------------------

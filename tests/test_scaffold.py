@@ -103,7 +103,7 @@ def test_example_is_found_and_unknown_ones_are_listed() -> None:
 def test_init_with_example_generates_data_that_applies_and_ingests(tmp_path: Path) -> None:
     root = scaffold(tmp_path / "churn", example="churn", customers=150, seed=3)
 
-    for name in ("keel.yaml", "features.py", "generate.py", "README.md", ".gitignore"):
+    for name in ("keel.yaml", "features.py", "training.py", "generate.py", "README.md", ".gitignore"):
         assert (root / name).is_file(), name
     assert not list(root.rglob("__pycache__"))
     assert not (root / ".keep").exists()
@@ -117,6 +117,7 @@ def test_init_with_example_generates_data_that_applies_and_ingests(tmp_path: Pat
             ("entity", "customer"),
             ("feature_view", "customer_profile"),
             ("feature_view", "customer_activity"),
+            ("training_spec", "churn"),
         }
         activity = project.ingest("customer_activity")
         profile = project.ingest("customer_profile")

@@ -27,10 +27,14 @@ from keel.features import (
     FeatureView,
     Field,
     ParquetSource,
+    RequestSource,
+    on_demand_feature_view,
 )
 
 if TYPE_CHECKING:
+    from keel.models import ModelPackage
     from keel.project import Project
+    from keel.training import RandomSplit, TimeSplit, TrainingSpec
 
 __version__ = "0.1.0"
 
@@ -47,18 +51,36 @@ __all__ = [
     "IntegrityError",
     "KeelError",
     "MissingExtraError",
+    "ModelPackage",
     "NotFoundError",
     "ParquetSource",
     "Project",
+    "RandomSplit",
+    "RequestSource",
+    "TimeSplit",
+    "TrainingSpec",
     "ValidationError",
     "__version__",
+    "on_demand_feature_view",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Project pulls in pandas, pyarrow and SQLAlchemy; load it on first use so `import keel` stays fast.
-    if name == "Project":
-        from keel.project import Project
+_LAZY = {
+    "Project": "keel.project",
+    "TrainingSpec": "keel.training",
+    "TimeSplit": "keel.training",
+    "RandomSplit": "keel.training",
+    "ModelPackage": "keel.models",
+}
 
-        return Project
-    raise AttributeError(f"module 'keel' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    # These pull in pandas, pyarrow, SQLAlchemy or scikit-learn; load them on first use so `import keel` stays fast.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,14 +1,20 @@
 """``keel demo``: run the churn example end to end on the embedded defaults and print what happened.
 
-The demo is a sequence of small steps, each printing its part of the summary and returning its figures; later
-capabilities (training, serving, monitoring) add steps after the training set.
+The demo is a sequence of small steps, each printing its part of the summary and returning its figures: the
+feature steps (generate, apply, ingest, a training set), then the model steps (train, register, lineage,
+predict). Later capabilities (serving, monitoring) add steps after the prediction. Steps hand each other
+nothing but the project and names the catalog knows (a run id, ``churn@champion``), as a user's scripts would.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 import time
+import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 import yaml
@@ -19,13 +25,15 @@ from keel.config import CONFIG_FILE
 from keel.errors import ConflictError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
+    from keel.catalog import RunRecord
     from keel.features._apply import ApplyPlan
     from keel.offline import IngestResult
     from keel.project import Project
 
-__all__ = ["DEMO_FEATURES", "DEMO_MARKER", "run_demo"]
+__all__ = ["CHAMPION", "DEMO_FEATURES", "DEMO_MARKER", "DEMO_SPEC", "run_demo"]
 
 EXAMPLE = "churn"
 #: Written at the root of a demo folder: only a folder holding it (and the churn keel.yaml) is ever deleted.
@@ -33,7 +41,12 @@ DEMO_MARKER = ".keel-demo"
 VIEWS = ("customer_profile", "customer_activity")
 #: The features the demo's training set asks for.
 DEMO_FEATURES = ("customer_profile:*", "customer_activity:*")
+#: The training spec declared in the example's training.py, and the model it registers.
+DEMO_SPEC = "churn"
+CHAMPION = "champion"
 _FIRST_ROWS = 3
+#: Customers shown by the prediction step: this many who churned and this many who stayed.
+_SHOWN_PER_CLASS = 3
 
 
 # -- the folder ----------------------------------------------------------------------------------------------
@@ -86,7 +99,7 @@ def step_generate(root: Path, *, customers: int, seed: int, console: Console) ->
 
 def step_apply(project: Project, *, console: Console) -> dict[str, Any]:
     """Discover and register the project's definitions."""
-    console.rule("[bold]2. Apply[/] the definitions in features.py")
+    console.rule("[bold]2. Apply[/] the definitions in features.py and training.py")
     started = time.perf_counter()
     plan = project.apply()
     seconds = time.perf_counter() - started
@@ -262,6 +275,300 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+# -- model steps ---------------------------------------------------------------------------------------------
+#: How the demo names metrics; any other is shown as recorded.
+_METRIC_LABELS = {"roc_auc": "ROC AUC", "log_loss": "log loss", "brier": "Brier score", "f1": "F1"}
+#: The inputs of the simulation's churn formula (``churn_logit`` in the example's generate.py), by view.
+_FORMULA_INPUTS = {
+    "customer_profile": ("plan", "region", "tenure_days"),
+    "customer_activity": ("spend_30d", "sessions_7d", "support_tickets_30d", "days_since_last_order"),
+}
+
+
+def step_train(project: Project, *, console: Console) -> dict[str, Any]:
+    """Train the example's spec: a tracked run, judged on later months than it was fitted on."""
+    console.rule(f"[bold]5. Train[/] the {DEMO_SPEC} spec declared in training.py")
+    started = time.perf_counter()
+    with console.status("training") as status:
+        run = project.train(DEMO_SPEC, on_step=lambda step: status.update(f"training: {step}"))
+    seconds = time.perf_counter() - started
+    record = run.record
+    cutoff = _cutoff(record)
+    fitted = f"{run.train_rows:,} label rows" + (f" before {cutoff:%Y-%m-%d}" if cutoff is not None else "")
+    console.print(
+        f"run [bold]{run.id[:8]}[/] in {seconds:.2f}s (fit {record.durations.get('fit', 0.0):.2f}s): fitted on "
+        f"{fitted}, validated on the {run.validation_rows:,} {'after' if cutoff is not None else 'others'}"
+    )
+
+    # For scale: what no skill scores on the same rows, and what the simulation's own formula does.
+    no_skill: dict[str, float | None] = {}
+    formula_auc = None
+    base_rate = None
+    if cutoff is not None:
+        labels = _labels(project)
+        before = labels["event_timestamp"] < cutoff
+        base_rate = float(labels.loc[before, "churned"].mean())
+        no_skill = _no_skill_metrics(labels.loc[~before, "churned"].to_numpy(), base_rate, list(run.metrics))
+        formula_auc = _formula_roc_auc(project, labels[~before])
+    table = Table("validation metric", "this run", title="metrics", title_justify="left")
+    if no_skill:
+        table.add_column("no skill")
+    for name, value in run.metrics.items():
+        cells = [_METRIC_LABELS.get(name, name), _metric(value)]
+        table.add_row(*cells, *([_metric(no_skill.get(name))] if no_skill else []))
+    console.print(table)
+    if base_rate is not None:
+        console.print(f"No skill: everyone scores the training months' churn rate, {base_rate:.1%}, and stays.")
+    if formula_auc is not None:
+        console.print(
+            f"Yardstick: the generator's own formula (true weights, less what no feature shows) scores ROC AUC "
+            f"{formula_auc:.3f} on the same rows."
+        )
+    return {
+        "run_id": run.id,
+        "metrics": dict(run.metrics),
+        "train_rows": run.train_rows,
+        "validation_rows": run.validation_rows,
+        "cutoff": cutoff.isoformat() if cutoff is not None else None,
+        "no_skill": no_skill,
+        "formula_roc_auc": formula_auc,
+        "durations": dict(record.durations),
+        "seconds": seconds,
+    }
+
+
+def _labels(project: Project) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(project.root / "data" / "labels.parquet")
+
+
+def _cutoff(record: RunRecord) -> pd.Timestamp | None:
+    """The first validation time of a time-split run (``None`` for any other split)."""
+    import pandas as pd
+
+    split = record.params.get("split") or {}
+    if split.get("kind") != "time" or not split.get("cutoff"):
+        return None
+    return pd.Timestamp(split["cutoff"])
+
+
+def _metric(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "—"
+
+
+def _no_skill_metrics(y: np.ndarray, rate: float, names: list[str]) -> dict[str, float | None]:
+    """The metrics of a model that gives every row the churn probability ``rate`` and predicts "stays"."""
+    import numpy as np
+
+    from keel.training._metrics import compute_metrics
+
+    proba = np.tile([1.0 - rate, rate], (len(y), 1))
+    return compute_metrics("classification", names, y, np.zeros_like(y), proba, [0, 1])
+
+
+def _example_module(root: Path, name: str) -> ModuleType | None:
+    """The project's ``name.py`` as a fresh module under a private name, or ``None`` when there is none."""
+    path = root / f"{name}.py"
+    module_name = f"_keel_demo_{name}_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(module_name, path) if path.is_file() else None
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses resolve their module's annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def _formula_roc_auc(project: Project, rows: pd.DataFrame) -> float | None:
+    """ROC AUC, on ``rows``, of the churn log-odds the example's generator drew the labels from.
+
+    The generator adds to them a part no feature shows; without it, the formula is a yardstick for a model
+    trained on these features. ``None`` when the project has no such generator or the rows hold one class.
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    generator = _example_module(project.root, "generate")
+    if generator is None or not hasattr(generator, "churn_logit") or rows.empty:
+        return None
+    refs = [f"{view}:{feature}" for view, features in _FORMULA_INPUTS.items() for feature in features]
+    frame = project.historical_features(rows, refs)
+    codes = {
+        "plan": frame["plan"].map({p: i for i, p in enumerate(generator.PLANS)}),
+        "region": frame["region"].map({r: i for i, r in enumerate(generator.REGIONS)}),
+    }
+    known = (codes["plan"].notna() & codes["region"].notna()).to_numpy()
+
+    def values(column: pd.Series) -> np.ndarray:
+        return np.asarray(column.to_numpy(dtype=np.float64, na_value=np.nan)[known])
+
+    inputs = {f: values(frame[f]) for features in _FORMULA_INPUTS.values() for f in features if f not in codes}
+    inputs.update({name: values(code).astype(np.int64) for name, code in codes.items()})
+    logit = np.asarray(generator.churn_logit(**inputs), dtype=np.float64)
+    y = frame["churned"].to_numpy()[known]
+    finite = np.isfinite(logit)
+    if len(np.unique(y[finite])) < 2:
+        return None
+    return float(roc_auc_score(y[finite], logit[finite]))
+
+
+def step_register(project: Project, run_id: str, *, console: Console) -> dict[str, Any]:
+    """Register the run as the next version of the model and make that version the champion."""
+    console.rule(f"[bold]6. Register[/] the run as a model version and promote it to {CHAMPION}")
+    started = time.perf_counter()
+    run = project.runs.get(run_id)
+    version = project.models.register(run_id, description=f"trained by `keel demo` from run {run_id[:8]}")
+    auc = run.metrics.get("roc_auc")
+    reason = f"validation ROC AUC {auc:.3f}" if isinstance(auc, float) else "first version"
+    project.models.promote(version.name, version.version, alias=CHAMPION, reason=reason)
+    seconds = time.perf_counter() - started
+
+    versions = project.models.versions(version.name)
+    table = Table("version", "run", "package", "format", "aliases", title=f"model {version.name}")
+    table.title_justify = "left"
+    for v in versions:
+        table.add_row(
+            f"v{v.version}", v.run_id[:8], v.package_digest[:12], v.package_format, ", ".join(v.aliases) or "—"
+        )
+    console.print(table)
+    for change in project.models.history(version.name):
+        held = f"v{change.from_version}" if change.from_version is not None else "nobody"
+        console.print(f"alias {change.alias}: {held} → v{change.to_version} ({change.reason})")
+    console.print(
+        f"Registered and promoted in {seconds:.2f}s. Versions never change; aliases move, keep their history, "
+        f"and `keel models rollback {version.name}` moves one back."
+    )
+    aliases = {alias: v.version for v in versions for alias in v.aliases}
+    return {
+        "model": version.name,
+        "version": version.version,
+        "run_id": version.run_id,
+        "package_digest": version.package_digest,
+        "package_format": version.package_format,
+        "aliases": aliases,
+        "seconds": seconds,
+    }
+
+
+def step_lineage(project: Project, *, console: Console) -> dict[str, Any]:
+    """What the champion was made of, and a retrain of its spec that reproduces it."""
+    ref = f"{DEMO_SPEC}@{CHAMPION}"
+    console.rule(f"[bold]7. Lineage[/] of {ref}, and a retrain that reproduces it")
+    version = project.models.get(ref)
+    run = project.models.run_of(ref)
+    lineage = run.lineage
+    versions: dict[str, int] = lineage.get("feature_versions", {})
+    digests: dict[str, str] = lineage.get("feature_digests", {})
+    libraries: dict[str, str] = lineage.get("libraries", {})
+    git = lineage.get("git")
+    rows = lineage.get("rows", {})
+
+    table = Table("", "", title=f"{version.name} v{version.version} (run {run.id[:8]})", show_header=False)
+    table.title_justify = "left"
+    for view, number in versions.items():
+        table.add_row(f"{view} v{number}", f"data {digests.get(view, '?')[:12]}")
+    table.add_row("training set", f"{lineage.get('training_set_digest', '?')[:12]}, {sum(rows.values()):,} rows")
+    table.add_row(
+        "code", f"git {git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}" if git else "not a git repository"
+    )
+    shown = ("keel", "scikit-learn", "python")
+    table.add_row("libraries", ", ".join(f"{name} {libraries[name]}" for name in shown if name in libraries))
+    table.add_row("package", f"{version.package_digest[:12]} ({version.package_format}, verified on load)")
+    console.print(table)
+
+    started = time.perf_counter()
+    again = project.train(run.spec)
+    seconds = time.perf_counter() - started
+    same_set = again.record.lineage.get("training_set_digest") == lineage.get("training_set_digest")
+    same_metrics = again.metrics == run.metrics
+    verdict = "[green]the same[/]" if same_set and same_metrics else "[red]different[/]"
+    console.print(f"Retrained {run.spec} in {seconds:.2f}s: run {again.id[:8]} has {verdict} training set and metrics.")
+    return {
+        "feature_versions": dict(versions),
+        "feature_digests": dict(digests),
+        "training_set_digest": lineage.get("training_set_digest"),
+        "git": git,
+        "libraries": dict(libraries),
+        "rerun_id": again.id,
+        "rerun_same_training_set": same_set,
+        "rerun_same_metrics": same_metrics,
+        "rerun_seconds": seconds,
+    }
+
+
+def step_predict(project: Project, *, console: Console) -> dict[str, Any]:
+    """Load the champion and predict churn for the customers of the last label date, next to what happened."""
+    import numpy as np
+    import pandas as pd
+
+    ref = f"{DEMO_SPEC}@{CHAMPION}"
+    console.rule(f"[bold]8. Predict[/] with {ref}")
+    started = time.perf_counter()
+    version = project.models.get(ref)
+    package = project.models.load(ref)
+    loaded = time.perf_counter() - started
+    labels = _labels(project)
+    as_of = labels["event_timestamp"].max()
+    month = labels[labels["event_timestamp"] == as_of].reset_index(drop=True)
+    # The features as they were on that date, from the very feature versions the model was trained on.
+    frame = project.historical_features(month, package.feature_refs)
+    classes = package.classes or [0, 1]
+    proba = package.predict_proba(frame)[:, classes.index(1)]
+    seconds = time.perf_counter() - started
+
+    churned = month["churned"].to_numpy()
+    riskiest = np.argsort(-proba, kind="stable")[: max(1, len(month) // 10)]
+    shown = [int(i) for cls in (1, 0) for i in np.flatnonzero(churned == cls)[:_SHOWN_PER_CLASS]]
+    shown.sort(key=lambda i: -proba[i])
+    table = Table(
+        "customer",
+        "plan",
+        "spend 30d",
+        "tickets",
+        "last order",
+        "P(churn)",
+        "churned",
+        title=f"{len(shown)} of the {len(month):,} customers active on {as_of:%Y-%m-%d}",
+    )
+    table.title_justify = "left"
+    for i in shown:
+        row = frame.iloc[i]
+        since = row["days_since_last_order"]
+        table.add_row(
+            str(row["customer_id"]),
+            _cell(row["plan"]),
+            _cell(row["spend_30d"]),
+            _cell(row["support_tickets_30d"]),
+            "never" if pd.isna(since) else f"{since:.0f} d ago",
+            f"{proba[i]:.0%}",
+            "yes" if churned[i] else "no",
+        )
+    console.print(table)
+    rate = float(churned.mean()) if len(churned) else 0.0
+    top_rate = float(churned[riskiest].mean()) if len(riskiest) else 0.0
+    console.print(
+        f"v{version.version} loaded in {loaded:.2f}s (hash verified), {len(month):,} customers scored in "
+        f"{seconds - loaded:.2f}s. Of the riskiest 10% by P(churn), {top_rate:.0%} churned; of all, {rate:.0%}."
+    )
+    return {
+        "model": ref,
+        "version": version.version,
+        "as_of": as_of.isoformat(),
+        "customers": len(month),
+        "churn_rate": rate,
+        "top_decile_churn_rate": top_rate,
+        "rows": [
+            {"customer_id": int(month.at[i, "customer_id"]), "p_churn": float(proba[i]), "churned": int(churned[i])}
+            for i in shown
+        ],
+        "seconds": seconds,
+    }
+
+
 # -- the whole demo ------------------------------------------------------------------------------------------
 def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
     """Run the churn example end to end in ``path`` and print a summary.
@@ -277,7 +584,12 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
     Returns:
         The key figures, by step: ``generate`` (rows per file), ``apply`` (definitions added...),
         ``ingest`` (per view: version, rows, seconds, digest, event-time range), ``training_set`` (shape, null
-        rates, churn rate, feature versions), plus ``path`` and ``seconds`` for the whole run.
+        rates, churn rate, feature versions), ``train`` (run id, validation metrics, rows per split, cutoff,
+        the no-skill metrics and the generator's formula's ROC AUC for scale), ``register`` (model, version,
+        package digest and format, aliases), ``lineage`` (feature versions and data digests, training-set
+        digest, git, libraries, and whether a retrain reproduced the training set and metrics), ``predict``
+        (the champion's version, the customers scored, the shown rows with P(churn) and the actual label, the
+        churn rate of the riskiest tenth), plus ``path`` and ``seconds`` for the whole run.
 
     Raises:
         ConflictError: ``path`` is a non-empty folder that a previous demo did not create.
@@ -286,6 +598,8 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         >>> figures = run_demo(Path("demo"), customers=500)  # doctest: +SKIP
         >>> figures["training_set"]["churn_rate"]  # doctest: +SKIP
         0.13
+        >>> figures["register"]["aliases"]  # doctest: +SKIP
+        {'champion': 1}
     """
     from keel.project import Project
 
@@ -299,6 +613,10 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         figures["apply"] = step_apply(project, console=console)
         figures["ingest"] = step_ingest(project, console=console)
         figures["training_set"] = step_training_set(project, console=console)
+        figures["train"] = step_train(project, console=console)
+        figures["register"] = step_register(project, figures["train"]["run_id"], console=console)
+        figures["lineage"] = step_lineage(project, console=console)
+        figures["predict"] = step_predict(project, console=console)
     figures["seconds"] = time.perf_counter() - started
     console.rule(f"[bold green]Done[/] in {figures['seconds']:.1f}s — the project is in {root}")
     return figures

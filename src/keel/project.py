@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -19,13 +19,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from keel.artifacts import ArtifactStore
-    from keel.catalog import Catalog, FeatureVersion
+    from keel.catalog import Catalog, FeatureVersion, RunRecord
     from keel.engines import Engine
     from keel.features import Entity
     from keel.features._apply import ApplyPlan, Definitions
+    from keel.models import ModelRegistry
     from keel.offline import IngestResult, OfflineStore
     from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore
     from keel.online._service import EntityRows
+    from keel.training import Runs, TrainingRun, TrainingSpec
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ class Project:
         """The registered definitions."""
         from keel.features._apply import Definitions
 
-        return Definitions(self.catalog)
+        return Definitions(self.catalog, root=self.root, modules=self.config.modules)
 
     # -- definitions ---------------------------------------------------------------------------------------
     def discover(self) -> list[Definition]:
@@ -190,8 +192,7 @@ class Project:
                 and registered definitions no longer declared are removed.
             dry_run: compute and validate the plan without writing anything.
         """
-        from keel.features._apply import apply_definitions
-        from keel.features._discovery import unique_definitions
+        from keel.features._apply import apply_definitions, with_referenced_definitions
 
         partial = objects is not None
         if objects is None:
@@ -203,7 +204,7 @@ class Project:
                     raise ValidationError(
                         f"apply() takes Entity and FeatureView objects, got {type(obj).__name__}: {obj!r}"
                     )
-            found = unique_definitions(found)
+        found = with_referenced_definitions(found)  # the views an on-demand view reads are applied (and kept) too
         plan = apply_definitions(found, self.catalog, root=self.root, partial=partial, dry_run=dry_run)
         if not dry_run:
             self.definitions.remember(found)
@@ -282,9 +283,15 @@ class Project:
         Every row is kept, in its order, with its index; a row with no value within the view's TTL at or
         before its timestamp gets null. Ties on event time go to the latest created timestamp.
 
+        On-demand features (``basket:cart_to_spend``) are computed on the joined rows: their input features are
+        joined point in time like the others (and returned only when requested), and their request fields are
+        read from the entity frame's columns.
+
         Args:
-            entity_df: join keys and a timestamp per row (other columns, labels for instance, are kept).
-            features: references ``view:feature``, ``view:*`` or ``view@3:feature`` (pinned version).
+            entity_df: join keys and a timestamp per row (other columns, labels for instance, are kept), and the
+                request fields of the on-demand features requested.
+            features: references ``view:feature``, ``view:*`` or ``view@3:feature`` (pinned version), and
+                ``on_demand_view:feature``.
             timestamp: the entity frame's timestamp column (default: its only datetime column).
             full_feature_names: name output columns ``view__feature``.
 
@@ -300,6 +307,7 @@ class Project:
             version_lookup=self.catalog.feature_version,
             keys_lookup=self.definitions.join_keys,
             full_feature_names=full_feature_names,
+            on_demand_lookup=self.definitions.find_on_demand,
         )
         return historical_features(
             entity_df, resolved, store=self.offline_store, engine=self.engine, timestamp=timestamp
@@ -369,9 +377,13 @@ class Project:
         A value older than its view's TTL reads as ``None``, exactly as offline retrieval would null it;
         unknown entities read as ``None``.
 
+        On-demand features are computed by the same function as offline, on the values read and the request
+        fields of each entity row.
+
         Args:
-            features: references ``view:feature`` or ``view:*``.
-            entity_rows: ``[{"customer_id": 42}, ...]`` or ``{"customer_id": [42, 7]}``.
+            features: references ``view:feature``, ``view:*`` or ``on_demand_view:feature``.
+            entity_rows: ``[{"customer_id": 42}, ...]`` or ``{"customer_id": [42, 7]}``, with the request
+                fields of the on-demand features requested (``{"customer_id": 42, "cart_value": 30.0}``).
             full_feature_names: name columns ``view__feature``.
 
         Returns:
@@ -439,6 +451,77 @@ class Project:
                 warnings=noticed,
             ).version.version
         return PushResult(definition.name, len(df), online_rows, offline_version, noticed)
+
+    # -- training and models ---------------------------------------------------------------------------------
+    def training_spec(self, name: str) -> TrainingSpec:
+        """The training spec ``name`` declared in the project's modules."""
+        from keel.training import TrainingSpec
+
+        specs = {d.name: d for d in self.discover() if isinstance(d, TrainingSpec)}
+        if name not in specs:
+            raise NotFoundError(
+                f"no training spec {name!r} in the project's modules; specs found: {', '.join(sorted(specs)) or 'none'}"
+            )
+        return specs[name]
+
+    def train(self, spec: TrainingSpec | str, *, on_step: Callable[[str], None] | None = None) -> TrainingRun:
+        """Run a training spec once: point-in-time training set, split, fit, evaluate, package, record.
+
+        The run is recorded in the catalog with its params, metrics, durations, the feature-view versions and
+        data digests it used, the training set's digest, the git commit and library versions; a failed fit is
+        recorded as failed with its error.
+
+        Args:
+            spec: a :class:`~keel.training.TrainingSpec` or the name of one declared in the project.
+            on_step: called with the name of each step as it starts (progress display).
+
+        Returns:
+            The :class:`~keel.training.TrainingRun` (record and fitted package); register it with
+            ``project.models.register(run)``.
+        """
+        from keel.training import TrainingSpec, train
+
+        resolved = self.training_spec(spec) if isinstance(spec, str) else spec
+        if not isinstance(resolved, TrainingSpec):
+            raise ValidationError(f"train() takes a TrainingSpec or its name, got {type(spec).__name__}")
+        return train(
+            resolved,
+            root=self.root,
+            build_training_set=self.historical_features,
+            feature_version_digest=lambda view, version: self.catalog.feature_version(view, version).data_digest,
+            catalog=self.catalog,
+            artifacts=self.artifacts,
+            on_step=on_step,
+            mirror=self._mlflow_mirror(),
+        )
+
+    def _mlflow_mirror(self) -> Callable[[RunRecord, bytes | None, str | None], None] | None:
+        """With ``mlflow_uri`` configured, a function that copies each run to that MLflow server."""
+        uri = self.config.mlflow_uri
+        if not uri:
+            return None
+        from keel.models._mlflow import mirror_run
+
+        experiment = self.config.name
+
+        def mirror(record: RunRecord, blob: bytes | None, fmt: str | None) -> None:
+            mirror_run(uri, record, package_blob=blob, package_format=fmt, experiment=experiment)
+
+        return mirror
+
+    @cached_property
+    def runs(self) -> Runs:
+        """The project's training runs: ``list()`` (newest first or by a metric), ``get(id)``, ``compare(ids)``."""
+        from keel.training import Runs
+
+        return Runs(self.catalog)
+
+    @cached_property
+    def models(self) -> ModelRegistry:
+        """The model registry: ``register(run)``, ``load("churn@champion")``, aliases, ``diff``."""
+        from keel.models import ModelRegistry
+
+        return ModelRegistry(self.catalog, self.artifacts)
 
     @property
     def config_path(self) -> Path:

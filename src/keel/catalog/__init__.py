@@ -5,18 +5,28 @@ teams. Both run the same code and pass the same conformance suite.
 """
 
 from keel.catalog._migrations import MIGRATIONS, Migration, latest_version
-from keel.catalog._records import DefinitionRecord, FeatureVersion, Materialization
+from keel.catalog._records import (
+    AliasChange,
+    DefinitionRecord,
+    FeatureVersion,
+    Materialization,
+    ModelVersionRecord,
+    RunRecord,
+)
 from keel.catalog._sql import SqlCatalog, utcnow
 
 Catalog = SqlCatalog
 
 __all__ = [
     "MIGRATIONS",
+    "AliasChange",
     "Catalog",
     "DefinitionRecord",
     "FeatureVersion",
     "Materialization",
     "Migration",
+    "ModelVersionRecord",
+    "RunRecord",
     "SqlCatalog",
     "latest_version",
     "utcnow",

@@ -34,10 +34,22 @@ def _create_v2(conn: sa.Connection) -> None:
     _schema.materializations.create(conn, checkfirst=True)
 
 
+def _create_v3(conn: sa.Connection) -> None:
+    for table in (
+        _schema.runs,
+        _schema.model_versions,
+        _schema.model_annotations,
+        _schema.aliases,
+        _schema.alias_history,
+    ):
+        table.create(conn, checkfirst=True)
+
+
 #: Every migration, in order. Append to this list; never edit a released entry.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "definitions and ingested feature versions", _create_v1),
     Migration(2, "materializations into online stores", _create_v2),
+    Migration(3, "training runs, model versions and aliases", _create_v3),
 )
 
 

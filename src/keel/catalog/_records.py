@@ -70,7 +70,9 @@ class Materialization:
         view: the feature view's name.
         store: the online store's identity (its URI without credentials, and key prefix).
         version: the ingested version whose values were written.
-        start: event times after this were written (``None``: from the beginning, within the TTL).
+        start: ``None`` when, after this run, the store holds every latest value within the TTL up to ``end``
+            (a run from the TTL floor, or an incremental run continuing one); otherwise the start of the
+            explicit window written, after which the next run without a start writes the whole TTL window.
         end: event times up to this were written; the next incremental run starts here.
         row_count: entities written.
         seconds: wall time.
@@ -85,3 +87,77 @@ class Materialization:
     row_count: int
     seconds: float
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training run.
+
+    Attributes:
+        id: the run's id (32 hex characters).
+        spec: the training spec's name.
+        status: ``running``, ``finished`` or ``failed``.
+        started_at: when it started (UTC).
+        finished_at: when it ended (UTC), or ``None`` while running.
+        spec_snapshot: the spec as it was run.
+        params: the estimator's parameters (``get_params``) and training settings.
+        metrics: validation metrics.
+        durations: seconds per phase (``build``, ``fit``, ``evaluate``, ``total`` ...).
+        lineage: feature-view versions and data digests, training-set digest, git commit, library versions.
+        error: why a failed run failed.
+        package_digest: SHA-256 of the stored model package, when the run finished.
+        package_format: ``skops`` or ``joblib`` (pickle-based: loading it runs code).
+    """
+
+    id: str
+    spec: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    spec_snapshot: dict[str, Any] = field(repr=False)
+    params: dict[str, Any] = field(repr=False)
+    metrics: dict[str, Any]
+    durations: dict[str, float] = field(repr=False)
+    lineage: dict[str, Any] = field(repr=False)
+    error: str | None
+    package_digest: str | None
+    package_format: str | None
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    """One immutable model version, with its current (mutable) annotations.
+
+    Attributes:
+        name: the model's name.
+        version: 1, 2, 3... per name.
+        run_id: the run that produced it.
+        package_digest: SHA-256 of its package in the artifact store.
+        package_format: ``skops`` or ``joblib``.
+        created_at: when it was registered (UTC).
+        description: free text (editable).
+        tags: free labels (editable).
+        aliases: the aliases pointing at it now.
+    """
+
+    name: str
+    version: int
+    run_id: str
+    package_digest: str
+    package_format: str
+    created_at: datetime
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One move of an alias."""
+
+    name: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    reason: str
+    at: datetime

@@ -18,6 +18,7 @@ import sqlalchemy.exc as sa_exc
 
 from keel.catalog import _schema
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
+from keel.catalog._models import ModelCatalog
 from keel.catalog._records import DefinitionRecord, FeatureVersion, Materialization
 from keel.errors import BackendError, ConfigError, MissingExtraError, NotFoundError, ValidationError
 
@@ -64,7 +65,7 @@ def _json_safe(value: Any, what: str, field: str) -> None:
         ) from exc
 
 
-class SqlCatalog:
+class SqlCatalog(ModelCatalog):
     """Metadata of a Keel project in a SQL database.
 
     Args:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _features, _online, _project
+from keel.cli import _features, _models, _online, _project, _serve
 from keel.cli._common import err_console
 from keel.errors import KeelError
 
@@ -26,7 +26,11 @@ app.command()(_project.ingest)
 app.command()(_online.materialize)
 app.command()(_online.push)
 app.command()(_project.demo)
+app.command("serve-features")(_serve.serve_features)
+app.command()(_models.train)
 app.add_typer(_features.app, name="features")
+app.add_typer(_models.runs_app, name="runs")
+app.add_typer(_models.models_app, name="models")
 
 
 def _version(value: bool) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from keel.cli._common import ProjectOption, console, open_project, read_table
-from keel.errors import ValidationError
+from keel.errors import NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from keel.project import Project
 
 
 def _when(value: str | None, what: str) -> datetime | None:
@@ -20,9 +23,19 @@ def _when(value: str | None, what: str) -> datetime | None:
 
     try:
         ts = pd.Timestamp(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ValidationError(f"--{what}: {value!r} is not an ISO 8601 date or time", field=what) from exc
+    if pd.isna(ts):  # "" and "NaT" parse as "no time"
+        raise ValidationError(f"--{what}: {value!r} is not an ISO 8601 date or time", field=what)
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def _ingested(project: Project, view: str) -> bool:
+    try:
+        project.catalog.feature_version(view)
+    except NotFoundError:
+        return False
+    return True
 
 
 def materialize(
@@ -38,8 +51,10 @@ def materialize(
     """Write the latest value per entity, within each view's TTL, to the online store (incremental)."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    start_at, end_at = _when(start, "start"), _when(end, "end")
     with open_project(project) as proj:
-        names = list(views) if views else [v.name for v in proj.feature_views() if v.online]
+        # Without names, as project.materialize(): every online view that has ingested data.
+        names = list(views) if views else [v.name for v in proj.feature_views() if v.online and _ingested(proj, v.name)]
         results = []
         with Progress(
             SpinnerColumn(),
@@ -54,7 +69,7 @@ def materialize(
             task = progress.add_task("materializing", total=len(names))
             for name in names:
                 progress.update(task, description=f"materializing {name}")
-                results += proj.materialize([name], start=_when(start, "start"), end=_when(end, "end"))
+                results += proj.materialize([name], start=start_at, end=end_at)
                 progress.advance(task)
         store = proj.online_store.description
     if not results:
@@ -65,9 +80,8 @@ def materialize(
         table.add_column(column)
     for r in results:
         span = f"{r.start:%Y-%m-%d %H:%M} → {r.end:%Y-%m-%d %H:%M}" if r.start else f"… → {r.end:%Y-%m-%d %H:%M}"
-        table.add_row(
-            r.view, f"v{r.version}", f"{r.rows:,}", span, f"{r.seconds:.2f}", r.skipped or "[green]written[/]"
-        )
+        status = r.skipped or (f"[yellow]rebuilt[/] ({r.rebuilt})" if r.rebuilt else "[green]written[/]")
+        table.add_row(r.view, f"v{r.version}", f"{r.rows:,}", span, f"{r.seconds:.2f}", status)
     console.print(table)
 
 

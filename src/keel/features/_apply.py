@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import KeelError, NotFoundError, ValidationError
 from keel.features._definitions import Definition, Entity, FeatureView
-from keel.features._discovery import unique_definitions
+from keel.features._discovery import discover, loaded_definitions, unique_definitions
+from keel.features._on_demand import OnDemandFeatureView, resolve_inputs
 
 if TYPE_CHECKING:
     from keel.catalog import Catalog, DefinitionRecord
 
 #: Order in which kinds are shown and validated (entities before the views that use them).
-KIND_ORDER = ("entity", "feature_view")
+KIND_ORDER = ("entity", "feature_view", "on_demand_feature_view", "training_spec")
+ON_DEMAND = OnDemandFeatureView.kind
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,100 @@ def validate_definitions(
             )
 
 
-def with_referenced_entities(objects: Iterable[Definition]) -> list[Definition]:
-    """The objects plus every Entity object a feature view among them refers to."""
+def validate_on_demand(
+    objects: list[Definition], remaining: Mapping[tuple[str, str], DefinitionRecord], removed: set[tuple[str, str]]
+) -> None:
+    """Check every on-demand view active after the apply against the feature views active after it.
+
+    Registered on-demand views are checked too (from their recorded spec): changing a view so that an
+    on-demand view registered earlier loses an input is refused here rather than at the next retrieval.
+    """
+    specs: dict[tuple[str, str], dict[str, Any]] = {
+        key: rec.spec for key, rec in remaining.items() if rec.active and rec.spec is not None
+    }
+    specs.update({(o.kind, o.name): o.spec() for o in objects})
+    views = {name: spec for (kind, name), spec in specs.items() if kind == FeatureView.kind}
+    on_demand = {name: spec for (kind, name), spec in specs.items() if kind == ON_DEMAND}
+    entities = {name: spec for (kind, name), spec in specs.items() if kind == Entity.kind}
+    shared = sorted(views.keys() & on_demand.keys())
+    if shared:
+        raise ValidationError(
+            f"a feature view and an on-demand feature view are both called {shared[0]!r}, so "
+            f"'{shared[0]}:feature' references would be ambiguous; rename one of them",
+            field=shared[0],
+        )
+    for name, spec in sorted(on_demand.items()):
+        sources = [s["name"] for s in spec["sources"] if s["kind"] == FeatureView.kind]
+        for view in sources:
+            if view not in views:
+                why = (
+                    "which this apply removes (it is no longer declared); keep it, or remove the on-demand view too"
+                    if (FeatureView.kind, view) in removed
+                    else "which is not registered; declare it and apply it with the on-demand view"
+                )
+                raise ValidationError(f"on-demand feature view {name!r} reads feature view {view!r}, {why}", field=view)
+        request = {f["name"]: f for s in spec["sources"] if s["kind"] == "request" for f in s["schema"]}
+        outputs = [f["name"] for f in spec["schema"]]
+        resolve_inputs(name, spec["inputs"], request, outputs, lambda v: [f["name"] for f in views[v]["schema"]])
+        for view in sources:
+            keys = [k for e in views[view]["entities"] for k in entities.get(e, {}).get("join_keys", [])]
+            clashes = [o for o in outputs if o in keys]
+            if clashes:
+                raise ValidationError(
+                    f"on-demand feature view {name!r}: output {clashes[0]!r} has the name of a join key of feature "
+                    f"view {view!r}; give the output another name",
+                    field=clashes[0],
+                )
+
+
+def validate_training_specs(
+    objects: list[Definition], remaining: Mapping[tuple[str, str], DefinitionRecord], root: Path | None
+) -> None:
+    """Check that each training spec being applied reads views and features that exist after the apply."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {
+        key: rec.spec for key, rec in remaining.items() if rec.active and rec.spec is not None
+    }
+    specs.update({(o.kind, o.name): o.spec() for o in objects})
+    features: dict[str, list[str]] = {
+        name: [f["name"] for f in spec["schema"]]
+        for (kind, name), spec in specs.items()
+        if kind in (FeatureView.kind, ON_DEMAND)
+    }
+    for obj in objects:
+        if obj.kind != "training_spec":
+            continue
+        spec = obj.spec()
+        for ref in spec["features"]:
+            view, _, feature = ref.partition(":")
+            view = view.split("@")[0]
+            if view not in features:
+                raise ValidationError(
+                    f"training spec {obj.name!r}: feature reference {ref!r} names unknown view {view!r}; known: "
+                    f"{', '.join(sorted(features)) or 'none'}",
+                    field=ref,
+                )
+            if feature != "*" and feature not in features[view]:
+                raise ValidationError(
+                    f"training spec {obj.name!r}: view {view!r} has no feature {feature!r}; it has: "
+                    f"{', '.join(features[view])}",
+                    field=ref,
+                )
+        labels = spec["labels"]
+        if isinstance(labels, str) and "://" not in labels:
+            path = Path(labels)
+            if not path.is_absolute() and root is not None:
+                path = root / path
+            if not path.exists():
+                raise ValidationError(f"training spec {obj.name!r}: no labels file at {path}", field="labels")
+
+
+def with_referenced_definitions(objects: Iterable[Definition]) -> list[Definition]:
+    """The objects plus the FeatureView objects on-demand views among them read, and the Entity objects
+    feature views among them (or so added) refer to."""
     out = list(objects)
+    for obj in list(out):
+        if isinstance(obj, OnDemandFeatureView):
+            out.extend(s for s in obj.sources if isinstance(s, FeatureView))
     for obj in list(out):
         if isinstance(obj, FeatureView):
             out.extend(e for e in obj.entities if isinstance(e, Entity))
@@ -188,14 +282,14 @@ def apply_definitions(
     dry_run: bool = False,
 ) -> ApplyPlan:
     """Validate ``objects``, compute the plan, and (unless ``dry_run``) record it in one transaction."""
-    objects = with_referenced_entities(objects)
+    objects = with_referenced_definitions(objects)
     current = catalog.current_definitions()
     plan = make_plan(objects, current, partial=partial)
     removed = {(i.kind, i.name) for i in plan.removed}
-    remaining_entities = {
-        name: rec for (kind, name), rec in current.items() if kind == "entity" and (kind, name) not in removed
-    }
-    validate_definitions(objects, {("entity", n): r for n, r in remaining_entities.items()}, root)
+    remaining = {key: rec for key, rec in current.items() if key not in removed}
+    validate_definitions(objects, {key: rec for key, rec in remaining.items() if key[0] == Entity.kind}, root)
+    validate_on_demand(objects, remaining, removed)
+    validate_training_specs(objects, remaining, root)
     if dry_run or not plan.has_changes:
         plan.applied = not dry_run
         return plan
@@ -217,11 +311,24 @@ class Definitions:
 
     Objects applied in this process are kept, so a view whose source is an in-memory DataFrame can still be
     read; others are rebuilt from their recorded spec.
+
+    An on-demand feature view holds a Python function, which the catalog cannot rebuild. The object matching
+    its registered definition is taken, in this order, from: the objects applied in this process; the project
+    modules this process has already imported; the project's modules, imported as ``apply`` imports them
+    (once, when first needed: a feature server or a CLI command works without an ``apply`` of its own).
+
+    Args:
+        catalog: the project's catalog.
+        root: the project folder, to find on-demand views in its modules (``None``: only applied objects).
+        modules: the project's modules when ``keel.yaml`` lists them (default: every module of ``root``).
     """
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, root: Path | None = None, modules: list[str] | None = None) -> None:
         self._catalog = catalog
         self._live: dict[tuple[str, str], Definition] = {}
+        self._root = root
+        self._modules = modules
+        self._loading = threading.RLock()
 
     def remember(self, objects: Iterable[Definition]) -> None:
         """Keep the live objects of an apply."""
@@ -241,6 +348,8 @@ class Definitions:
         return record
 
     def _object(self, record: DefinitionRecord) -> Definition:
+        if record.kind == ON_DEMAND:
+            return self._on_demand(record)
         live = self._live.get((record.kind, record.name))
         if live is not None and live.definition_hash == record.hash:
             return live
@@ -250,6 +359,53 @@ class Definitions:
         if record.kind == "feature_view":
             return FeatureView.from_spec(record.spec)
         raise NotFoundError(f"definitions of kind {record.kind!r} are not known to this Keel")
+
+    def _on_demand(self, record: DefinitionRecord) -> OnDemandFeatureView:
+        """The live object of a registered on-demand view (see the class docstring for where it is found)."""
+        live = self._live.get((record.kind, record.name))
+        if isinstance(live, OnDemandFeatureView) and live.definition_hash == record.hash:
+            return live
+        if self._root is None:
+            raise NotFoundError(
+                f"on-demand feature view {record.name!r} (v{record.version}) is a Python function, which cannot be "
+                "rebuilt from the catalog; import the module declaring it and pass it to project.apply() in this "
+                "process, or open the project with keel.Project.open(folder) so Keel imports its modules"
+            )
+        with self._loading:  # threads needing it at once import the project once
+            live = self._live.get((record.kind, record.name))
+            if isinstance(live, OnDemandFeatureView) and live.definition_hash == record.hash:
+                return live
+            found = self._find_on_demand(record, self._root)
+            self._live[(record.kind, record.name)] = found
+            return found
+
+    def _find_on_demand(self, record: DefinitionRecord, root: Path) -> OnDemandFeatureView:
+        def named(objects: Iterable[Definition]) -> list[OnDemandFeatureView]:
+            return [o for o in objects if isinstance(o, OnDemandFeatureView) and o.name == record.name]
+
+        candidates = named(loaded_definitions(root))
+        if not any(c.definition_hash == record.hash for c in candidates):
+            try:
+                candidates = named(discover(root, self._modules))
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"cannot load on-demand feature view {record.name!r} from the project's modules: {exc}",
+                    field=record.name,
+                ) from exc
+        for candidate in candidates:
+            if candidate.definition_hash == record.hash:
+                return candidate
+        if not candidates:
+            raise NotFoundError(
+                f"on-demand feature view {record.name!r} is registered (v{record.version}) but no module of the "
+                f"project {root} declares it; declare it again, or run `keel apply` to remove it"
+            )
+        differ = _changed_keys(record.spec, candidates[0].spec())
+        raise ValidationError(
+            f"on-demand feature view {record.name!r} in the project's modules differs from its registered "
+            f"definition v{record.version} (it differs in: {', '.join(differ)}); run `keel apply` to register it",
+            field=record.name,
+        )
 
     def entities(self) -> dict[str, Entity]:
         """Every active entity by name."""
@@ -277,6 +433,23 @@ class Definitions:
                 assert isinstance(obj, FeatureView)
                 out.append(obj)
         return out
+
+    def on_demand_feature_view(self, name: str) -> tuple[OnDemandFeatureView, DefinitionRecord]:
+        """The live object of a registered on-demand view, and its record.
+
+        Raises:
+            NotFoundError: no such view is registered, or no module of the project declares it any more.
+            ValidationError: the declared one differs from the registered one (run ``keel apply``).
+        """
+        record = self.record(ON_DEMAND, name)
+        return self._on_demand(record), record
+
+    def find_on_demand(self, name: str) -> OnDemandFeatureView | None:
+        """The on-demand view ``name`` when one is registered, else ``None`` (retrieval tries views first)."""
+        record = self._catalog.current_definitions(ON_DEMAND).get((ON_DEMAND, name))
+        if record is None or not record.active:
+            return None
+        return self._on_demand(record)
 
     def join_keys(self, view: FeatureView) -> list[str]:
         """The view's join keys, resolving entity names through the registered entities."""

@@ -130,6 +130,39 @@ class Field:
         return {"name": self.name, "dtype": self.dtype, "description": self.description}
 
 
+def schema_fields(schema: Iterable[Field] | Field, what: str, *, field: str) -> list[Field]:
+    """The fields of a ``schema=`` argument; refuse an empty schema, entries that are not fields, repeated names.
+
+    Args:
+        schema: one field or an iterable of them.
+        what: who declares the schema, for messages (``feature view 'activity'``).
+        field: the name recorded on the errors.
+    """
+    fields = [schema] if isinstance(schema, Field) else list(schema)
+    if not fields:
+        raise ValidationError(f"{what}: schema lists no fields", field=field)
+    for f in fields:
+        if not isinstance(f, Field):
+            raise ValidationError(f"{what}: schema entries must be Field objects, got {f!r}", field=field)
+    names = [f.name for f in fields]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValidationError(f"{what}: field(s) {dupes} listed twice", field=field)
+    return fields
+
+
+def find_field(schema: Iterable[Field], name: str, what: str) -> Field:
+    """The field of ``schema`` called ``name``; a :class:`ValidationError` listing the fields otherwise."""
+    fields = list(schema)
+    for f in fields:
+        if f.name == name:
+            return f
+    raise ValidationError(
+        f"{what} has no feature {name!r}; it has: {', '.join(f.name for f in fields)}",
+        field=name,
+    )
+
+
 class FeatureView(Definition):
     """A group of features of some entities, read from one source, with a time to live.
 
@@ -189,18 +222,8 @@ class FeatureView(Definition):
                 field=name,
             )
         self.source = source
-        fields = [schema] if isinstance(schema, Field) else list(schema)
-        if not fields:
-            raise ValidationError(f"feature view {name!r}: schema lists no fields", field=name)
-        for f in fields:
-            if not isinstance(f, Field):
-                raise ValidationError(
-                    f"feature view {name!r}: schema entries must be Field objects, got {f!r}", field=name
-                )
+        fields = schema_fields(schema, f"feature view {name!r}", field=name)
         names = [f.name for f in fields]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValidationError(f"feature view {name!r}: field(s) {dupes} listed twice", field=name)
         for column in (source.timestamp, source.created_timestamp):
             if column in names:
                 raise ValidationError(
@@ -235,13 +258,7 @@ class FeatureView(Definition):
 
     def field(self, name: str) -> Field:
         """The field called ``name``; a :class:`ValidationError` listing the view's fields otherwise."""
-        for f in self.schema:
-            if f.name == name:
-                return f
-        raise ValidationError(
-            f"feature view {self.name!r} has no feature {name!r}; it has: {', '.join(self.feature_names)}",
-            field=name,
-        )
+        return find_field(self.schema, name, f"feature view {self.name!r}")
 
     def join_keys(self, entities: Mapping[str, Entity]) -> list[str]:
         """The view's join keys, resolving entity names through ``entities``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,11 @@ SKIP_DIRS = frozenset(
     {"__pycache__", "venv", "env", "node_modules", "data", "tests", "test", "build", "dist", "site-packages"}
 )
 SKIP_FILES = frozenset({"setup.py", "conftest.py", "noxfile.py"})
+
+#: One discovery at a time in a process (it edits ``sys.path`` and ``sys.modules``); re-entry in one thread is
+#: a module that runs Keel code when imported, refused rather than recursing.
+_DISCOVERING = threading.RLock()
+_ACTIVE = threading.local()
 
 #: Top-level module names a project module may not take: importing the project's file under such a name
 #: would replace the real module for the whole process.
@@ -122,6 +128,20 @@ def discover(root: Path, modules: list[str] | None = None) -> list[Definition]:
         ValidationError: a module fails to import, or is named like a standard-library module; the message
             names the file and the error.
     """
+    with _DISCOVERING:
+        if getattr(_ACTIVE, "root", None) is not None:
+            raise ValidationError(
+                "Keel was asked to import the project's modules while it was importing them: a module runs Keel "
+                "code (apply, feature reads) when imported; guard that code with `if __name__ == '__main__':`"
+            )
+        _ACTIVE.root = root
+        try:
+            return _discover(root, modules)
+        finally:
+            _ACTIVE.root = None
+
+
+def _discover(root: Path, modules: list[str] | None) -> list[Definition]:
     root = root.resolve()
     paths = project_modules(root, modules)
     names = [_module_name(root, p) for p in paths]
@@ -152,6 +172,25 @@ def discover(root: Path, modules: list[str] | None = None) -> list[Definition]:
                     found.append(value)
     finally:
         sys.path[:] = saved_path
+    return found
+
+
+def loaded_definitions(root: Path) -> list[Definition]:
+    """Every top-level :class:`Definition` of the project modules this process has already imported.
+
+    The running script counts when it is a project file. Nothing is imported: this is how a process finds the
+    objects it already holds (an on-demand view's function) before resorting to :func:`discover`.
+    """
+    root = root.resolve()
+    found: list[Definition] = []
+    seen: set[int] = set()
+    for module in list(sys.modules.values()):
+        if not _in_project(getattr(module, "__file__", None), root):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Definition) and id(value) not in seen:
+                seen.add(id(value))
+                found.append(value)
     return found
 
 

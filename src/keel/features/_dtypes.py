@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import ValidationError
 
@@ -80,4 +80,20 @@ def dtype_of_arrow(t: pa.DataType) -> str | None:
         inner = t.value_type
         if pat.is_floating(inner) or pat.is_integer(inner):
             return "list[float64]"
+    return None
+
+
+def pandas_type(t: pa.DataType) -> Any:
+    """The pandas dtype Keel gives an Arrow column in the frames it returns (``types_mapper`` of ``to_pandas``).
+
+    Integers and booleans become the nullable ``Int64`` and ``boolean`` (a null stays a null instead of
+    turning the column into floats or objects); other types keep pyarrow's default.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype()
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
     return None

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from keel.offline._store import OfflineStore
 
 
+_KIND = {"int64": "integers", "string": "strings"}
+
+
 def append_version(
     view: FeatureView,
     validated: ValidatedTable,
@@ -49,6 +52,16 @@ def append_version(
             "before pushing rows to the offline store",
             field=view.name,
         )
+    if parent is not None:
+        # The new version's files are read as one table: a key column must keep the type its parent stores.
+        stored: dict[str, str] = parent.columns["join_keys"]
+        for key, dtype in validated.columns["join_keys"].items():
+            if stored.get(key, dtype) != dtype:
+                raise ValidationError(
+                    f"push to feature view {view.name!r}: join key {key!r} holds {_KIND[dtype]} but version "
+                    f"v{parent.version} stores {_KIND[stored[key]]}; convert the column before pushing",
+                    field=key,
+                )
     delta_digest = table_digest(delta)
     location, own_files = store.write_version(view.name, delta, delta_digest, validated.timestamp)
     files: list[dict[str, Any]] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +16,14 @@ import pyarrow as pa
 from keel.engines import ROW, TS, PointInTimeSource
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef, parse_refs
+from keel.features._dtypes import pandas_type as _pandas_type
+from keel.features._on_demand import HIDDEN_INPUT, OnDemandStep, plan_on_demand
 from keel.offline._validate import NaiveTimestampWarning, parse_timestamps
 
 if TYPE_CHECKING:
     from keel.catalog import FeatureVersion
     from keel.engines import Engine
-    from keel.features import FeatureView
+    from keel.features import FeatureView, OnDemandFeatureView
     from keel.offline._store import OfflineStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,22 @@ class ResolvedView:
     version: FeatureVersion
     join_keys: tuple[str, ...]
     features: tuple[tuple[str, str], ...]  # stored name -> output column
+
+
+@dataclass(frozen=True)
+class RetrievalPlan:
+    """What one ``historical_features`` call joins and computes.
+
+    Attributes:
+        views: the (view, version) groups to join point in time, with the columns each yields.
+        on_demand: the on-demand views to compute on the joined rows, in request order.
+        columns: with on-demand views, the requested columns in request order (the joined columns that are
+            only on-demand inputs are left out); without, empty: every joined column is returned.
+    """
+
+    views: tuple[ResolvedView, ...]
+    on_demand: tuple[OnDemandStep, ...] = ()
+    columns: tuple[str, ...] = ()
 
 
 def resolve_entity_timestamp(entity_df: pd.DataFrame, timestamp: str | None) -> str:
@@ -132,14 +150,6 @@ def _stored(version: FeatureVersion) -> dict[str, Any]:
     return columns
 
 
-def _pandas_type(t: pa.DataType) -> Any:
-    if pa.types.is_integer(t):
-        return pd.Int64Dtype()
-    if pa.types.is_boolean(t):
-        return pd.BooleanDtype()
-    return None
-
-
 def plan_request(
     refs: Sequence[str | FeatureRef],
     *,
@@ -147,8 +157,14 @@ def plan_request(
     version_lookup: Callable[[str, int | None], FeatureVersion],
     keys_lookup: Callable[[FeatureView], list[str]],
     full_feature_names: bool,
-) -> list[ResolvedView]:
-    """Resolve references into (view, version, features) groups, refusing unknown names and clashes."""
+    on_demand_lookup: Callable[[str], OnDemandFeatureView | None] | None = None,
+) -> RetrievalPlan:
+    """Resolve references into (view, version, features) groups, refusing unknown names and clashes.
+
+    A name that is not a feature view is looked up with ``on_demand_lookup``: an on-demand view's inputs are
+    added to the groups of their views (fetched under hidden names when not requested themselves), in the
+    version the request uses for that view.
+    """
     parsed = [r if isinstance(r, FeatureRef) else FeatureRef.parse(r) for r in refs]
     if not parsed:
         parse_refs([])  # raises the "no features requested" error
@@ -157,10 +173,31 @@ def plan_request(
         feats = requested.setdefault(ref.view, {}).setdefault(ref.version, [])
         if ref.feature not in feats:
             feats.append(ref.feature)
+    views: dict[str, FeatureView] = {}
+    on_demand: dict[str, tuple[OnDemandFeatureView, list[str]]] = {}
+    for name, by_version in requested.items():
+        try:
+            views[name] = view_lookup(name)
+        except NotFoundError:
+            found = on_demand_lookup(name) if on_demand_lookup is not None else None
+            if found is None:
+                raise
+            if any(v is not None for v in by_version):
+                raise ValidationError(
+                    f"on-demand feature view {name!r} is computed, not ingested: it has no versions to pin; pin "
+                    "the views it reads instead (view@3:*)",
+                    field=name,
+                ) from None
+            on_demand[name] = (found, list(dict.fromkeys(f for fs in by_version.values() for f in fs)))
+    for found, _ in on_demand.values():
+        for name in found.view_names:
+            if name not in views:  # read only as an input: its features are fetched under hidden names
+                views[name] = view_lookup(name)
+                requested[name] = {None: []}
     resolved: list[ResolvedView] = []
     outputs: dict[str, str] = {}
-    for view_name, by_version in requested.items():
-        view = view_lookup(view_name)
+    for view_name, view in views.items():
+        by_version = requested[view_name]
         versions = {pinned: version_lookup(view_name, pinned) for pinned in by_version}
         numbers = sorted({v.version for v in versions.values()})
         if len(numbers) > 1:  # one view, one version per call: the lineage records one version per view
@@ -184,37 +221,91 @@ def plan_request(
         pairs = []
         for f in chosen:
             out = f"{view_name}__{f}" if full_feature_names else f
-            if out in outputs:
-                raise ValidationError(
-                    f"feature {out!r} is requested from both {outputs[out]} and {view_name}; "
-                    "pass full_feature_names=True to name columns view__feature",
-                    field=out,
-                )
-            outputs[out] = view_name
+            _claim(outputs, out, view_name)
             pairs.append((f, out))
         resolved.append(ResolvedView(view, version, tuple(keys_lookup(view)), tuple(pairs)))
-    return resolved
+    if not on_demand:
+        return RetrievalPlan(tuple(resolved))
+    return _plan_on_demand(requested, resolved, on_demand, outputs, full_feature_names)
+
+
+def _claim(outputs: dict[str, str], column: str, source: str) -> None:
+    """Record that ``source`` yields ``column``; refuse a column two sources would yield."""
+    if column in outputs:
+        raise ValidationError(
+            f"feature {column!r} is requested from both {outputs[column]} and {source}; "
+            "pass full_feature_names=True to name columns view__feature",
+            field=column,
+        )
+    outputs[column] = source
+
+
+def _plan_on_demand(
+    requested: dict[str, dict[int | None, list[str]]],
+    resolved: list[ResolvedView],
+    on_demand: dict[str, tuple[OnDemandFeatureView, list[str]]],
+    outputs: dict[str, str],
+    full_feature_names: bool,
+) -> RetrievalPlan:
+    """Add the on-demand views' inputs to the view groups and their outputs to the requested columns."""
+    versions = {rv.view.name: rv.version for rv in resolved}
+    reads = {rv.view.name: list(rv.features) for rv in resolved}
+    dtypes = {name: dict(_stored(version)["features"]) for name, version in versions.items()}
+    steps: dict[str, OnDemandStep] = {}
+    for name, (odfv, feats) in on_demand.items():
+        steps[name] = plan_on_demand(
+            odfv,
+            feats,
+            full_feature_names=full_feature_names,
+            reads=reads,
+            dtypes=dtypes,
+            label=lambda v: f"feature view {v!r} (version {versions[v].version})",
+        )
+        for _, column in steps[name].outputs:
+            _claim(outputs, column, name)
+    columns: list[str] = []
+    for name in requested:
+        pairs = steps[name].outputs if name in steps else reads[name]
+        columns.extend(c for _, c in pairs if not c.startswith(HIDDEN_INPUT))
+    views = tuple(replace(rv, features=tuple(reads[rv.view.name])) for rv in resolved)
+    return RetrievalPlan(views, tuple(steps.values()), tuple(columns))
 
 
 def historical_features(
     entity_df: pd.DataFrame,
-    resolved: list[ResolvedView],
+    plan: RetrievalPlan | Sequence[ResolvedView],
     *,
     store: OfflineStore,
     engine: Engine,
     timestamp: str | None = None,
 ) -> pd.DataFrame:
-    """Join every resolved view point in time onto ``entity_df``; all rows kept, in order, index preserved."""
+    """Join every resolved view point in time onto ``entity_df``; all rows kept, in order, index preserved.
+
+    On-demand views of the plan are then computed once on all rows, from the joined inputs and the entity
+    frame's request columns.
+    """
+    if not isinstance(plan, RetrievalPlan):
+        plan = RetrievalPlan(tuple(plan))
+    resolved = plan.views
     if not isinstance(entity_df, pd.DataFrame):
         raise ValidationError(f"the entity frame must be a pandas DataFrame, got {type(entity_df).__name__}")
     ts_col = resolve_entity_timestamp(entity_df, timestamp)
     clashes = [out for rv in resolved for _, out in rv.features if out in entity_df.columns]
+    clashes += [out for step in plan.on_demand for _, out in step.outputs if out in entity_df.columns]
     if clashes:
         raise ValidationError(
             f"feature column(s) {clashes} already exist in the entity frame; rename them there or pass "
             "full_feature_names=True",
             field=clashes[0],
         )
+    for step in plan.on_demand:  # before the join: a missing request column fails fast
+        for name in step.view.request_fields:
+            if name not in entity_df.columns:
+                raise ValidationError(
+                    f"entity frame lacks request field {name!r}, needed by on-demand feature view "
+                    f"{step.view.name!r}; add it as a column; the frame has: {', '.join(map(str, entity_df.columns))}",
+                    field=name,
+                )
     columns: dict[str, pa.Array] = {
         ROW: pa.array(np.arange(len(entity_df), dtype=np.int64)),
         TS: pa.array(to_utc(entity_df[ts_col], name=ts_col), type=pa.timestamp("us", tz="UTC")),
@@ -249,11 +340,25 @@ def historical_features(
     joined = engine.point_in_time_join(entities, sources)
     if joined.num_rows != len(entity_df):
         raise AssertionError(f"point-in-time join returned {joined.num_rows} rows for {len(entity_df)}")
-    features = joined.drop_columns([ROW]).to_pandas(types_mapper=_pandas_type)
+    if plan.on_demand:
+        features = _with_on_demand(joined, entity_df, plan)
+    else:
+        features = joined.drop_columns([ROW]).to_pandas(types_mapper=_pandas_type)
     features.index = entity_df.index
     out: pd.DataFrame = pd.concat([entity_df, features], axis=1)
     out.attrs[VERSIONS_ATTR] = {rv.view.name: rv.version.version for rv in resolved}
     return out
+
+
+def _with_on_demand(joined: pa.Table, entity_df: pd.DataFrame, plan: RetrievalPlan) -> pd.DataFrame:
+    """The requested columns: joined features, and on-demand outputs computed from joined inputs and requests."""
+    computed: dict[str, pa.Array] = {}
+    for step in plan.on_demand:
+        request = {name: entity_df[name] for name in step.view.request_fields}
+        computed.update(step.run(joined, request, rows=len(entity_df), where="entity frame"))
+    table = pa.table({c: computed[c] if c in computed else joined.column(c) for c in plan.columns})
+    frame: pd.DataFrame = table.to_pandas(types_mapper=_pandas_type)
+    return frame
 
 
 def known_views_error(name: str, known: list[str]) -> NotFoundError:

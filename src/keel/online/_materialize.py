@@ -3,20 +3,28 @@
 The engine computes the latest row per entity in one query; the online store writes it in bulk. Runs are
 incremental: the catalog remembers, per view and online store, which version was written up to which event
 time, so the next run of the same version only writes what came after.
+
+The TTL bound is inclusive, as in offline retrieval: a value whose event time is exactly ``end - ttl`` is
+still valid at ``end`` and is written. When a new version replaces the one in the store, rows only the old
+version had (an entity removed, or its latest value moved back in time) would survive an upsert, since a
+store never lets an older event time overwrite a newer one; the view is then rebuilt (dropped and written
+whole) so that the store holds exactly the new version's latest values.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from keel.engines import PointInTimeSource
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
-    from keel.catalog import Catalog, FeatureVersion
+    import pyarrow as pa
+
+    from keel.catalog import Catalog, FeatureVersion, Materialization
     from keel.engines import Engine
     from keel.features import FeatureView
     from keel.offline import OfflineStore
@@ -35,6 +43,7 @@ class MaterializeResult:
         end: event times up to this were considered.
         seconds: wall time.
         skipped: why nothing was written (``""`` when something was).
+        rebuilt: why the view was dropped and written whole (``""`` when it was not).
     """
 
     view: str
@@ -44,11 +53,13 @@ class MaterializeResult:
     end: datetime
     seconds: float
     skipped: str = ""
+    rebuilt: str = ""
 
     def __str__(self) -> str:
         if self.skipped:
             return f"{self.view}: {self.skipped}"
-        return f"{self.view}: v{self.version}, {self.rows:,} entities in {self.seconds:.2f}s"
+        rebuilt = f" (rebuilt: {self.rebuilt})" if self.rebuilt else ""
+        return f"{self.view}: v{self.version}, {self.rows:,} entities in {self.seconds:.2f}s{rebuilt}"
 
 
 def _utc(value: datetime | None, what: str) -> datetime | None:
@@ -57,6 +68,24 @@ def _utc(value: datetime | None, what: str) -> datetime | None:
     if not isinstance(value, datetime):
         raise ValidationError(f"materialize: {what} must be a datetime, got {value!r}", field=what)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _source(
+    view: FeatureView, version: FeatureVersion, join_keys: list[str], offline_store: OfflineStore, *, features: bool
+) -> PointInTimeSource:
+    return PointInTimeSource(
+        view=view.name,
+        paths=offline_store.paths(version),
+        join_keys=tuple(join_keys),
+        timestamp=version.columns["timestamp"],
+        created_timestamp=version.columns.get("created_timestamp"),
+        features=tuple((f, f) for f in version.columns["features"]) if features else (),
+        ttl=view.ttl,
+        deduplicate=version.has_duplicates,
+    )
 
 
 def materialize_view(
@@ -75,16 +104,29 @@ def materialize_view(
     """Write ``view``'s latest values per entity with event time in ``(start, end]`` to the online store.
 
     Without ``start``, the run continues where the last materialization of the same version into the same
-    store stopped, or (a new version, or the first run) starts from the view's TTL before ``end``.
+    store stopped, or (a new version, the first run, or a last run that wrote an explicit window only) starts
+    from the view's TTL before ``end``: values with event time at or after ``end - ttl``, the ones offline
+    retrieval at ``end`` can still see. A new version that lacks rows the store holds from the previous one
+    rebuilds the view (see the module's docstring). An explicit ``start`` writes exactly that window (bounded
+    by the TTL), whatever was written before.
+
+    The catalog records ``start=None`` for a run after which the store holds every latest value up to ``end``
+    (a run from the TTL, or one continuing such a run); only those runs are continued incrementally. A run of
+    an explicit window later than the TTL floor records its ``start``: the next run without ``start`` writes
+    the whole TTL window again, so values older than that window are not missed.
     """
     started = time.perf_counter()
     end_utc = _utc(end, "end") or datetime.now(UTC)
     start_utc = _utc(start, "start")
     if start_utc is not None and start_utc >= end_utc:
         raise ValidationError(f"materialize: start ({start_utc}) must be before end ({end_utc})", field="start")
+    floor = _ttl_bound(view.ttl, end_utc)
+    last = catalog.last_materialization(view.name, store_id)
+    # The last run left the store holding every latest value of this version up to its end.
+    continuing = last is not None and last.version == version.version and last.start is None
     if start_utc is None:
-        last = catalog.last_materialization(view.name, store_id)
-        if last is not None and last.version == version.version:
+        complete = True
+        if last is not None and continuing:
             if last.end >= end_utc:
                 return MaterializeResult(
                     view.name,
@@ -96,26 +138,33 @@ def materialize_view(
                     skipped=f"up to date (v{version.version} written up to {last.end:%Y-%m-%d %H:%M:%S})",
                 )
             start_utc = last.end
+    else:  # an explicit window is complete when it reaches back to the TTL floor
+        complete = floor is not None and start_utc <= floor
+    replaced: tuple[int, datetime] | None = None  # (version, end) of another version the store may hold
+    if complete and last is not None and not continuing:
+        replaced = _replaced_version(catalog, view.name, store_id, version.version, last)
     lower = start_utc
-    if view.ttl is not None:
-        try:
-            floor = end_utc - view.ttl  # values older than this are expired at `end` anyway
-        except OverflowError:
-            floor = None
-        if floor is not None and (lower is None or floor > lower):
-            lower = floor
+    if floor is not None and (lower is None or floor > lower):
+        lower = floor
     features = list(version.columns["features"])
-    source = PointInTimeSource(
-        view=view.name,
-        paths=offline_store.paths(version),
-        join_keys=tuple(join_keys),
-        timestamp=version.columns["timestamp"],
-        created_timestamp=version.columns.get("created_timestamp"),
-        features=tuple((f, f) for f in features),
-        ttl=view.ttl,
-        deduplicate=version.has_duplicates,
-    )
+    source = _source(view, version, join_keys, offline_store, features=True)
     latest = engine.latest_per_entity(source, start=lower, end=end_utc)
+    rebuilt = ""
+    if replaced is not None:
+        previous = catalog.feature_version(view.name, replaced[0])
+        rebuilt = _rebuild_reason(
+            view,
+            previous,
+            version,
+            join_keys,
+            latest,
+            engine=engine,
+            offline_store=offline_store,
+            lower=lower,
+            end=min(replaced[1], end_utc),
+        )
+        if rebuilt:
+            online_store.drop_view(view.name)
     written = 0
     if latest.num_rows:
         written = online_store.write_batch(
@@ -126,9 +175,91 @@ def materialize_view(
         view=view.name,
         store=store_id,
         version=version.version,
-        start=start_utc,
+        start=None if complete else start_utc,
         end=end_utc,
         row_count=latest.num_rows,
         seconds=seconds,
     )
-    return MaterializeResult(view.name, version.version, written, start_utc, end_utc, seconds)
+    return MaterializeResult(view.name, version.version, written, start_utc, end_utc, seconds, rebuilt=rebuilt)
+
+
+def _replaced_version(
+    catalog: Catalog, view: str, store_id: str, version: int, last: Materialization
+) -> tuple[int, datetime] | None:
+    """The other version whose rows the store may still hold, with the end of its last run, if any.
+
+    Walks back from the last run: a complete run of ``version`` means the store was already reconciled with
+    it (that run checked, or continued a run that did); runs of explicit windows of ``version`` are skipped.
+    """
+    if last.version != version:
+        return last.version, last.end
+    for record in catalog.materializations(view, store_id):  # newest first; only after an explicit window
+        if record.version != version:
+            return record.version, record.end
+        if record.start is None:
+            return None
+    return None
+
+
+def _ttl_bound(ttl: timedelta | None, end: datetime) -> datetime | None:
+    """The exclusive lower bound of the event times still valid at ``end``: ``end - ttl - 1µs``.
+
+    The TTL is inclusive, as in retrieval (a value exactly ``ttl`` old is still valid); the engine's window is
+    ``(start, end]`` and event times are whole microseconds, so ``> end - ttl - 1µs`` is ``>= end - ttl``.
+    ``None``: no TTL, or one reaching before year 1.
+    """
+    if ttl is None:
+        return None
+    try:
+        return end - ttl - _MICROSECOND
+    except OverflowError:
+        return None
+
+
+def _rebuild_reason(
+    view: FeatureView,
+    previous: FeatureVersion,
+    version: FeatureVersion,
+    join_keys: list[str],
+    latest: pa.Table,
+    *,
+    engine: Engine,
+    offline_store: OfflineStore,
+    lower: datetime | None,
+    end: datetime,
+) -> str:
+    """Why the store cannot go from ``previous`` to ``version`` by upserting ``latest`` (``""``: it can).
+
+    The store holds, per entity, ``previous``'s latest row up to ``end`` (older ones than ``lower`` are expired
+    and read as null anyway). An upsert replaces each of them unless ``version`` has no row for the entity
+    in the window, or an older one; and it is refused when keys or feature types differ.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    old_cols, new_cols = previous.columns, version.columns
+    if list(old_cols["join_keys"].items()) != list(new_cols["join_keys"].items()):
+        return f"the join keys of v{previous.version} and v{version.version} differ"
+    old_features: dict[str, str] = old_cols["features"]
+    changed = [f for f, dtype in new_cols["features"].items() if old_features.get(f, dtype) != dtype]
+    if changed:
+        return f"the type of {', '.join(map(repr, changed))} changed between v{previous.version} and v{version.version}"
+    if lower is not None and end <= lower:
+        return ""
+    old = engine.latest_per_entity(
+        _source(view, previous, join_keys, offline_store, features=False), start=lower, end=end
+    )
+    if not old.num_rows:
+        return ""
+    old = pa.table({**{k: old.column(k) for k in join_keys}, "__keel_old": old.column(old_cols["timestamp"])})
+    new = pa.table({**{k: latest.column(k) for k in join_keys}, "__keel_new": latest.column(new_cols["timestamp"])})
+    both = old.join(new, keys=join_keys, join_type="left outer")
+    newer = both.column("__keel_new")
+    stale = pc.or_kleene(pc.is_null(newer), pc.less(newer, both.column("__keel_old")))
+    count = int(pc.sum(pc.cast(pc.fill_null(stale, True), pa.int64())).as_py() or 0)
+    if not count:
+        return ""
+    return (
+        f"{count:,} entit{'y' if count == 1 else 'ies'} of v{previous.version} "
+        f"{'has' if count == 1 else 'have'} no row as recent in v{version.version}"
+    )

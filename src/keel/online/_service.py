@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef
+from keel.features._on_demand import HIDDEN_INPUT, OnDemandStep, plan_on_demand
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from keel.catalog import Catalog
+    from keel.features import FeatureView, OnDemandFeatureView
     from keel.features._apply import Definitions
     from keel.online._store import OnlineStore
 
@@ -85,6 +87,7 @@ class _Plan:
     outputs: tuple[str, ...]
     versions: dict[str, int]
     built: float = field(compare=False)
+    on_demand: tuple[OnDemandStep, ...] = ()
 
 
 _KEY_TYPES: dict[str, type] = {"int64": int, "string": str}
@@ -176,57 +179,105 @@ class OnlineFeatureService:
                 feats.append(ref.feature)
             if ref.version is not None:
                 pinned[ref.view] = ref.version
-        reads: list[_ViewRead] = []
-        outputs: list[str] = []
-        versions: dict[str, int] = {}
-        entities = self._definitions.entities()
-        for view_name, feats in groups.items():
-            view, _ = self._definitions.feature_view(view_name)
-            served = self._served_version(view_name)
-            if view_name in pinned and pinned[view_name] != served:
+        views, on_demand = self._definitions_of(groups, pinned)
+        served: dict[str, int | None] = {}
+        dtypes: dict[str, dict[str, str]] = {}
+        key_dtypes: dict[str, dict[str, str]] = {}
+        for name, view in views.items():
+            served[name] = self._served_version(name)
+            if name in pinned and pinned[name] != served[name]:
                 raise ValidationError(
-                    f"feature view {view_name!r}: version {pinned[view_name]} was requested but the online store "
-                    f"holds version {served}; online reads serve the materialized version",
-                    field=view_name,
+                    f"feature view {name!r}: version {pinned[name]} was requested but the online store "
+                    f"holds version {served[name]}; online reads serve the materialized version",
+                    field=name,
                 )
-            if served is not None:
-                version = self._catalog.feature_version(view_name, served)
-                available = list(version.columns["features"])
-                key_dtypes: dict[str, str] = dict(version.columns["join_keys"])
+            number = served[name]
+            if number is not None:
+                version = self._catalog.feature_version(name, number)
+                dtypes[name] = dict(version.columns["features"])
+                key_dtypes[name] = dict(version.columns["join_keys"])
             else:  # only pushed online so far: the definition says what there is
-                available = view.feature_names
-                key_dtypes = {}
-            chosen = available if "*" in feats else feats
+                dtypes[name] = {f.name: f.dtype for f in view.schema}
+                key_dtypes[name] = {}
+        read_features: dict[str, list[tuple[str, str]]] = {}
+        for name in views:
+            available = list(dtypes[name])
+            chosen = available if "*" in groups[name] else groups[name]
             for f in chosen:
                 if f not in available:
                     raise ValidationError(
-                        f"feature view {view_name!r} (version {served}) has no feature {f!r}; "
+                        f"feature view {name!r} (version {served[name]}) has no feature {f!r}; "
                         f"it has: {', '.join(available)}",
-                        field=f"{view_name}:{f}",
+                        field=f"{name}:{f}",
                     )
-            keys = view.join_keys(entities)
-            outs = tuple(f"{view_name}__{f}" if full_names else f for f in chosen)
-            for out in outs:
+            read_features[name] = [(f, f"{name}__{f}" if full_names else f) for f in chosen]
+        steps = {
+            name: plan_on_demand(
+                odfv,
+                groups[name],
+                full_feature_names=full_names,
+                reads=read_features,
+                dtypes=dtypes,
+                label=lambda v: f"feature view {v!r} (version {served[v]} online)",
+            )
+            for name, odfv in on_demand.items()
+        }
+        outputs: list[str] = []
+        for name in groups:
+            pairs = steps[name].outputs if name in steps else read_features[name]
+            for _, out in pairs:
+                if out.startswith(HIDDEN_INPUT):
+                    continue
                 if out in outputs:
                     raise ValidationError(
                         f"feature {out!r} is requested from two views; pass full_feature_names=True", field=out
                     )
-            outputs.extend(outs)
+                outputs.append(out)
+        entities = self._definitions.entities()
+        reads: list[_ViewRead] = []
+        for name, view in views.items():
+            keys = view.join_keys(entities)
             ttl_us = None if view.ttl is None else view.ttl // _MICROSECOND
             reads.append(
                 _ViewRead(
-                    view=view_name,
-                    version=served,
+                    view=name,
+                    version=served[name],
                     join_keys=tuple(keys),
-                    key_types=tuple(_KEY_TYPES.get(key_dtypes.get(k, ""), object) for k in keys),
-                    features=tuple(chosen),
-                    outputs=outs,
+                    key_types=tuple(_KEY_TYPES.get(key_dtypes[name].get(k, ""), object) for k in keys),
+                    features=tuple(f for f, _ in read_features[name]),
+                    outputs=tuple(out for _, out in read_features[name]),
                     ttl_us=ttl_us,
                 )
             )
-            if served is not None:
-                versions[view_name] = served
-        return _Plan(tuple(reads), tuple(outputs), versions, time.monotonic())
+        versions = {name: number for name, number in served.items() if number is not None}
+        return _Plan(tuple(reads), tuple(outputs), versions, time.monotonic(), tuple(steps.values()))
+
+    def _definitions_of(
+        self, groups: dict[str, list[str]], pinned: dict[str, int | None]
+    ) -> tuple[dict[str, FeatureView], dict[str, OnDemandFeatureView]]:
+        """The feature views and on-demand views the requested names are, plus the views those read only as
+        inputs (added to ``groups`` with no feature requested)."""
+        views: dict[str, FeatureView] = {}
+        on_demand: dict[str, OnDemandFeatureView] = {}
+        for name in groups:
+            try:
+                views[name], _ = self._definitions.feature_view(name)
+            except NotFoundError:
+                found = self._definitions.find_on_demand(name)
+                if found is None:
+                    raise
+                if name in pinned:
+                    raise ValidationError(
+                        f"on-demand feature view {name!r} is computed, not stored: it has no versions to pin",
+                        field=name,
+                    ) from None
+                on_demand[name] = found
+        for odfv in on_demand.values():
+            for name in odfv.view_names:
+                if name not in views:  # read only as an input: its features are read under hidden names
+                    views[name], _ = self._definitions.feature_view(name)
+                    groups[name] = []
+        return views, on_demand
 
     def _served_version(self, view: str) -> int | None:
         """The version the online store holds: the last materialized one, else the latest ingested one."""
@@ -271,7 +322,26 @@ class OnlineFeatureService:
                             col[i] = None
             for name, col in zip(vr.outputs, columns, strict=True):
                 values[name] = col
+        for step in plan.on_demand:
+            self._compute(step, rows, values)
         return OnlineFeatures({name: values[name] for name in plan.outputs}, plan.versions)
+
+    @staticmethod
+    def _compute(step: OnDemandStep, rows: list[Mapping[str, Any]], values: dict[str, list[Any]]) -> None:
+        """Run an on-demand view on the values read and the request fields of the entity rows."""
+        request: dict[str, list[Any]] = {}
+        for name in step.view.request_fields:
+            for i, row in enumerate(rows):
+                if name not in row:
+                    raise ValidationError(
+                        f"entity row {i} lacks request field {name!r}, needed by on-demand feature view "
+                        f"{step.view.name!r}",
+                        field=name,
+                        row=i,
+                    )
+            request[name] = [row[name] for row in rows]
+        for column, array in step.run(values, request, rows=len(rows), where="entity rows").items():
+            values[column] = array.to_pylist()
 
     @staticmethod
     def _key(row: Mapping[str, Any], i: int, vr: _ViewRead) -> tuple[Any, ...]:

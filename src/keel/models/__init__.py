@@ -1,0 +1,16 @@
+"""Models: the model package and the model registry."""
+
+from keel.models._package import FeatureSchema, InputSchema, ModelPackage
+from keel.models._registry import ModelDiff, ModelRegistry, parse_model_ref
+from keel.models._serialization import dumps, loads
+
+__all__ = [
+    "FeatureSchema",
+    "InputSchema",
+    "ModelDiff",
+    "ModelPackage",
+    "ModelRegistry",
+    "dumps",
+    "loads",
+    "parse_model_ref",
+]

@@ -1,0 +1,274 @@
+"""The model registry: immutable, numbered model versions; aliases that move atomically and remember."""
+
+from __future__ import annotations
+
+import numbers
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import IntegrityError, NotFoundError, ValidationError
+from keel.models._serialization import loads
+
+if TYPE_CHECKING:
+    from keel.artifacts import ArtifactStore
+    from keel.catalog import AliasChange, Catalog, ModelVersionRecord, RunRecord
+    from keel.models._package import ModelPackage
+    from keel.training import TrainingRun
+
+_REF = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?:(?P<sep>[@:])(?P<what>[A-Za-z0-9_.-]+))?$")
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """``churn@champion`` -> (churn, None, champion); ``churn:3`` -> (churn, 3, None); ``churn`` -> latest."""
+    match = _REF.match(ref.strip()) if isinstance(ref, str) else None
+    if match is None:
+        raise ValidationError(
+            f"malformed model reference {ref!r}; expected 'name', 'name:3', 'name@alias' or 'name@latest'",
+            field="model",
+        )
+    name, sep, what = match["name"], match["sep"], match["what"]
+    if sep == ":":
+        if not what.isdigit() or int(what) < 1:
+            raise ValidationError(f"model reference {ref!r}: versions are numbered from 1", field="model")
+        return name, int(what), None
+    if sep == "@" and what != "latest":
+        return name, None, what
+    return name, None, None
+
+
+@dataclass(frozen=True)
+class ModelDiff:
+    """How two model versions differ.
+
+    Attributes:
+        a: the first version.
+        b: the second version.
+        params: ``{param: (a's value, b's value)}`` for params that differ.
+        metrics: ``{metric: (a, b, b - a)}`` for every metric of either.
+        features_added: feature references b has and a has not (by view and feature).
+        features_removed: those a has and b has not.
+        feature_versions_changed: ``{view: (a's version, b's version)}``.
+        data_digests_changed: ``{view: (a's digest, b's digest)}``.
+        training_set_changed: whether the training sets differ.
+        libraries: ``{library: (a's version, b's version)}`` for libraries that differ.
+    """
+
+    a: ModelVersionRecord
+    b: ModelVersionRecord
+    params: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    metrics: dict[str, tuple[Any, Any, float | None]] = field(default_factory=dict)
+    features_added: list[str] = field(default_factory=list)
+    features_removed: list[str] = field(default_factory=list)
+    feature_versions_changed: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    data_digests_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    training_set_changed: bool = False
+    libraries: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+class ModelRegistry:
+    """Register runs as model versions, move aliases, load packages (verified), compare versions.
+
+    Args:
+        catalog: where versions, aliases and runs are recorded.
+        artifacts: where packages are stored, by SHA-256.
+        allow_pickle: load pickle-based (joblib) packages without asking each time.
+    """
+
+    def __init__(self, catalog: Catalog, artifacts: ArtifactStore, *, allow_pickle: bool = False) -> None:
+        self._catalog = catalog
+        self._artifacts = artifacts
+        self._allow_pickle = allow_pickle
+
+    # -- registering -----------------------------------------------------------------------------------------
+    def _run(self, run: TrainingRun | RunRecord | str) -> RunRecord:
+        if isinstance(run, str):
+            return self._catalog.run(run)
+        record = getattr(run, "record", run)
+        return self._catalog.run(record.id)
+
+    def register(
+        self,
+        run: TrainingRun | RunRecord | str,
+        *,
+        name: str | None = None,
+        description: str = "",
+        tags: dict[str, str | None] | None = None,
+    ) -> ModelVersionRecord:
+        """Register a finished run's package as the next version of ``name`` (default: the run's spec).
+
+        Raises:
+            ValidationError: the run did not finish, or has no package.
+        """
+        record = self._run(run)
+        if record.status != "finished" or not record.package_digest or not record.package_format:
+            raise ValidationError(
+                f"run {record.id} is {record.status}{': ' + record.error if record.error else ''}; only a finished "
+                "run can be registered",
+                field="run",
+            )
+        model = name or record.spec
+        if not _ALIAS.match(model):
+            raise ValidationError(f"invalid model name {model!r}", field="name")
+        if not self._artifacts.exists(record.package_digest):
+            raise IntegrityError(
+                f"the package of run {record.id} ({record.package_digest}) is missing from {self._artifacts.uri!r}"
+            )
+        version = self._catalog.add_model_version(
+            name=model, run_id=record.id, package_digest=record.package_digest, package_format=record.package_format
+        )
+        if description or tags:
+            version = self._catalog.annotate_model_version(model, version.version, description=description, tags=tags)
+        return version
+
+    # -- finding ---------------------------------------------------------------------------------------------
+    def get(self, ref: str) -> ModelVersionRecord:
+        """The version ``ref`` names: ``churn:3``, ``churn@champion``, ``churn@latest`` or ``churn``."""
+        name, version, alias = parse_model_ref(ref)
+        if alias is not None:
+            version = self._catalog.alias(name, alias)
+            if version is None:
+                self._catalog.model_version(name)  # an unknown model says so first
+                known = self._catalog.aliases(name)
+                raise NotFoundError(
+                    f"model {name!r} has no alias {alias!r}; aliases: "
+                    f"{', '.join(f'{a} -> v{v}' for a, v in known.items()) or 'none'}"
+                )
+        return self._catalog.model_version(name, version)
+
+    def versions(self, name: str | None = None) -> list[ModelVersionRecord]:
+        """Every version (of one model, or of all), by name then version."""
+        return self._catalog.model_versions(name)
+
+    def run_of(self, ref: str) -> RunRecord:
+        """The run that produced a version."""
+        return self._catalog.run(self.get(ref).run_id)
+
+    def load(self, ref: str, *, allow_pickle: bool | None = None) -> ModelPackage:
+        """The package of ``ref``, its SHA-256 verified against the catalog before it is deserialized.
+
+        Raises:
+            IntegrityError: the stored package does not match its recorded hash.
+            ValidationError: the package is pickle-based and pickle was not allowed.
+        """
+        version = self.get(ref)
+        label = f"model {version.name} v{version.version}"
+        blob = self._artifacts.get_bytes(version.package_digest, name=label)
+        allow = self._allow_pickle if allow_pickle is None else allow_pickle
+        return loads(blob, version.package_format, allow_pickle=allow, what=label)
+
+    # -- aliases ---------------------------------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> AliasChange:
+        """Point ``alias`` at ``version`` of ``name``, atomically; the move is kept in the alias history."""
+        if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
+            raise ValidationError(
+                f"invalid alias {alias!r}: letters, digits, '_', '.' and '-', starting with a letter or '_' "
+                "('latest' is reserved)",
+                field="alias",
+            )
+        given: object = version  # callers pass anything: check it
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or int(given) < 1:
+            raise ValidationError(f"version must be a number from 1, got {version!r}", field="version")
+        return self._catalog.set_alias(name, alias, int(version), reason=reason)
+
+    def promote(self, name: str, version: int, *, alias: str = "champion", reason: str = "") -> AliasChange:
+        """Move ``alias`` (``champion`` by default) to ``version``."""
+        return self.set_alias(name, alias, version, reason=reason or "promoted")
+
+    def rollback(self, name: str, *, alias: str = "champion", reason: str = "") -> AliasChange:
+        """Give ``alias`` back to the version that held it before its last move.
+
+        The rollback is itself a move, kept in the history: rolling back twice returns to where it started.
+
+        Raises:
+            NotFoundError: the model, or the alias, does not exist.
+            ValidationError: the alias has no earlier holder.
+            ConflictError: the alias moved between reading its history and rolling back.
+        """
+        history = self._catalog.alias_history(name, alias)
+        if not history:
+            self._catalog.model_version(name)  # an unknown model says so first
+            known = self._catalog.aliases(name)
+            raise NotFoundError(
+                f"model {name!r} has no alias {alias!r} to roll back; aliases: {', '.join(known) or 'none'}"
+            )
+        last = history[-1]
+        if last.from_version is None:
+            raise ValidationError(
+                f"alias {alias!r} of model {name!r} had no holder before v{last.to_version}; nothing to roll back to",
+                field="alias",
+            )
+        moved_from = f"v{last.to_version}" if last.to_version is not None else "its removal"
+        return self._catalog.set_alias(
+            name,
+            alias,
+            last.from_version,
+            reason=reason or f"rollback from {moved_from}",
+            expect=last.to_version,  # refused if someone moved it since we looked
+        )
+
+    def history(self, name: str, alias: str | None = None) -> list[AliasChange]:
+        """Every move of the aliases of ``name`` (or of one alias), oldest first."""
+        return self._catalog.alias_history(name, alias)
+
+    def tag(self, ref: str, *, description: str | None = None, **tags: str | None) -> ModelVersionRecord:
+        """Set a version's description and merge tags (a tag set to ``None`` is removed)."""
+        version = self.get(ref)
+        return self._catalog.annotate_model_version(
+            version.name, version.version, description=description, tags=dict(tags)
+        )
+
+    # -- comparing -------------------------------------------------------------------------------------------
+    def diff(self, a: str, b: str) -> ModelDiff:
+        """How version ``b`` differs from version ``a``: params, metrics, features, data, libraries."""
+        va, vb = self.get(a), self.get(b)
+        ra, rb = self._catalog.run(va.run_id), self._catalog.run(vb.run_id)
+        pa_, pb_ = _flat(ra.params), _flat(rb.params)
+        params = {k: (pa_.get(k), pb_.get(k)) for k in sorted(set(pa_) | set(pb_)) if pa_.get(k) != pb_.get(k)}
+        metrics: dict[str, tuple[Any, Any, float | None]] = {}
+        for k in sorted(set(ra.metrics) | set(rb.metrics)):
+            ma, mb = ra.metrics.get(k), rb.metrics.get(k)
+            delta = mb - ma if isinstance(ma, int | float) and isinstance(mb, int | float) else None
+            metrics[k] = (ma, mb, delta)
+        fa = _features(ra.lineage.get("features") or ra.lineage.get("feature_refs", []))
+        fb = _features(rb.lineage.get("features") or rb.lineage.get("feature_refs", []))
+        va_, vb_ = ra.lineage.get("feature_versions", {}), rb.lineage.get("feature_versions", {})
+        da, db = ra.lineage.get("feature_digests", {}), rb.lineage.get("feature_digests", {})
+        la, lb = ra.lineage.get("libraries", {}), rb.lineage.get("libraries", {})
+        return ModelDiff(
+            a=va,
+            b=vb,
+            params=params,
+            metrics=metrics,
+            features_added=sorted(fb - fa),
+            features_removed=sorted(fa - fb),
+            feature_versions_changed={
+                v: (va_.get(v), vb_.get(v)) for v in sorted(set(va_) | set(vb_)) if va_.get(v) != vb_.get(v)
+            },
+            data_digests_changed={
+                v: (da.get(v), db.get(v)) for v in sorted(set(da) | set(db)) if da.get(v) != db.get(v)
+            },
+            training_set_changed=ra.lineage.get("training_set_digest") != rb.lineage.get("training_set_digest"),
+            libraries={k: (la.get(k), lb.get(k)) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)},
+        )
+
+
+def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _features(refs: list[str]) -> set[str]:
+    """References without their version pin (``view@3:f`` -> ``view:f``)."""
+    out = set()
+    for ref in refs:
+        view, _, feature = ref.partition(":")
+        out.add(f"{view.split('@')[0]}:{feature}")
+    return out

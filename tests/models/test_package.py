@@ -1,0 +1,241 @@
+"""The model package: predictions on raw frames, input validation, serialization (skops, or joblib by choice)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+import keel
+from _training_fixtures import build_project
+from keel.errors import IntegrityError, ValidationError
+from keel.models import InputSchema, ModelPackage, dumps, loads
+from keel.training import TrainingRun, TrainingSpec
+
+FEATURES = ["activity:*", "profile:age"]
+
+
+class MajorityClassifier(BaseEstimator, ClassifierMixin):  # type: ignore[misc]
+    """A custom estimator: a type outside the trusted libraries, so its package cannot be skops."""
+
+    def fit(self, x: Any, y: Any) -> MajorityClassifier:
+        values, counts = np.unique(y, return_counts=True)
+        self.classes_ = values
+        self.majority_ = values[np.argmax(counts)]
+        return self
+
+    def predict(self, x: Any) -> Any:
+        return np.full(len(x), self.majority_)
+
+    def predict_proba(self, x: Any) -> Any:
+        return np.tile((self.classes_ == self.majority_).astype(float), (len(x), 1))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One native thread: tiny fits are quicker so, and a busy machine does not stall OpenMP's workers."""
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[keel.Project, pd.DataFrame, dict[str, Any]]]:
+    project, labels = build_project(tmp_path_factory.mktemp("package") / "project")
+    labels = labels[["customer_id", "ts", "churned"]]
+    runs: dict[str, TrainingRun] = {}
+    for key, model in (
+        ("linear", LogisticRegression(max_iter=500)),
+        ("trees", HistGradientBoostingClassifier(max_iter=20)),
+        ("custom", MajorityClassifier()),
+    ):
+        runs[key] = project.train(TrainingSpec(key, labels=labels, label="churned", features=FEATURES, model=model))
+    frame = project.historical_features(labels.head(30), FEATURES)
+    yield project, frame, runs
+    project.close()
+
+
+@pytest.fixture
+def frame(trained: tuple[keel.Project, pd.DataFrame, dict[str, Any]]) -> pd.DataFrame:
+    return trained[1].copy()
+
+
+@pytest.fixture(params=["linear", "trees"])
+def package(request: pytest.FixtureRequest, trained: tuple[keel.Project, pd.DataFrame, dict[str, Any]]) -> Any:
+    return trained[2][request.param].package
+
+
+def test_predict_and_predict_proba_on_raw_retrieved_features(package: ModelPackage, frame: pd.DataFrame) -> None:
+    predictions = package.predict(frame)
+    proba = package.predict_proba(frame)
+
+    assert predictions.shape == (30,) and set(predictions) <= {0, 1}
+    assert proba.shape == (30, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert package.classes == [0, 1]
+    np.testing.assert_array_equal(predictions, np.asarray(package.classes)[proba.argmax(axis=1)])
+    assert package.feature_names == ["spend", "orders", "plan", "active", "since", "age"]
+    assert package.feature_refs[0] == "activity@1:spend"
+
+
+def test_extra_columns_are_ignored_and_column_order_does_not_matter(package: ModelPackage, frame: pd.DataFrame) -> None:
+    expected = package.predict_proba(frame)
+    shuffled = frame[list(reversed(frame.columns))].assign(unrelated=np.arange(len(frame)), churned=1)
+
+    np.testing.assert_array_equal(package.predict_proba(shuffled), expected)
+    only_features = frame[package.feature_names]
+    np.testing.assert_array_equal(package.predict_proba(only_features), expected)
+
+
+def test_a_missing_column_is_named(package: ModelPackage, frame: pd.DataFrame) -> None:
+    with pytest.raises(ValidationError, match="'orders'") as info:
+        package.predict(frame.drop(columns=["orders"]))
+    assert info.value.field == "orders"
+    with pytest.raises(ValidationError, match="pandas DataFrame"):
+        package.predict(frame.to_numpy())
+
+
+def test_a_value_of_the_wrong_type_is_named_with_its_row(package: ModelPackage, frame: pd.DataFrame) -> None:
+    spend = frame["spend"].astype(object)
+    spend.iloc[3] = "twelve"
+    with pytest.raises(ValidationError, match="row 3 has 'twelve', which is not a number") as info:
+        package.predict(frame.assign(spend=spend))
+    assert info.value.field == "spend" and info.value.row == 3
+
+    with pytest.raises(ValidationError, match="column 'since' \\(timestamp\\): row 1 has 'soon'"):
+        package.predict(frame.assign(since=["2024-01-01", "soon", *["2024-01-02"] * (len(frame) - 2)]))
+    with pytest.raises(ValidationError, match="column 'active' \\(bool\\): row 0 has 'yes'"):
+        package.predict(frame.assign(active=["yes", *[True] * (len(frame) - 1)]))
+
+
+def test_values_given_as_text_or_python_objects_predict_like_typed_columns(
+    package: ModelPackage, frame: pd.DataFrame
+) -> None:
+    expected = package.predict_proba(frame)
+    loose = pd.DataFrame(
+        {
+            "spend": [None if pd.isna(v) else str(v) for v in frame["spend"]],
+            "orders": [str(v) for v in frame["orders"]],
+            "plan": frame["plan"].astype(object),
+            "active": [bool(v) for v in frame["active"]],
+            "since": [t.isoformat() for t in frame["since"]],
+            "age": frame["age"].astype("float64"),
+        }
+    )
+
+    np.testing.assert_allclose(package.predict_proba(loose), expected)
+
+
+def test_timestamps_give_the_same_predictions_whatever_their_unit_or_zone(
+    package: ModelPackage, frame: pd.DataFrame
+) -> None:
+    expected = package.predict_proba(frame)
+    for since in (
+        frame["since"].astype("datetime64[ns, UTC]"),
+        frame["since"].astype("datetime64[s, UTC]"),
+        frame["since"].dt.tz_convert("America/New_York"),
+        frame["since"].dt.tz_localize(None),  # naive: taken as UTC
+    ):
+        np.testing.assert_array_equal(package.predict_proba(frame.assign(since=since)), expected)
+
+
+def test_nulls_and_unknown_categories_are_handled(package: ModelPackage, frame: pd.DataFrame) -> None:
+    holes = frame.copy()
+    for column in ("spend", "plan", "since"):
+        holes.loc[holes.index[:3], column] = None
+    holes["orders"] = holes["orders"].astype("Int64")
+    holes.loc[holes.index[:3], "orders"] = pd.NA
+    holes.loc[holes.index[3:6], "plan"] = "enterprise"
+
+    proba = package.predict_proba(holes)
+
+    assert np.isfinite(proba).all()
+    np.testing.assert_array_equal(proba[6:], package.predict_proba(frame)[6:])
+
+
+def test_an_empty_frame_gives_no_predictions(package: ModelPackage, frame: pd.DataFrame) -> None:
+    assert package.predict(frame.head(0)).shape == (0,)
+    assert package.predict_proba(frame.head(0)).shape == (0, 2)
+
+
+def test_the_schema_records_what_training_saw(package: ModelPackage) -> None:
+    schema = {f.name: f for f in package.schema.features}
+    assert schema["plan"].categories == ("basic", "pro", "team")
+    assert schema["spend"].null_fraction > 0
+    assert schema["orders"].min == 0 and schema["orders"].max == 9
+    since = schema["since"]
+    assert since.min is not None and 1.5e9 < since.min < 1.71e9  # seconds since the epoch (2017 .. 2024)
+    assert InputSchema.from_dict(package.schema.to_dict()) == package.schema
+
+
+# -- serialization -------------------------------------------------------------------------------------------
+def test_a_package_of_trusted_types_round_trips_through_skops(package: ModelPackage, frame: pd.DataFrame) -> None:
+    blob, fmt = dumps(package)
+
+    assert fmt == "skops"
+    again = loads(blob, fmt)
+    np.testing.assert_array_equal(again.predict_proba(frame), package.predict_proba(frame))
+    np.testing.assert_array_equal(again.predict(frame), package.predict(frame))
+    assert again.schema == package.schema
+    assert (again.name, again.task, again.label, again.classes) == (
+        package.name,
+        package.task,
+        package.label,
+        package.classes,
+    )
+    assert again.feature_refs == package.feature_refs and again.metadata == package.metadata
+
+
+def test_an_untrusted_type_falls_back_to_joblib_which_loads_only_when_allowed(
+    trained: tuple[keel.Project, pd.DataFrame, dict[str, Any]], frame: pd.DataFrame
+) -> None:
+    project, _, runs = trained
+    run = runs["custom"]
+    assert run.record.package_format == "joblib"
+    blob, fmt = dumps(run.package)
+    assert fmt == "joblib"
+
+    with pytest.raises(ValidationError, match="allow_pickle=True") as info:
+        loads(blob, fmt)
+    assert "pickle" in str(info.value) and info.value.field == "allow_pickle"
+    again = loads(blob, fmt, allow_pickle=True)
+    np.testing.assert_array_equal(again.predict(frame), run.package.predict(frame))
+
+    version = project.models.register(run)
+    assert version.package_format == "joblib"
+    with pytest.raises(ValidationError, match="joblib"):
+        project.models.load(f"custom:{version.version}")
+    loaded = project.models.load(f"custom:{version.version}", allow_pickle=True)
+    np.testing.assert_array_equal(loaded.predict(frame), run.package.predict(frame))
+
+
+def test_a_skops_blob_holding_an_untrusted_type_is_refused(package: ModelPackage) -> None:
+    custom = ModelPackage(
+        "x", "classification", "y", MajorityClassifier().fit([[0], [1]], [0, 1]), None, package.schema, []
+    )
+    import skops.io as sio
+
+    from keel.models._serialization import _parts
+
+    blob = sio.dumps(_parts(custom))
+    with pytest.raises(IntegrityError, match="MajorityClassifier"):
+        loads(blob, "skops")
+    with pytest.raises(ValidationError, match="unknown format"):
+        loads(blob, "onnx")
+
+
+def test_the_registry_loads_the_same_package_back(
+    trained: tuple[keel.Project, pd.DataFrame, dict[str, Any]], frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    project, _, runs = trained
+    version = project.models.register(runs["trees"])
+    loaded = project.models.load(f"trees:{version.version}")
+    np.testing.assert_array_equal(loaded.predict_proba(frame), runs["trees"].package.predict_proba(frame))
+    assert loaded.metadata["run_id"] == runs["trees"].id
