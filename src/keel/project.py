@@ -431,15 +431,8 @@ class Project:
         noticed = [str(w.message) for w in caught]
         online_rows = 0
         offline_version = None
-        if to in ("online", "both"):
-            online_rows = self.online_store.write_batch(
-                definition.name,
-                validated.table,
-                keys=keys,
-                features=definition.feature_names,
-                timestamp=validated.timestamp,
-                ttl=definition.ttl,
-            )
+        # Offline first: it is the one that can refuse (a changed definition, a key of another type), and a
+        # refused push must leave both stores untouched.
         if to in ("offline", "both"):
             offline_version = append_version(
                 definition,
@@ -450,6 +443,15 @@ class Project:
                 engine=self.engine,
                 warnings=noticed,
             ).version.version
+        if to in ("online", "both"):
+            online_rows = self.online_store.write_batch(
+                definition.name,
+                validated.table,
+                keys=keys,
+                features=definition.feature_names,
+                timestamp=validated.timestamp,
+                ttl=definition.ttl,
+            )
         return PushResult(definition.name, len(df), online_rows, offline_version, noticed)
 
     # -- training and models ---------------------------------------------------------------------------------

@@ -270,11 +270,6 @@ def test_a_push_offline_after_the_definition_changed_is_refused(project: Any) ->
     assert [v.version for v in project.feature_versions("activity")] == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Project.push writes online before append_version checks the definition: a push to both stores that "
-    "the offline store refuses has already been applied online",
-)
 def test_a_push_to_both_refused_offline_writes_nothing_online(project: Any) -> None:
     changed = activity(
         rows([1], [1], [1.0], visits=[3]),
@@ -520,11 +515,6 @@ def test_keel_features_get_reads_string_keys(cli_project: Path) -> None:
     assert got["features"] == {"rating": [3.0, None]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keel.cli._features._parse_entity turns every all-digit value into an int, so the string key '007' "
-    "becomes 7 and is read as '7'",
-)
 def test_keel_features_get_keeps_string_keys_with_leading_zeros(cli_project: Path) -> None:
     assert invoke(cli_project, "materialize", "shops").exit_code == 0
 

@@ -192,18 +192,15 @@ def test_malformed_entity_rows_are_refused(served: Any, rows: Any, message: str)
         get(served, ["activity:spend"], rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="keel.online._service.entity_row_list calls list() on each value of a mapping: a mapping of scalars "
-    "(one entity, {'customer_id': 1}) raises TypeError instead of being read as one row or refused clearly",
-)
-def test_a_mapping_of_scalars_is_one_row_or_a_clear_error(served: Any) -> None:
-    try:
-        result = get(served, ["activity:spend"], {"customer_id": 1})
-    except ValidationError:
-        return
+def test_a_mapping_of_scalars_is_one_entity(served: Any) -> None:
+    result = get(served, ["activity:spend"], {"customer_id": 1})
+
     assert result.to_dict() == {"spend": [10.0]}
+
+
+def test_a_mapping_mixing_lists_and_single_values_is_refused_naming_the_single_ones(served: Any) -> None:
+    with pytest.raises(ValidationError, match=r"\['region'\] hold single values"):
+        get(served, ["activity:spend"], {"customer_id": [1, 2], "region": "eu"})
 
 
 # -- bad feature requests ------------------------------------------------------------------------------------
@@ -248,9 +245,10 @@ def test_a_view_never_ingested_nor_written_reads_as_none_and_reports_no_version(
     assert result.versions == {}
 
 
-def test_a_view_ingested_but_not_materialized_serves_its_latest_version(project: Any) -> None:
-    """No error: the plan takes the features and key types of the latest ingested version (so ``"1"`` is the
-    integer key 1), the store holds nothing yet, and rows pushed online are read at once."""
+def test_a_view_ingested_but_not_materialized_reports_no_served_version(project: Any) -> None:
+    """No error: the plan takes the key types of the latest ingested version (so ``"1"`` is the integer key 1)
+    and the features of the definition; the store holds nothing yet, so no version is reported as served, and
+    rows pushed online are read at once."""
     view = activity()
     project.apply([CUSTOMER, view])
     project.ingest(view)
@@ -263,7 +261,7 @@ def test_a_view_ingested_but_not_materialized_serves_its_latest_version(project:
     after = get(project, ["activity:spend"], [{"customer_id": "1"}])
 
     assert before.to_dict() == {"spend": [None]}
-    assert before.versions == {"activity": 1}
+    assert before.versions == {}
     assert after.to_dict() == {"spend": [11.0]}
 
 

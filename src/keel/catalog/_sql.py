@@ -20,7 +20,7 @@ from keel.catalog import _schema
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
 from keel.catalog._models import ModelCatalog
 from keel.catalog._records import DefinitionRecord, FeatureVersion, Materialization
-from keel.errors import BackendError, ConfigError, MissingExtraError, NotFoundError, ValidationError
+from keel.errors import BackendError, ConfigError, ConflictError, MissingExtraError, NotFoundError, ValidationError
 
 T = TypeVar("T")
 
@@ -328,8 +328,13 @@ class SqlCatalog(ModelCatalog):
         statistics: dict[str, Any],
         has_duplicates: bool,
         skip_if_latest_digest: bool = True,
+        expect_latest: int | None = None,
     ) -> tuple[FeatureVersion, bool]:
         """Record a new ingested version with the next number; returns ``(version, created)``.
+
+        With ``expect_latest`` (a version number, 0 for none), the write happens only if the latest version is
+        still that one: a version built on top of another (a push) never silently drops a concurrent one; a
+        :class:`ConflictError` says to rebuild on the new latest.
 
         With ``skip_if_latest_digest``, data identical to the latest version's (same digest and definition)
         records nothing and returns the latest version with ``created=False``.
@@ -350,7 +355,13 @@ class SqlCatalog(ModelCatalog):
                 and latest.definition_hash == definition_hash
             ):
                 return self._feature_version(latest), False
-            version = (latest.version if latest is not None else 0) + 1
+            found = latest.version if latest is not None else 0
+            if expect_latest is not None and found != expect_latest:
+                raise ConflictError(
+                    f"feature view {view!r}: version {found} was recorded meanwhile (expected the latest to be "
+                    f"{expect_latest}); rebuild on top of it"
+                )
+            version = found + 1
             conn.execute(
                 sa.insert(fv).values(
                     view=view,

@@ -122,11 +122,12 @@ def _show(value: object) -> str:
 
 
 def _parse_entity(text: str) -> dict[str, object]:
+    """``customer_id=42,region=eu`` -> ``{"customer_id": "42", "region": "eu"}``."""
     row: dict[str, object] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise ValidationError(f"--entity {text!r}: expected key=value[,key=value]", field="entity")
-        v = value.strip()
-        row[key.strip()] = int(v) if v.lstrip("-").isdigit() else v
+        # Values stay text: the online read converts each key to its column's type ("007" stays a string key).
+        row[key.strip()] = value.strip()
     return row

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from keel.errors import NotFoundError, ValidationError
+from keel.errors import ConflictError, NotFoundError, ValidationError
 from keel.offline._digest import table_digest
 from keel.offline._ingest import IngestResult, _dt
 from keel.offline._validate import ValidatedTable
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 _KIND = {"int64": "integers", "string": "strings"}
 
 
+#: How often a push rebuilds on a version that a concurrent writer recorded first.
+PUSH_ATTEMPTS = 50
+
+
 def append_version(
     view: FeatureView,
     validated: ValidatedTable,
@@ -39,7 +43,38 @@ def append_version(
     engine: Engine,
     warnings: list[str] | None = None,
 ) -> IngestResult:
-    """Record a new version of ``view``: the latest version's rows followed by ``validated``'s rows."""
+    """Record a new version of ``view``: the latest version's rows followed by ``validated``'s rows.
+
+    Concurrent pushes never lose each other's rows: a version is recorded only on top of the version it was
+    built from; when another writer got there first, the push is rebuilt on the new latest version.
+    """
+    last: ConflictError | None = None
+    for _ in range(PUSH_ATTEMPTS):
+        try:
+            return _append_once(
+                view,
+                validated,
+                definition_version=definition_version,
+                catalog=catalog,
+                store=store,
+                engine=engine,
+                warnings=warnings,
+            )
+        except ConflictError as exc:
+            last = exc
+    raise ConflictError(f"push to feature view {view.name!r}: too many concurrent writers; try again ({last})")
+
+
+def _append_once(
+    view: FeatureView,
+    validated: ValidatedTable,
+    *,
+    definition_version: int,
+    catalog: Catalog,
+    store: OfflineStore,
+    engine: Engine,
+    warnings: list[str] | None,
+) -> IngestResult:
     started = time.perf_counter()
     delta = validated.table
     try:
@@ -101,6 +136,7 @@ def append_version(
         statistics=statistics,
         has_duplicates=duplicates > 0,
         skip_if_latest_digest=False,
+        expect_latest=parent.version if parent is not None else 0,
     )
     return IngestResult(view.name, version, created, delta.num_rows, time.perf_counter() - started, warnings or [])
 

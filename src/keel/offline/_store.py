@@ -193,8 +193,8 @@ class OfflineStore:
     def verify(self, version: FeatureVersion) -> list[str]:
         """Re-hash every file of ``version``; returns the files whose content no longer matches."""
         bad = []
-        base = self._join(version.location)
         for f in version.files:
+            base = self._join(f.get("location", version.location))  # a pushed version lists its parent's files
             try:
                 with self.fs.open(f"{base}/{f['path']}", "rb") as fh:
                     ok = hashlib.sha256(fh.read()).hexdigest() == f["sha256"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef
 from keel.features._on_demand import HIDDEN_INPUT, OnDemandStep, plan_on_demand
@@ -20,12 +22,14 @@ from keel.features._on_demand import HIDDEN_INPUT, OnDemandStep, plan_on_demand
 if TYPE_CHECKING:
     import pandas as pd
 
-    from keel.catalog import Catalog
+    from keel.catalog import Catalog, FeatureVersion
     from keel.features import FeatureView, OnDemandFeatureView
     from keel.features._apply import Definitions
     from keel.online._store import OnlineStore
 
 _MICROSECOND = timedelta(microseconds=1)
+#: Cached read plans (one per distinct feature list); the oldest is dropped beyond this.
+MAX_PLANS = 256
 
 EntityRows = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
 
@@ -119,7 +123,19 @@ def _coerce_key(value: Any, expected: type, key: str, row: int) -> Any:
 def entity_row_list(entity_rows: EntityRows) -> list[Mapping[str, Any]]:
     """Entity rows as a list of mappings (a mapping of equal-length lists is turned into rows)."""
     if isinstance(entity_rows, Mapping):
-        columns = {k: list(v) if not isinstance(v, str | bytes) else [v] for k, v in entity_rows.items()}
+        listlike = {
+            k: (isinstance(v, Sequence | np.ndarray) and not isinstance(v, str | bytes)) or hasattr(v, "tolist")
+            for k, v in entity_rows.items()
+        }
+        if not any(listlike.values()):  # one entity given as {"customer_id": 42}
+            return [entity_rows]
+        if not all(listlike.values()):
+            scalars = [k for k, is_list in listlike.items() if not is_list]
+            raise ValidationError(
+                f"entity columns must all be lists of values (one per entity); {scalars} hold single values",
+                field=scalars[0],
+            )
+        columns = {k: list(v) for k, v in entity_rows.items()}
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
             raise ValidationError(
@@ -192,13 +208,14 @@ class OnlineFeatureService:
                     field=name,
                 )
             number = served[name]
-            if number is not None:
-                version = self._catalog.feature_version(name, number)
+            # Never materialized (only pushed online): the latest ingested version, if any, still says which
+            # type the keys have; the definition says which features there are.
+            version = self._catalog.feature_version(name, number) if number is not None else self._latest_version(name)
+            if version is not None and number is not None:
                 dtypes[name] = dict(version.columns["features"])
-                key_dtypes[name] = dict(version.columns["join_keys"])
-            else:  # only pushed online so far: the definition says what there is
+            else:
                 dtypes[name] = {f.name: f.dtype for f in view.schema}
-                key_dtypes[name] = {}
+            key_dtypes[name] = dict(version.columns["join_keys"]) if version is not None else {}
         read_features: dict[str, list[tuple[str, str]]] = {}
         for name in views:
             available = list(dtypes[name])
@@ -280,12 +297,14 @@ class OnlineFeatureService:
         return views, on_demand
 
     def _served_version(self, view: str) -> int | None:
-        """The version the online store holds: the last materialized one, else the latest ingested one."""
+        """The version the online store holds: the last one materialized into it (``None``: never, e.g. a view
+        only pushed online)."""
         last = self._catalog.last_materialization(view, self._store_id)
-        if last is not None:
-            return last.version
+        return last.version if last is not None else None
+
+    def _latest_version(self, view: str) -> FeatureVersion | None:
         try:
-            return self._catalog.feature_version(view).version
+            return self._catalog.feature_version(view)
         except NotFoundError:
             return None
 
@@ -294,6 +313,8 @@ class OnlineFeatureService:
         plan = self._plans.get(key)
         if plan is None or time.monotonic() - plan.built > self._refresh:
             plan = self._build(key[0], full_names)
+            if len(self._plans) >= MAX_PLANS:  # clients sending ever-new feature lists must not grow memory
+                self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
         return plan
 
@@ -311,7 +332,7 @@ class OnlineFeatureService:
         now = time.time_ns() // 1000 if now_us is None else now_us
         values: dict[str, list[Any]] = {}
         for vr in plan.reads:
-            keys = [self._key(row, i, vr) for i, row in enumerate(rows)]
+            keys = self._keys(rows, vr)
             read = self._store.read(vr.view, keys, vr.features)
             columns = [list(c) for c in read.values]
             if vr.ttl_us is not None:
@@ -342,6 +363,23 @@ class OnlineFeatureService:
             request[name] = [row[name] for row in rows]
         for column, array in step.run(values, request, rows=len(rows), where="entity rows").items():
             values[column] = array.to_pylist()
+
+    @classmethod
+    def _keys(cls, rows: list[Mapping[str, Any]], vr: _ViewRead) -> list[tuple[Any, ...]]:
+        """Each row's key tuple for ``vr``, in the key columns' types (one list pass for single-key views)."""
+        if len(vr.join_keys) != 1:
+            return [cls._key(row, i, vr) for i, row in enumerate(rows)]
+        key, expected = vr.join_keys[0], vr.key_types[0]
+        try:
+            values = [row[key] for row in rows]
+        except KeyError:
+            i = next(i for i, row in enumerate(rows) if key not in row)
+            raise ValidationError(
+                f"entity row {i} lacks join key {key!r}, needed by feature view {vr.view!r}", field=key, row=i
+            ) from None
+        if expected is not object:
+            values = [v if type(v) is expected else _coerce_key(v, expected, key, i) for i, v in enumerate(values)]
+        return [(v,) for v in values]
 
     @staticmethod
     def _key(row: Mapping[str, Any], i: int, vr: _ViewRead) -> tuple[Any, ...]:
