@@ -123,6 +123,10 @@ class RunRecord:
     package_digest: str | None
     package_format: str | None
 
+    def flat_params(self) -> dict[str, Any]:
+        """The params with nested mappings flattened to dotted names (``estimator.max_iter``)."""
+        return flatten(self.params)
+
 
 @dataclass(frozen=True)
 class ModelVersionRecord:
@@ -161,3 +165,14 @@ class AliasChange:
     to_version: int | None
     reason: str
     at: datetime
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings flattened to dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,3 +64,24 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     else:
         df.to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+def with_progress(names: list[str], verb: str) -> Iterator[str]:
+    """Yield each name while a progress bar shows ``verb name`` (on a terminal only)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(verb, total=len(names))
+        for name in names:
+            progress.update(task, description=f"{verb} {name}")
+            yield name
+            progress.advance(task)

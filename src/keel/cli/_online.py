@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from keel.cli._common import ProjectOption, console, open_project, read_table
+from keel.cli._common import ProjectOption, console, open_project, read_table, with_progress
 from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
@@ -49,28 +49,13 @@ def materialize(
     project: ProjectOption = Path("."),
 ) -> None:
     """Write the latest value per entity, within each view's TTL, to the online store (incremental)."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     start_at, end_at = _when(start, "start"), _when(end, "end")
     with open_project(project) as proj:
         # Without names, as project.materialize(): every online view that has ingested data.
         names = list(views) if views else [v.name for v in proj.feature_views() if v.online and _ingested(proj, v.name)]
         results = []
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("materializing", total=len(names))
-            for name in names:
-                progress.update(task, description=f"materializing {name}")
-                results += proj.materialize([name], start=start_at, end=end_at)
-                progress.advance(task)
+        for name in with_progress(names, "materializing"):
+            results += proj.materialize([name], start=start_at, end=end_at)
         store = proj.online_store.description
     if not results:
         console.print("Nothing to materialize: no online view has ingested data.")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from keel.cli._common import ProjectOption, console, open_project
+from keel.cli._common import ProjectOption, console, open_project, with_progress
 
 
 def init(
@@ -67,29 +67,14 @@ def ingest(
     project: ProjectOption = Path("."),
 ) -> None:
     """Read each view's source, validate it and store a new immutable version (unchanged data: nothing)."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     with open_project(project) as proj:
         names = list(views) if views else [v.name for v in proj.feature_views()]
         if not names:
             console.print("No feature views registered; declare some and run `keel apply`.")
             return
         results = []
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("ingesting", total=len(names))
-            for name in names:
-                progress.update(task, description=f"ingesting {name}")
-                results.append(proj.ingest(name))
-                progress.advance(task)
+        for name in with_progress(names, "ingesting"):
+            results.append(proj.ingest(name))
     table = Table(title="Ingested")
     for column in ("view", "version", "rows", "event time range", "digest", "seconds", "status"):
         table.add_column(column)

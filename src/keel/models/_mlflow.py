@@ -22,16 +22,6 @@ if TYPE_CHECKING:
 _PARAM_MAX = 500
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _python_model_class() -> Any:
     import mlflow.pyfunc
 
@@ -97,7 +87,7 @@ def mirror_run(
         created = client.create_run(experiment_id, tags=tags)
         mlflow_id = created.info.run_id
         now = int(time.time() * 1000)
-        params = [Param(k, str(v)[:_PARAM_MAX]) for k, v in sorted(_flat(run.params).items())]
+        params = [Param(k, str(v)[:_PARAM_MAX]) for k, v in sorted(run.flat_params().items())]
         metrics = [Metric(k, float(v), now, 0) for k, v in run.metrics.items() if isinstance(v, int | float)]
         client.log_batch(
             mlflow_id,

@@ -224,7 +224,7 @@ class ModelRegistry:
         """How version ``b`` differs from version ``a``: params, metrics, features, data, libraries."""
         va, vb = self.get(a), self.get(b)
         ra, rb = self._catalog.run(va.run_id), self._catalog.run(vb.run_id)
-        pa_, pb_ = _flat(ra.params), _flat(rb.params)
+        pa_, pb_ = ra.flat_params(), rb.flat_params()
         params = {k: (pa_.get(k), pb_.get(k)) for k in sorted(set(pa_) | set(pb_)) if pa_.get(k) != pb_.get(k)}
         metrics: dict[str, tuple[Any, Any, float | None]] = {}
         for k in sorted(set(ra.metrics) | set(rb.metrics)):
@@ -252,17 +252,6 @@ class ModelRegistry:
             training_set_changed=ra.lineage.get("training_set_digest") != rb.lineage.get("training_set_digest"),
             libraries={k: (la.get(k), lb.get(k)) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)},
         )
-
-
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def _features(refs: list[str]) -> set[str]:

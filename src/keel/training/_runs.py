@@ -62,19 +62,9 @@ class Runs:
             rows.setdefault("started_at", {})[col] = r.started_at.isoformat(timespec="seconds")
             for k, v in r.metrics.items():
                 rows.setdefault(f"metric.{k}", {})[col] = v
-        flat = [_flat(r.params) for r in runs]
+        flat = [r.flat_params() for r in runs]
         for key in sorted(set().union(*flat)):
             values = [f.get(key) for f in flat]
             if len({repr(v) for v in values}) > 1:
                 rows[f"param.{key}"] = {r.id[:8]: v for r, v in zip(runs, values, strict=True)}
         return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
