@@ -16,6 +16,7 @@ from rich.console import Console
 from keel._demo import CHAMPION, DEMO_FEATURES, DEMO_SPEC, run_demo
 from keel.errors import ConflictError
 from keel.project import Project
+from keel.training import TrainingSpec
 
 CUSTOMERS = 200
 SEED = 5
@@ -198,8 +199,20 @@ def test_champion_predicts_exactly_like_the_trained_package(demo: tuple[Path, di
     with Project.open(root) as project:
         champion = project.models.load(f"{DEMO_SPEC}@{CHAMPION}")
         # The same spec on the same data gives the same model: its in-memory package, never serialized, must
-        # predict exactly what the champion loaded from the artifact store predicts.
-        run = project.train(DEMO_SPEC)
+        # predict exactly what the champion loaded from the artifact store predicts. The demo's last step
+        # pushed rows (a new version), so the spec is pinned to the versions the champion was trained on.
+        spec = project.training_spec(DEMO_SPEC)
+        pinned = TrainingSpec(
+            spec.name,
+            labels=spec.labels,
+            label=spec.label,
+            features=champion.feature_refs,
+            model=spec.model,
+            preprocessing=spec.preprocessing,
+            split=spec.split,
+            seed=spec.seed,
+        )
+        run = project.train(pinned)
         frame = project.historical_features(rows, champion.feature_refs)
 
     assert champion.feature_refs == run.package.feature_refs
@@ -248,3 +261,17 @@ def test_demo_reruns_in_its_own_folder_but_refuses_others(tmp_path: Path) -> Non
     with pytest.raises(ConflictError, match="not created by `keel demo`"):
         run_demo(other, customers=30, console=console)
     assert (other / "notes.txt").read_text() == "precious"
+
+
+def test_the_online_step_serves_what_offline_retrieval_gives_at_the_same_instant(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    _, figures, output = demo
+    online = figures["online"]
+
+    assert online["materialized"]["customer_profile"] == CUSTOMERS  # no TTL: every customer
+    assert online["materialized"]["customer_activity"] == 0  # the example's data is older than the TTL
+    assert online["online_equals_offline"] is True
+    assert online["predictions_identical"] is True
+    assert len(online["pushed"]) == 3
+    assert "identical to offline retrieval" in output

@@ -136,6 +136,16 @@ def test_to_frame_has_one_row_per_entity_and_the_versions(served: Any) -> None:
     assert frame.attrs["keel_feature_versions"] == {"activity": 1, "profile": 1}
 
 
+def test_to_frame_has_the_column_dtypes_of_historical_features(served: Any) -> None:
+    refs = ["activity:spend", "activity:plan", "profile:age"]
+    entities = pd.DataFrame({"customer_id": [1, 99], "ts": pd.Timestamp(NOW)})
+
+    online = get(served, refs, {"customer_id": [1, 99]}).to_frame()
+    offline = served.historical_features(entities, refs)
+
+    assert online.dtypes.to_dict() == offline[online.columns].dtypes.to_dict()
+
+
 def test_a_missing_feature_column_is_a_clear_key_error(served: Any) -> None:
     result = get(served, ["activity:spend"], [{"customer_id": 1}])
 

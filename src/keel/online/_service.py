@@ -43,11 +43,14 @@ class OnlineFeatures:
         versions: ``{view: ingested version the online store holds}`` for each view that served a feature.
     """
 
-    __slots__ = ("values", "versions")
+    __slots__ = ("dtypes", "values", "versions")
 
-    def __init__(self, values: dict[str, list[Any]], versions: dict[str, int]) -> None:
+    def __init__(
+        self, values: dict[str, list[Any]], versions: dict[str, int], dtypes: dict[str, str] | None = None
+    ) -> None:
         self.values = values
         self.versions = versions
+        self.dtypes = dtypes or {}
 
     def __len__(self) -> int:
         return len(next(iter(self.values.values()))) if self.values else 0
@@ -63,10 +66,23 @@ class OnlineFeatures:
         return self.values
 
     def to_frame(self) -> pd.DataFrame:
-        """The values as a DataFrame, one row per entity; ``df.attrs["keel_feature_versions"]`` as offline."""
+        """The values as a DataFrame, one row per entity, with the column dtypes ``historical_features`` gives
+        (``Int64``, ``boolean``, float64, str, UTC timestamps); ``df.attrs["keel_feature_versions"]`` as offline.
+        """
         import pandas as pd
+        import pyarrow as pa
 
-        frame = pd.DataFrame(self.values)
+        from keel.features._dtypes import arrow_type, pandas_type
+
+        columns: dict[str, Any] = {}
+        for name, values in self.values.items():
+            dtype = self.dtypes.get(name)
+            if dtype is None:
+                columns[name] = values
+                continue
+            array = pa.array(values, type=arrow_type(dtype), from_pandas=True)
+            columns[name] = array.to_pandas(types_mapper=pandas_type)
+        frame = pd.DataFrame(columns)
         frame.attrs["keel_feature_versions"] = dict(self.versions)
         return frame
 
@@ -92,6 +108,7 @@ class _Plan:
     versions: dict[str, int]
     built: float = field(compare=False)
     on_demand: tuple[OnDemandStep, ...] = ()
+    dtypes: dict[str, str] = field(default_factory=dict)
 
 
 _KEY_TYPES: dict[str, type] = {"int64": int, "string": str}
@@ -240,11 +257,16 @@ class OnlineFeatureService:
             for name, odfv in on_demand.items()
         }
         outputs: list[str] = []
+        out_dtypes: dict[str, str] = {}
         for name in groups:
             pairs = steps[name].outputs if name in steps else read_features[name]
-            for _, out in pairs:
+            for feature, out in pairs:
                 if out.startswith(HIDDEN_INPUT):
                     continue
+                if name in steps:
+                    out_dtypes[out] = steps[name].view.field(feature).dtype
+                else:
+                    out_dtypes[out] = dtypes[name][feature]
                 if out in outputs:
                     raise ValidationError(
                         f"feature {out!r} is requested from two views; pass full_feature_names=True", field=out
@@ -267,7 +289,7 @@ class OnlineFeatureService:
                 )
             )
         versions = {name: number for name, number in served.items() if number is not None}
-        return _Plan(tuple(reads), tuple(outputs), versions, time.monotonic(), tuple(steps.values()))
+        return _Plan(tuple(reads), tuple(outputs), versions, time.monotonic(), tuple(steps.values()), out_dtypes)
 
     def _definitions_of(
         self, groups: dict[str, list[str]], pinned: dict[str, int | None]
@@ -345,7 +367,7 @@ class OnlineFeatureService:
                 values[name] = col
         for step in plan.on_demand:
             self._compute(step, rows, values)
-        return OnlineFeatures({name: values[name] for name in plan.outputs}, plan.versions)
+        return OnlineFeatures({name: values[name] for name in plan.outputs}, plan.versions, plan.dtypes)
 
     @staticmethod
     def _compute(step: OnDemandStep, rows: list[Mapping[str, Any]], values: dict[str, list[Any]]) -> None:
