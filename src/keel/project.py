@@ -270,6 +270,22 @@ class Project:
         self.definitions.feature_view(view)
         return self.catalog.feature_versions(view)
 
+    def verify(self, views: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """Re-hash the files of every ingested version (of ``views``, default all) against the catalog.
+
+        Returns:
+            ``{"view@version": [files whose content no longer matches, or that are missing]}`` for each
+            damaged version; an empty dict when everything is intact.
+        """
+        names = list(views) if views is not None else [v.name for v in self.feature_views()]
+        damaged: dict[str, list[str]] = {}
+        for name in names:
+            for version in self.feature_versions(name):
+                bad = self.offline_store.verify(version)
+                if bad:
+                    damaged[f"{name}@{version.version}"] = bad
+        return damaged
+
     def historical_features(
         self,
         entity_df: pd.DataFrame,

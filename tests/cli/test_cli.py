@@ -168,3 +168,19 @@ def test_bad_row_is_reported_with_its_row_and_column(cli_project: Path) -> None:
     result = _keel("ingest", "-p", str(cli_project), cwd=cli_project)
     assert result.returncode == 1
     assert "join key 'customer_id': row 1 is null" in result.stderr
+
+
+def test_features_verify_reports_intact_versions_then_a_damaged_file(cli_project: Path) -> None:
+    runner.invoke(app, ["apply", "-p", str(cli_project)])
+    runner.invoke(app, ["ingest", "-p", str(cli_project)])
+    intact = runner.invoke(app, ["features", "verify", "-p", str(cli_project)])
+    assert intact.exit_code == 0, intact.output
+    assert "intact" in intact.output
+
+    [part] = list((cli_project / ".keel" / "offline" / "activity").rglob("*.parquet"))
+    part.write_bytes(part.read_bytes()[:-10] + b"0123456789")
+    damaged = _keel("features", "verify", "-p", str(cli_project), cwd=cli_project)
+
+    assert damaged.returncode == 1
+    assert "activity@1" in damaged.stdout
+    assert "failed verification" in damaged.stderr

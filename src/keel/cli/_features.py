@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from keel.cli._common import ProjectOption, console, open_project, read_table, write_table
-from keel.errors import NotFoundError, ValidationError
+from keel.errors import IntegrityError, NotFoundError, ValidationError
 
 app = typer.Typer(help="Feature views: list them, their versions, and point-in-time retrieval.", no_args_is_help=True)
 
@@ -131,3 +131,20 @@ def _parse_entity(text: str) -> dict[str, object]:
         # Values stay text: the online read converts each key to its column's type ("007" stays a string key).
         row[key.strip()] = value.strip()
     return row
+
+
+@app.command("verify")
+def verify(
+    views: Annotated[list[str] | None, typer.Argument(help="Views to check (default: all).")] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Re-hash every ingested version's files against the SHA-256 recorded in the catalog."""
+    with open_project(project) as proj:
+        damaged = proj.verify(views)
+        checked = len(list(views)) if views else len(proj.feature_views())
+    if not damaged:
+        console.print(f"All versions of {checked} view(s) are intact.")
+        return
+    for version, files in damaged.items():
+        console.print(f"[red]{version}[/]: damaged or missing: {', '.join(files)}")
+    raise IntegrityError(f"{len(damaged)} version(s) failed verification; restore them from a backup or re-ingest")
