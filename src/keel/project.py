@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from keel.artifacts import ArtifactStore
+    from keel.batch import BatchResult
     from keel.catalog import Catalog, FeatureVersion, RunRecord
     from keel.engines import Engine
     from keel.features import Entity
@@ -540,6 +541,63 @@ class Project:
         from keel.models import ModelRegistry
 
         return ModelRegistry(self.catalog, self.artifacts)
+
+    def predict_batch(
+        self,
+        model: str,
+        input: str | Path,
+        output: str | Path,
+        *,
+        workers: int = 1,
+        chunk_rows: int = 100_000,
+        id_column: str | None = None,
+        features: str = "input",
+        timestamp: str | None = None,
+        resume: bool = True,
+        allow_pickle: bool = False,
+        probabilities: bool = True,
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> BatchResult:
+        """Score a Parquet or CSV file (local or fsspec URI) by chunks into a Parquet file, in input order.
+
+        Memory stays bounded by ``chunk_rows`` times the number of workers, whatever the input's size.
+
+        Args:
+            model: a model reference (``churn@champion``, ``churn:3``).
+            input: the rows to score.
+            output: the Parquet file to write (atomically); a manifest next to it lets a re-run resume.
+            workers: worker processes, each loading the package once (1: score in this process).
+            chunk_rows: rows per chunk.
+            id_column: an input column copied to the output as its id (default: ``row_number``, from 0).
+            features: ``input`` (the input holds the feature columns), ``offline`` (joined point in time for
+                the entity keys as of ``timestamp``) or ``online`` (looked up by entity keys).
+            timestamp: with ``offline``, the as-of column (default: the input's only timestamp column).
+            resume: reuse the chunks an interrupted run with the same input, model and settings finished.
+            allow_pickle: load a pickle-based package.
+            probabilities: add a classifier's ``proba_<class>`` columns (off: predictions only, about half the
+                work for models whose probabilities cost as much as their predictions).
+            on_progress: called with (rows done, total rows or ``None``) after each chunk.
+
+        Returns:
+            :class:`~keel.batch.BatchResult`, listing the chunks that failed twice with their row ranges.
+        """
+        from keel.batch import predict_batch
+
+        return predict_batch(
+            self,
+            model,
+            input,
+            output,
+            workers=workers,
+            chunk_rows=chunk_rows,
+            id_column=id_column,
+            features=features,
+            timestamp=timestamp,
+            resume=resume,
+            allow_pickle=allow_pickle,
+            probabilities=probabilities,
+            on_progress=on_progress,
+        )
 
     @property
     def config_path(self) -> Path:

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _features, _models, _online, _project, _serve
+from keel.cli import _features, _models, _online, _project, _serve, _serve_models
 from keel.cli._common import err_console
+from keel.cli._predict import predict
 from keel.errors import KeelError
 
 app = typer.Typer(
@@ -27,7 +28,9 @@ app.command()(_online.materialize)
 app.command()(_online.push)
 app.command()(_project.demo)
 app.command("serve-features")(_serve.serve_features)
+app.command("serve")(_serve_models.serve)
 app.command()(_models.train)
+app.command()(predict)
 app.add_typer(_features.app, name="features")
 app.add_typer(_models.runs_app, name="runs")
 app.add_typer(_models.models_app, name="models")

@@ -1,0 +1,521 @@
+"""The batch run: stream the input by chunks, join features, score in workers, write in order, resume."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keel.batch._io import InputFile, iter_chunks, open_input, replace, temp_name, to_ipc
+from keel.batch._manifest import Manifest
+from keel.batch._worker import ChunkOutcome, ModelSource, Scorer, init_worker, score_in_worker
+from keel.errors import BackendError, NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from keel.models import ModelPackage
+    from keel.project import Project
+
+log = logging.getLogger(__name__)
+
+FEATURE_MODES = ("input", "offline", "online")
+#: Suffixes of the files kept next to the output while a run is unfinished.
+MANIFEST_SUFFIX = ".manifest.json"
+PARTS_SUFFIX = ".parts"
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk that failed twice (first attempt and one retry).
+
+    Attributes:
+        chunk: the chunk's index.
+        start_row: its first input row (0-based).
+        end_row: one past its last input row.
+        error: the last attempt's error.
+    """
+
+    chunk: int
+    start_row: int
+    end_row: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"chunk {self.chunk} (rows {self.start_row}-{self.end_row - 1}): {self.error}"
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did.
+
+    Attributes:
+        output: where the predictions are (``None`` when no chunk succeeded).
+        model: the version scored with (``churn v3``).
+        package_digest: that version's package SHA-256.
+        rows: rows in the output (scored now or in an earlier, resumed run).
+        chunks: chunks in the input.
+        chunks_resumed: chunks taken from an earlier run instead of being scored again.
+        failures: chunks that failed, with their row ranges and errors.
+        seconds: wall time of this run.
+        manifest: the manifest kept for a re-run (``None`` once everything succeeded).
+        warnings: what was noticed (online values from another version than the model's ...).
+    """
+
+    output: str | None
+    model: str
+    package_digest: str
+    rows: int
+    chunks: int
+    chunks_resumed: int
+    failures: list[ChunkFailure]
+    seconds: float
+    manifest: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every chunk was scored."""
+        return not self.failures
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        text = (
+            f"{self.rows:,} rows in {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s) with {self.model}; "
+            f"{self.chunks} chunk(s), {self.chunks_resumed} resumed, {len(self.failures)} failed"
+        )
+        return text + "".join(f"\n  {f}" for f in self.failures)
+
+
+class _Inline:
+    """Scores in the calling process (one worker): same code path, no process start-up."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def submit(self, index: int, start: int, data: bytes | pd.DataFrame) -> Future[ChunkOutcome]:
+        future: Future[ChunkOutcome] = Future()
+        future.set_result(self.scorer.score(index, start, data))
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+#: Modules the fork server imports before forking workers (the heavy ones every worker needs).
+_PRELOAD = ["numpy", "pandas", "pyarrow.parquet", "fsspec", "sklearn.base", "keel.models"]
+
+
+class _Pool:
+    """Worker processes (forkserver or spawn), each loading the package once by its verified digest."""
+
+    def __init__(
+        self, workers: int, source: ModelSource, parts_uri: str, id_column: str | None, probabilities: bool
+    ) -> None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context: Any = multiprocessing.get_context("forkserver")
+            # the fork server imports these once; the workers forked from it start without importing them
+            context.set_forkserver_preload([*_PRELOAD, type(source).__module__])
+        else:
+            context = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=init_worker,
+            initargs=(source, parts_uri, id_column, probabilities, threads),
+        )
+
+    def submit(self, index: int, start: int, data: bytes | pd.DataFrame) -> Future[ChunkOutcome]:
+        return self.pool.submit(score_in_worker, index, start, data)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def predict_batch(
+    project: Project,
+    model: str,
+    input: str | Path,
+    output: str | Path,
+    *,
+    workers: int = 1,
+    chunk_rows: int = 100_000,
+    id_column: str | None = None,
+    features: str = "input",
+    timestamp: str | None = None,
+    resume: bool = True,
+    allow_pickle: bool = False,
+    probabilities: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> BatchResult:
+    """Score a Parquet or CSV file by chunks; see :meth:`keel.Project.predict_batch`."""
+    import fsspec
+
+    started = time.perf_counter()
+    if workers < 1:
+        raise ValidationError(f"workers must be at least 1, got {workers}", field="workers")
+    if chunk_rows < 1:
+        raise ValidationError(f"chunk_rows must be at least 1, got {chunk_rows}", field="chunk_rows")
+    if features not in FEATURE_MODES:
+        raise ValidationError(f"features must be one of {', '.join(FEATURE_MODES)}, got {features!r}", field="features")
+    record = project.models.get(model)
+    label = f"model {record.name} v{record.version}"
+    out_fs, out_path = fsspec.core.url_to_fs(str(output))
+    parts_path = out_path + PARTS_SUFFIX
+    parts_uri = _uri(out_fs, parts_path)
+    pool: _Pool | None = None
+    if workers > 1:  # started first: the workers load the model while this process checks the input
+        store = project.artifacts
+        protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+        in_memory = "memory" in protocols
+        model_source = ModelSource(
+            digest=record.package_digest,
+            fmt=record.package_format,
+            label=label,
+            artifacts_uri=None if in_memory else store.uri,
+            blob=store.get_bytes(record.package_digest, name=label) if in_memory else None,
+            allow_pickle=allow_pickle,
+        )
+        pool = _Pool(workers, model_source, parts_uri, id_column, probabilities)
+    try:
+        return _run(
+            project,
+            record,
+            pool,
+            source_uri=str(input),
+            output=str(output),
+            out_fs=out_fs,
+            out_path=out_path,
+            parts_path=parts_path,
+            parts_uri=parts_uri,
+            workers=workers,
+            chunk_rows=chunk_rows,
+            id_column=id_column,
+            features=features,
+            timestamp=timestamp,
+            resume=resume,
+            allow_pickle=allow_pickle,
+            probabilities=probabilities,
+            on_progress=on_progress,
+            started=started,
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _run(
+    project: Project,
+    record: Any,
+    pool: _Pool | None,
+    *,
+    source_uri: str,
+    output: str,
+    out_fs: Any,
+    out_path: str,
+    parts_path: str,
+    parts_uri: str,
+    workers: int,
+    chunk_rows: int,
+    id_column: str | None,
+    features: str,
+    timestamp: str | None,
+    resume: bool,
+    allow_pickle: bool,
+    probabilities: bool,
+    on_progress: ProgressCallback | None,
+    started: float,
+) -> BatchResult:
+    package = project.models.load(f"{record.name}:{record.version}", allow_pickle=allow_pickle)
+    source = open_input(source_uri)
+
+    if not out_path.lower().endswith((".parquet", ".pq")):
+        raise ValidationError(f"{output}: the output is written as Parquet; name it .parquet", field="output")
+    if out_path == source.path and type(out_fs) is type(source.fs):
+        raise ValidationError(f"{output}: the output would overwrite the input", field="output")
+    parent = out_path.rpartition("/")[0]
+    if parent:
+        out_fs.makedirs(parent, exist_ok=True)
+
+    joiner = _Joiner(project, package, source, features, id_column, timestamp)
+    columns = joiner.columns()
+    manifest_path = out_path + MANIFEST_SUFFIX
+    manifest = Manifest(
+        input=source.fingerprint(),
+        model={"name": record.name, "version": record.version, "digest": record.package_digest},
+        settings={
+            "chunk_rows": chunk_rows,
+            "features": features,
+            "id_column": id_column,
+            "timestamp": timestamp,
+            "probabilities": probabilities,
+        },
+    )
+    old = Manifest.load(out_fs, manifest_path) if resume else None
+    if old is not None and old.matches(manifest):
+        manifest.chunks = {k: v for k, v in old.chunks.items() if out_fs.exists(f"{parts_path}/{v['part']}")}
+        log.info("resuming: %d chunk(s) done in an earlier run", len(manifest.chunks))
+    elif out_fs.exists(parts_path):
+        out_fs.rm(parts_path, recursive=True)
+    out_fs.makedirs(parts_path, exist_ok=True)
+    manifest.save(out_fs, manifest_path)
+
+    engine: _Inline | _Pool = (
+        pool if pool is not None else _Inline(Scorer(package, parts_uri, id_column, probabilities))
+    )
+
+    total = source.num_rows
+    done_rows = 0
+    resumed = 0
+    chunks = 0
+    failures: dict[int, ChunkFailure] = {}
+    pending: dict[Future[ChunkOutcome], tuple[int, int, int, Any, int]] = {}
+
+    def progress(rows: int) -> None:
+        nonlocal done_rows
+        done_rows += rows
+        if on_progress is not None:
+            on_progress(done_rows, total)
+
+    def fail(index: int, start: int, rows: int, error: str) -> None:
+        failures[index] = ChunkFailure(index, start, start + rows, error)
+        manifest.failures[str(index)] = {"start": start, "end": start + rows, "error": error}
+        manifest.save(out_fs, manifest_path)
+        log.warning("chunk %d (rows %d-%d) failed: %s", index, start, start + rows - 1, error)
+        progress(rows)
+
+    def settle(future: Future[ChunkOutcome]) -> None:
+        index, start, rows, data, attempt = pending.pop(future)
+        try:
+            outcome = future.result()
+        except BrokenProcessPool as exc:  # every chunk would fail the same way: stop, keep what is done
+            raise BackendError(
+                f"the worker processes died while scoring chunk {index} (rows {start}-{start + rows - 1}): {exc}. "
+                "Killed for lack of memory? Fewer --workers or smaller --chunk-rows help; a script calling "
+                "predict_batch with workers > 1 needs an `if __name__ == '__main__':` guard. Finished chunks are "
+                "kept: a re-run resumes."
+            ) from exc
+        except Exception as exc:  # the chunk's data could not reach the worker, for instance
+            outcome = ChunkOutcome(index, 0, None, f"{type(exc).__name__}: {exc}")
+        if outcome.error is None and outcome.part is not None:
+            manifest.chunks[str(index)] = {"start": start, "rows": rows, "part": outcome.part}
+            manifest.failures.pop(str(index), None)
+            manifest.save(out_fs, manifest_path)
+            progress(rows)
+        elif attempt == 0:
+            log.info("chunk %d failed (%s); retrying once", index, outcome.error)
+            pending[_submit(engine, index, start, data)] = (index, start, rows, data, 1)
+        else:
+            fail(index, start, rows, outcome.error or "unknown error")
+
+    try:
+        for index, table in enumerate(iter_chunks(source, columns, chunk_rows)):
+            chunks += 1
+            start = index * chunk_rows
+            rows = table.num_rows
+            if str(index) in manifest.chunks and manifest.chunks[str(index)]["rows"] == rows:
+                resumed += 1
+                progress(rows)
+                continue
+            data: Any = None
+            error = ""
+            for _attempt in range(2):  # joining features is retried once too
+                try:
+                    data = joiner.prepare(table)
+                    break
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+            if data is None:
+                fail(index, start, rows, f"feature retrieval failed: {error}")
+                continue
+            pending[_submit(engine, index, start, data)] = (index, start, rows, data, 0)
+            while len(pending) >= 2 * workers:
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    settle(future)
+        while pending:
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in finished:
+                settle(future)
+    finally:
+        engine.shutdown()  # the pool is shut down by the caller too (twice is harmless)
+
+    written = _combine(out_fs, out_path, parts_path, manifest, chunks)
+    rows_out = sum(int(c["rows"]) for k, c in manifest.chunks.items() if int(k) < chunks)
+    if not failures:
+        out_fs.rm(parts_path, recursive=True)
+        out_fs.rm(manifest_path)
+    return BatchResult(
+        output=_uri(out_fs, out_path) if written else None,
+        model=f"{record.name} v{record.version}",
+        package_digest=record.package_digest,
+        rows=rows_out,
+        chunks=chunks,
+        chunks_resumed=resumed,
+        failures=[failures[i] for i in sorted(failures)],
+        seconds=time.perf_counter() - started,
+        manifest=_uri(out_fs, manifest_path) if failures else None,
+        warnings=joiner.warnings,
+    )
+
+
+def _submit(engine: _Inline | _Pool, index: int, start: int, data: Any) -> Future[ChunkOutcome]:
+    return engine.submit(index, start, data)
+
+
+def _uri(fs: Any, path: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return (
+        path
+        if protocol in ("file", "local")
+        else f"{protocol}://{path.removeprefix('/') if protocol == 'memory' else path}"
+    )
+
+
+def _combine(fs: Any, out_path: str, parts_path: str, manifest: Manifest, chunks: int) -> bool:
+    """Concatenate the done chunks' parts, in input order, into the output (temporary name, then rename)."""
+    import pyarrow.parquet as pq
+
+    done = sorted(int(k) for k in manifest.chunks if int(k) < chunks)
+    if not done:
+        return False
+    tmp = temp_name(out_path)
+    writer: pq.ParquetWriter | None = None
+    try:
+        with fs.open(tmp, "wb") as f:
+            for index in done:
+                with fs.open(f"{parts_path}/{manifest.chunks[str(index)]['part']}", "rb") as part:
+                    table = pq.read_table(part)
+                if writer is None:
+                    writer = pq.ParquetWriter(f, table.schema)
+                elif table.schema != writer.schema:
+                    table = table.cast(writer.schema)
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+    replace(fs, tmp, out_path)
+    return True
+
+
+class _Joiner:
+    """Turns an input chunk into the frame the package scores: its own columns, or features joined to it."""
+
+    def __init__(
+        self,
+        project: Project,
+        package: ModelPackage,
+        source: InputFile,
+        mode: str,
+        id_column: str | None,
+        timestamp: str | None,
+    ) -> None:
+        self.project = project
+        self.package = package
+        self.source = source
+        self.mode = mode
+        self.id_column = id_column
+        self.timestamp = timestamp
+        self.warnings: list[str] = []
+        self.keys: list[str] = []
+        self.read_all = False
+        available = set(source.columns)
+        if id_column is not None and id_column not in available:
+            raise ValidationError(
+                f"{source.uri}: no id column {id_column!r}; columns: {', '.join(source.columns)}", field=id_column
+            )
+        if mode == "input":
+            missing = [c for c in package.feature_names if c not in available]
+            if missing:
+                raise ValidationError(
+                    f"{source.uri} lacks feature column(s) {missing} of model {package.name!r}, which needs: "
+                    f"{', '.join(package.feature_names)}. Add them, or join them from the stores with "
+                    "features='offline' (entity keys + a timestamp column) or features='online' (entity keys).",
+                    field=missing[0],
+                )
+            return
+        from keel.features import FeatureRef
+
+        self.refs = list(package.feature_refs)
+        for ref in self.refs:
+            parsed = FeatureRef.parse(ref)
+            try:
+                view = project.definitions.feature_view(parsed.view)[0]
+            except NotFoundError:
+                self.read_all = True  # an on-demand view: its request fields come from the input
+                continue
+            for key in project.definitions.join_keys(view):
+                if key not in self.keys:
+                    self.keys.append(key)
+        missing = [k for k in self.keys if k not in available]
+        if missing:
+            raise ValidationError(
+                f"{source.uri} lacks entity key column(s) {missing} needed to look up the features of model "
+                f"{package.name!r}",
+                field=missing[0],
+            )
+        if mode == "offline":
+            if timestamp is None:
+                self.read_all = True  # the retrieval finds the only timestamp column
+            elif timestamp not in available:
+                raise ValidationError(
+                    f"{source.uri}: no timestamp column {timestamp!r}; columns: {', '.join(source.columns)}",
+                    field=timestamp,
+                )
+        if mode == "online":
+            self.online_refs = [f"{p.view}:{p.feature}" for p in (FeatureRef.parse(r) for r in self.refs)]
+            self.pinned = {p.view: p.version for p in (FeatureRef.parse(r) for r in self.refs)}
+
+    def columns(self) -> list[str]:
+        """The input columns to read."""
+        if self.mode == "input":
+            wanted = [*self.package.feature_names, *([self.id_column] if self.id_column else [])]
+        elif self.read_all:
+            return list(self.source.columns)
+        else:
+            wanted = [
+                *self.keys,
+                *([self.timestamp] if self.timestamp else []),
+                *([self.id_column] if self.id_column else []),
+            ]
+        return list(dict.fromkeys(wanted))
+
+    def prepare(self, table: pa.Table) -> bytes | pd.DataFrame:
+        """What a worker scores: the chunk as Arrow IPC bytes, or a frame with the features joined."""
+        if self.mode == "input":
+            return to_ipc(table)
+        import pandas as pd
+
+        frame = table.to_pandas()
+        features = [c for c in self.package.feature_names if c in frame.columns and c not in self.keys]
+        entity = frame.drop(columns=[c for c in features if c not in (self.id_column, self.timestamp)])
+        if self.mode == "offline":
+            offline: pd.DataFrame = self.project.historical_features(entity, self.refs, timestamp=self.timestamp)
+            return offline
+        found = self.project.online_features(self.online_refs, {k: entity[k].tolist() for k in self.keys})
+        for view, version in found.versions.items():
+            wanted = self.pinned.get(view)
+            if wanted is not None and version != wanted:
+                note = f"online values of {view!r} come from version {version}; the model was trained on {wanted}"
+                if note not in self.warnings:
+                    self.warnings.append(note)
+        values = found.to_frame().reset_index(drop=True)
+        joined: pd.DataFrame = pd.concat([entity.reset_index(drop=True), values], axis=1)
+        return joined

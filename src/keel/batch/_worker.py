@@ -1,0 +1,164 @@
+"""Chunk scoring, in worker processes or in the calling one: the model package turns rows into predictions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from keel.errors import IntegrityError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from keel.models import ModelPackage
+
+#: Prefix of the probability columns of a classifier's output.
+PROBA_PREFIX = "proba_"
+#: The id column of the output when no id column is given: the input's row number (from 0).
+ROW_COLUMN = "row_number"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a worker finds the package: an artifact store and digest, or the verified bytes themselves."""
+
+    digest: str
+    fmt: str
+    label: str
+    artifacts_uri: str | None = None
+    blob: bytes | None = None
+    allow_pickle: bool = False
+
+    def load(self) -> ModelPackage:
+        """The package, its SHA-256 verified before it is deserialized."""
+        from keel.models import loads
+
+        if self.blob is not None:
+            actual = hashlib.sha256(self.blob).hexdigest()
+            if actual != self.digest:
+                raise IntegrityError(f"{self.label}: the package hashes to {actual}, not {self.digest}; refused")
+            blob = self.blob
+        else:
+            from keel.artifacts import ArtifactStore
+
+            assert self.artifacts_uri is not None
+            blob = ArtifactStore(self.artifacts_uri).get_bytes(self.digest, name=self.label)
+        return loads(blob, self.fmt, allow_pickle=self.allow_pickle, what=self.label)
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What scoring one chunk gave: its row count, or the error (as text: it crosses processes)."""
+
+    index: int
+    rows: int
+    part: str | None
+    error: str | None = None
+
+
+class Scorer:
+    """Scores chunks with one loaded package and writes each chunk's part file.
+
+    Args:
+        package: the model package.
+        parts_uri: the folder (fsspec URI) receiving ``part-<index>.parquet`` files.
+        id_column: the input column copied to the output as the id, or ``None`` for the row number.
+        probabilities: add a classifier's class probabilities.
+    """
+
+    def __init__(
+        self, package: ModelPackage, parts_uri: str, id_column: str | None, probabilities: bool = True
+    ) -> None:
+        import fsspec
+
+        self.package = package
+        self.fs, self.parts_path = fsspec.core.url_to_fs(parts_uri)
+        self.id_column = id_column
+        self.proba = probabilities and package.task == "classification" and hasattr(package.estimator, "predict_proba")
+
+    def score(self, index: int, start: int, data: bytes | pd.DataFrame) -> ChunkOutcome:
+        """Score chunk ``index`` (input rows from ``start``) and write its part; errors come back as text."""
+        try:
+            frame = data if not isinstance(data, bytes) else _frame(data)
+            table = self.predict(frame, start)
+            name = f"part-{index:06d}.parquet"
+            from keel.batch._io import write_parquet_atomic
+
+            write_parquet_atomic(self.fs, f"{self.parts_path}/{name}", table)
+            return ChunkOutcome(index, len(frame), name)
+        except Exception as exc:  # reported with the chunk's row range; the run goes on
+            return ChunkOutcome(index, 0, None, _describe(exc, start))
+
+    def predict(self, frame: pd.DataFrame, start: int) -> Any:
+        """The output table of ``frame``: id, prediction and (for classifiers) one probability per class."""
+        import pyarrow as pa
+
+        package = self.package
+        n = len(frame)
+        if n:
+            matrix = package.transform(frame)  # the package's own preparation, as in ModelPackage.predict
+            prediction = np.asarray(package.estimator.predict(matrix))
+            proba = np.asarray(package.estimator.predict_proba(matrix)) if self.proba else None
+        else:
+            prediction = package.predict(frame)
+            proba = np.empty((0, len(package.classes or [])), dtype=np.float64) if self.proba else None
+        columns: dict[str, Any] = {}
+        if self.id_column is None:
+            columns[ROW_COLUMN] = pa.array(np.arange(start, start + n, dtype=np.int64))
+        else:
+            columns[self.id_column] = pa.Array.from_pandas(frame[self.id_column])
+        columns["prediction"] = pa.array(prediction)
+        if proba is not None:
+            for i, cls in enumerate(package.classes or []):
+                columns[f"{PROBA_PREFIX}{cls}"] = pa.array(proba[:, i], type=pa.float64())
+        return pa.table(columns)
+
+
+def _frame(data: bytes) -> pd.DataFrame:
+    from keel.batch._io import from_ipc
+
+    frame: pd.DataFrame = from_ipc(data).to_pandas()
+    return frame
+
+
+def _describe(exc: BaseException, start: int) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    row = getattr(exc, "row", None)
+    if isinstance(row, int):
+        text += f" (input row {start + row})"
+    if not hasattr(exc, "row") and not text.strip():
+        text = traceback.format_exc(limit=3)
+    return text
+
+
+# -- the worker process's side -------------------------------------------------------------------------------
+_SCORER: Scorer | None = None
+
+
+def init_worker(
+    source: ModelSource, parts_uri: str, id_column: str | None, probabilities: bool, threads: int | None
+) -> None:
+    """Worker initializer: limit native threads, load the package once (verified), keep a scorer."""
+    global _SCORER
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(threads)
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            pass
+    _SCORER = Scorer(source.load(), parts_uri, id_column, probabilities)
+
+
+def score_in_worker(index: int, start: int, data: bytes | pd.DataFrame) -> ChunkOutcome:
+    """Score one chunk with the worker's scorer."""
+    if _SCORER is None:  # pragma: no cover - the initializer always runs first
+        return ChunkOutcome(index, 0, None, "RuntimeError: the worker has no model loaded")
+    return _SCORER.score(index, start, data)

@@ -1,0 +1,108 @@
+"""Batch scoring: ``keel predict --model churn@champion --input PATH --output PATH``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from keel.cli._common import ProjectOption, console, err_console, open_project
+
+if TYPE_CHECKING:
+    from rich.progress import Task
+    from rich.text import Text
+
+
+def _rate_column() -> type:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Rows per second."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("— rows/s" if speed is None else f"{speed:,.0f} rows/s")
+
+    return RateColumn
+
+
+def predict(
+    model: Annotated[str, typer.Option("--model", "-m", help="The model: churn@champion, churn:3 ...")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Parquet or CSV file to score (path or fsspec URI).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Parquet file to write (path or fsspec URI).")],
+    workers: Annotated[int, typer.Option(help="Worker processes, each loading the model once.", min=1)] = 1,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (memory is bounded by it).", min=1)] = 100_000,
+    features: Annotated[
+        str,
+        typer.Option(
+            help="Where features come from: input (its columns), offline (joined point in time by entity keys "
+            "and --timestamp), online (looked up by entity keys)."
+        ),
+    ] = "input",
+    timestamp: Annotated[str | None, typer.Option(help="With --features offline: the as-of timestamp column.")] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="An input column to copy as the output's id (default: row_number).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Resume an interrupted run of the same input, model and settings.")
+    ] = True,
+    allow_pickle: Annotated[bool, typer.Option(help="Load a pickle-based model package.")] = False,
+    proba: Annotated[bool, typer.Option(help="Add a classifier's proba_<class> columns.")] = True,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Score a file by chunks, in worker processes, keeping the input's order; resumable.
+
+    Exits with 1 when a chunk failed twice (the summary names its rows); the finished chunks are written.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with (
+        open_project(project) as proj,
+        Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.fields[total_text]} rows"),
+            _rate_column()(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task("scoring", total=None, total_text="?")
+
+        def on_progress(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total, total_text="?" if total is None else f"{total:,}")
+
+        result = proj.predict_batch(
+            model,
+            input,
+            output,
+            workers=workers,
+            chunk_rows=chunk_rows,
+            id_column=id_column,
+            features=features,
+            timestamp=timestamp,
+            resume=resume,
+            allow_pickle=allow_pickle,
+            probabilities=proba,
+            on_progress=on_progress,
+        )
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+    console.print(
+        f"{result.rows:,} rows scored with {result.model} in {result.seconds:.2f} s "
+        f"({result.rows_per_s:,.0f} rows/s); {result.chunks} chunk(s), {result.chunks_resumed} resumed, "
+        f"{len(result.failures)} failed" + (f" -> {result.output}" if result.output else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
+    if result.failures:
+        for failure in result.failures:
+            err_console.print(f"[red]failed:[/] {failure}", soft_wrap=True, highlight=False)
+        err_console.print(f"the manifest {result.manifest} keeps the finished chunks; a re-run retries the rest")
+        raise typer.Exit(1)

@@ -1,0 +1,100 @@
+"""Serving command: serve (the prediction service)."""
+
+from __future__ import annotations
+
+import logging.config
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from keel.cli._common import ProjectOption, open_project
+from keel.cli._serve import LogLevel
+from keel.errors import ValidationError
+
+
+def serve(
+    model: Annotated[
+        list[str],
+        typer.Option("--model", "-m", help="A model to serve, like churn@champion or churn:3 (repeatable)."),
+    ],
+    project: ProjectOption = Path("."),
+    host: Annotated[str, typer.Option(help="The address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port to listen on.", min=0, max=65535)] = 6567,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).", min=1)] = 1,
+    max_records: Annotated[int, typer.Option(help="Most records in one predict request.", min=1)] = 1000,
+    cache_size: Annotated[int, typer.Option(help="Answers kept in the in-process cache (0: none).", min=0)] = 10_000,
+    reload_seconds: Annotated[
+        float, typer.Option(help="Poll each alias this often and swap to its new version (0: never).", min=0)
+    ] = 0.0,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(help="Level of the JSON logs on standard error (info logs every request).", case_sensitive=False),
+    ] = LogLevel.info,
+) -> None:
+    """Serve models over HTTP: POST /v1/models/{name}/predict, GET /v1/models, /ready, /health, /metrics.
+
+    Set KEEL_API_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but /health, /ready and
+    the docs.
+    """
+    import uvicorn
+
+    from keel.serving._features_app import PROJECT_VARIABLE
+    from keel.serving._logging import log_config, service_log
+    from keel.serving._metrics import MULTIPROCESS_VARIABLE
+    from keel.serving._predict_app import _OPTIONS_VARIABLE, MODELS_VARIABLE, create_prediction_app
+
+    level = log_level.value
+    config = log_config(level)
+    logging.config.dictConfig(config)
+    options = {
+        "max_records": max_records,
+        "cache_size": cache_size,
+        "reload_seconds": reload_seconds or None,
+    }
+    # Loaded here even with several workers: a wrong reference fails now, in one line.
+    proj = open_project(project)
+    app = create_prediction_app(proj, model, close_project=True, **options)  # type: ignore[arg-type]
+    service_log.info(
+        "serving %s at http://%s:%d (docs at /docs)",
+        ", ".join(f"{m.name} v{m.version}" for m in app.state.models.values()),
+        host,
+        port,
+        extra={"project": str(proj.root), "workers": workers},
+    )
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=level, log_config=config, access_log=False)
+        return
+    if proj.online_store.kind == "memory":
+        proj.close()
+        raise ValidationError(
+            f"--workers {workers}: the memory:// online store lives inside one process, so each worker would "
+            "read a store of its own; serve with one worker, or use a sqlite or redis online store",
+            field="workers",
+        )
+    proj.close()
+    os.environ[PROJECT_VARIABLE] = str(proj.root)
+    os.environ[MODELS_VARIABLE] = ",".join(model)
+    os.environ[_OPTIONS_VARIABLE] = orjson.dumps(options).decode()
+    metrics_dir = None
+    if not os.environ.get(MULTIPROCESS_VARIABLE):
+        metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
+        os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
+    try:
+        uvicorn.run(
+            "keel.serving._predict_app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=level,
+            log_config=config,
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
