@@ -8,12 +8,15 @@ import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keel.cli._common import ProjectOption, open_project
 from keel.errors import ValidationError
+
+if TYPE_CHECKING:
+    from keel.project import Project
 
 
 class LogLevel(StrEnum):
@@ -40,11 +43,8 @@ def serve_features(
 
     Set KEEL_API_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but /health and the docs.
     """
-    import uvicorn
-
-    from keel.serving._features_app import PROJECT_VARIABLE, create_feature_app
+    from keel.serving._features_app import create_feature_app
     from keel.serving._logging import log_config, service_log
-    from keel.serving._metrics import MULTIPROCESS_VARIABLE
 
     level = log_level.value
     config = log_config(level)
@@ -60,6 +60,37 @@ def serve_features(
         port,
         extra={"project": str(proj.root), "workers": workers},
     )
+    run_server(
+        app,
+        proj,
+        factory="keel.serving._features_app:app_from_environment",
+        host=host,
+        port=port,
+        workers=workers,
+        level=level,
+        config=config,
+    )
+
+
+def run_server(
+    app: Any,
+    proj: Project,
+    *,
+    factory: str,
+    host: str,
+    port: int,
+    workers: int,
+    level: str,
+    config: dict[str, Any],
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Run ``app`` under uvicorn; with several workers, each builds its own app from ``factory``, which reads
+    the project folder (and ``environment``) from environment variables, and metrics add up across them."""
+    import uvicorn
+
+    from keel.serving._features_app import PROJECT_VARIABLE
+    from keel.serving._metrics import MULTIPROCESS_VARIABLE
+
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level=level, log_config=config, access_log=False)
         return
@@ -67,18 +98,19 @@ def serve_features(
         proj.close()
         raise ValidationError(
             f"--workers {workers}: the memory:// online store lives inside one process, so each worker would "
-            "serve a store of its own; serve it with one worker, or use a sqlite or redis online store",
+            "serve a store of its own; serve with one worker, or use a sqlite or redis online store",
             field="workers",
         )
     proj.close()
     os.environ[PROJECT_VARIABLE] = str(proj.root)
+    os.environ.update(environment or {})
     metrics_dir = None
     if not os.environ.get(MULTIPROCESS_VARIABLE):  # workers add their metrics up in files there
         metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
         os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
     try:
         uvicorn.run(
-            "keel.serving._features_app:app_from_environment",
+            factory,
             factory=True,
             host=host,
             port=port,

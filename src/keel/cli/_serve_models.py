@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging.config
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +10,7 @@ import orjson
 import typer
 
 from keel.cli._common import ProjectOption, open_project
-from keel.cli._serve import LogLevel
-from keel.errors import ValidationError
+from keel.cli._serve import LogLevel, run_server
 
 
 def serve(
@@ -41,11 +37,7 @@ def serve(
     Set KEEL_API_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but /health, /ready and
     the docs.
     """
-    import uvicorn
-
-    from keel.serving._features_app import PROJECT_VARIABLE
     from keel.serving._logging import log_config, service_log
-    from keel.serving._metrics import MULTIPROCESS_VARIABLE
     from keel.serving._predict_app import _OPTIONS_VARIABLE, MODELS_VARIABLE, create_prediction_app
 
     level = log_level.value
@@ -66,35 +58,14 @@ def serve(
         port,
         extra={"project": str(proj.root), "workers": workers},
     )
-    if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level=level, log_config=config, access_log=False)
-        return
-    if proj.online_store.kind == "memory":
-        proj.close()
-        raise ValidationError(
-            f"--workers {workers}: the memory:// online store lives inside one process, so each worker would "
-            "read a store of its own; serve with one worker, or use a sqlite or redis online store",
-            field="workers",
-        )
-    proj.close()
-    os.environ[PROJECT_VARIABLE] = str(proj.root)
-    os.environ[MODELS_VARIABLE] = ",".join(model)
-    os.environ[_OPTIONS_VARIABLE] = orjson.dumps(options).decode()
-    metrics_dir = None
-    if not os.environ.get(MULTIPROCESS_VARIABLE):
-        metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
-        os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
-    try:
-        uvicorn.run(
-            "keel.serving._predict_app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=level,
-            log_config=config,
-            access_log=False,
-        )
-    finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    run_server(
+        app,
+        proj,
+        factory="keel.serving._predict_app:app_from_environment",
+        host=host,
+        port=port,
+        workers=workers,
+        level=level,
+        config=config,
+        environment={MODELS_VARIABLE: ",".join(model), _OPTIONS_VARIABLE: orjson.dumps(options).decode()},
+    )
