@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,15 +39,15 @@ def definition_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class Definition:
+class Definition(ABC):
     """A named declaration that ``project.apply()`` discovers, validates and records in the catalog."""
 
     kind: ClassVar[str]
     name: str
 
+    @abstractmethod
     def spec(self) -> dict[str, Any]:
         """A JSON-able, process-independent description of the definition."""
-        raise NotImplementedError
 
     @property
     def definition_hash(self) -> str:
