@@ -12,6 +12,41 @@ def _report(results: Any, worker: int, payload: Any, error: BaseException | None
     results.put((worker, payload, message))
 
 
+def run_processes(target: Any, args_of: Any, *, workers: int, timeout: float = 180.0) -> dict[int, Any]:
+    """Start ``workers`` spawned processes released together by a barrier; return each one's payload.
+
+    ``target`` is called with ``(*args_of(worker), barrier, results)`` and reports through :func:`_report`.
+    """
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_of(w), barrier, results)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    payloads: dict[int, Any] = {}
+    errors: list[str] = []
+    try:
+        for _ in range(workers):
+            worker, payload, error = results.get(timeout=timeout)
+            if error is not None:
+                errors.append(f"worker {worker}: {error}")
+            payloads[worker] = payload
+    except queue.Empty:
+        errors.append(f"a worker neither finished nor failed within {timeout:.0f} s")
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    assert not errors, "\n".join(errors)
+    assert [p.exitcode for p in procs] == [0] * workers
+    return payloads
+
+
 def add_versions(url: str, worker: int, count: int, barrier: Any, results: Any) -> None:
     """Open the catalog, wait for every worker, then add ``count`` versions of view ``shared``."""
     from keel.catalog import SqlCatalog

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import multiprocessing
-import queue
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _catalog_workers import run_processes
 
 from keel.catalog import SqlCatalog, latest_version
 from keel.errors import NotFoundError, ValidationError
@@ -76,35 +75,6 @@ def _add(catalog: SqlCatalog, view: str = "activity", **overrides: Any) -> tuple
     values.update(overrides)
     result: tuple[Any, bool] = catalog.add_feature_version(**values)
     return result
-
-
-def _run_processes(target: Any, args_of: Any) -> dict[int, Any]:
-    """Start WORKERS spawned processes released together by a barrier; return each one's payload."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(WORKERS)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args_of(w), barrier, results)) for w in range(WORKERS)]
-    for p in procs:
-        p.start()
-    payloads: dict[int, Any] = {}
-    errors: list[str] = []
-    try:
-        for _ in range(WORKERS):
-            worker, payload, error = results.get(timeout=120)
-            if error is not None:
-                errors.append(f"worker {worker}: {error}")
-            payloads[worker] = payload
-    except queue.Empty:
-        errors.append("a worker neither finished nor failed within 120 s")
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    assert not errors, "\n".join(errors)
-    assert [p.exitcode for p in procs] == [0] * WORKERS
-    return payloads
 
 
 # -- schema -------------------------------------------------------------------------------------------------
@@ -388,7 +358,9 @@ def test_concurrent_processes_get_distinct_gap_free_version_numbers(
 ) -> None:
     SqlCatalog(shared_catalog_url).close()
 
-    payloads = _run_processes(workers.add_versions, lambda w: (shared_catalog_url, w, VERSIONS_PER_WORKER))
+    payloads = run_processes(
+        workers.add_versions, lambda w: (shared_catalog_url, w, VERSIONS_PER_WORKER), workers=WORKERS, timeout=120
+    )
 
     returned = sorted(v for got in payloads.values() for v, _, _ in got)
     assert returned == list(range(1, WORKERS * VERSIONS_PER_WORKER + 1))
@@ -405,7 +377,7 @@ def test_concurrent_processes_get_distinct_gap_free_version_numbers(
 def test_concurrent_processes_opening_a_new_catalog_migrate_it_and_record_a_definition_once(
     shared_catalog_url: str, workers: ModuleType
 ) -> None:
-    payloads = _run_processes(workers.open_and_record, lambda w: (shared_catalog_url, w))
+    payloads = run_processes(workers.open_and_record, lambda w: (shared_catalog_url, w), workers=WORKERS, timeout=120)
 
     migrated_from = sorted(found for found, _, _ in payloads.values())
     assert migrated_from == [0] + [latest_version()] * (WORKERS - 1)  # exactly one process migrated it

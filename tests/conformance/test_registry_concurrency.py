@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import multiprocessing
-import queue
 import uuid
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
+from _catalog_workers import run_processes
 
 from keel.artifacts import ArtifactStore
 from keel.catalog import SqlCatalog
@@ -61,35 +59,6 @@ def finished_runs(url: str, artifacts: ArtifactStore, count: int) -> list[str]:
     return ids
 
 
-def run_processes(target: Any, args_of: Any) -> dict[int, Any]:
-    """Start WORKERS spawned processes released together by a barrier; return each one's payload."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(WORKERS)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args_of(w), barrier, results)) for w in range(WORKERS)]
-    for p in procs:
-        p.start()
-    payloads: dict[int, Any] = {}
-    errors: list[str] = []
-    try:
-        for _ in range(WORKERS):
-            worker, payload, error = results.get(timeout=180)
-            if error is not None:
-                errors.append(f"worker {worker}: {error}")
-            payloads[worker] = payload
-    except queue.Empty:
-        errors.append("a worker neither finished nor failed within 180 s")
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    assert not errors, "\n".join(errors)
-    assert [p.exitcode for p in procs] == [0] * WORKERS
-    return payloads
-
-
 def test_processes_registering_at_once_get_distinct_gap_free_versions(
     catalog_url: str, tmp_path: Path, workers: ModuleType
 ) -> None:
@@ -99,6 +68,7 @@ def test_processes_registering_at_once_get_distinct_gap_free_versions(
     payloads = run_processes(
         workers.register_versions,
         lambda w: (catalog_url, str(tmp_path / "artifacts"), run_ids[w], w, VERSIONS_PER_WORKER),
+        workers=WORKERS,
     )
 
     total = WORKERS * VERSIONS_PER_WORKER
@@ -123,7 +93,9 @@ def test_aliases_moved_by_processes_at_once_keep_an_unbroken_history(
     catalog.close()
 
     payloads = run_processes(
-        workers.move_alias, lambda w: (catalog_url, str(tmp_path / "artifacts"), w + 1, w, MOVES_PER_WORKER)
+        workers.move_alias,
+        lambda w: (catalog_url, str(tmp_path / "artifacts"), w + 1, w, MOVES_PER_WORKER),
+        workers=WORKERS,
     )
 
     catalog = SqlCatalog(catalog_url)
