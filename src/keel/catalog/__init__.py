@@ -11,6 +11,8 @@ from keel.catalog._records import (
     FeatureVersion,
     Materialization,
     ModelVersionRecord,
+    MonitoringEvent,
+    MonitoringReportRecord,
     RunRecord,
 )
 from keel.catalog._sql import SqlCatalog, utcnow
@@ -26,6 +28,8 @@ __all__ = [
     "Materialization",
     "Migration",
     "ModelVersionRecord",
+    "MonitoringEvent",
+    "MonitoringReportRecord",
     "RunRecord",
     "SqlCatalog",
     "latest_version",

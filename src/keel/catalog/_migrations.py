@@ -45,11 +45,17 @@ def _create_v3(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _create_v4(conn: sa.Connection) -> None:
+    for table in (_schema.monitoring_reports, _schema.monitoring_events):
+        table.create(conn, checkfirst=True)
+
+
 #: Every migration, in order. Append to this list; never edit a released entry.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "definitions and ingested feature versions", _create_v1),
     Migration(2, "materializations into online stores", _create_v2),
     Migration(3, "training runs, model versions and aliases", _create_v3),
+    Migration(4, "monitoring reports and the monitoring audit trail", _create_v4),
 )
 
 

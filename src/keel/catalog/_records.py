@@ -176,3 +176,56 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+@dataclass(frozen=True)
+class MonitoringReportRecord:
+    """One stored monitoring check of a model version.
+
+    Attributes:
+        id: the report's id (32 hex characters).
+        name: the model's name.
+        version: the model version checked.
+        created_at: when the check ran (UTC).
+        window_start: the start of the current window checked (``None``: a file or frame, not the log).
+        window_end: its end.
+        crossed: whether a threshold was crossed (drift, data quality or performance decay).
+        verdict: what was crossed and why (``{"drift", "quality", "decay", "crossed", "reasons"}``).
+        report: the whole report (drift per feature, data quality, performance per window ...).
+    """
+
+    id: str
+    name: str
+    version: int
+    created_at: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    crossed: bool
+    verdict: dict[str, Any] = field(repr=False)
+    report: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MonitoringEvent:
+    """One entry of a model's monitoring audit trail.
+
+    Attributes:
+        id: increasing with time.
+        name: the model's name.
+        kind: ``checked``, ``drift_detected``, ``retrain_started``, ``retrain_failed``, ``compared``,
+            ``promoted`` or ``kept``.
+        version: the model version the event is about (the challenger's, for ``compared``/``promoted``).
+        report_id: the monitoring report that led to it, if any.
+        message: one human sentence.
+        details: the figures behind it (metrics compared, drifted features ...).
+        at: when (UTC).
+    """
+
+    id: int
+    name: str
+    kind: str
+    version: int | None
+    report_id: str | None
+    message: str
+    details: dict[str, Any] = field(repr=False)
+    at: datetime

@@ -139,3 +139,34 @@ alias_history = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_keel_alias_history_name_alias", "name", "alias"),
 )
+
+#: Monitoring reports: one row per check of a model version (drift, data quality, performance, verdict).
+monitoring_reports = sa.Table(
+    "keel_monitoring_reports",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("crossed", sa.Boolean, nullable=False),
+    sa.Column("verdict", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Index("ix_keel_monitoring_reports_name", "name", "created_at"),
+)
+
+#: The monitoring audit trail: drift seen, retraining started, metrics compared, promoted or kept. Append-only.
+monitoring_events = sa.Table(
+    "keel_monitoring_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("report_id", sa.String(32), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_keel_monitoring_events_name", "name"),
+)

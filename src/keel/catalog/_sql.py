@@ -19,6 +19,7 @@ import sqlalchemy.exc as sa_exc
 from keel.catalog import _schema
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
 from keel.catalog._models import ModelCatalog
+from keel.catalog._monitoring import MonitoringCatalog
 from keel.catalog._records import DefinitionRecord, FeatureVersion, Materialization
 from keel.errors import BackendError, ConfigError, ConflictError, MissingExtraError, NotFoundError, ValidationError
 
@@ -65,7 +66,7 @@ def _json_safe(value: Any, what: str, field: str) -> None:
         ) from exc
 
 
-class SqlCatalog(ModelCatalog):
+class SqlCatalog(ModelCatalog, MonitoringCatalog):
     """Metadata of a Keel project in a SQL database.
 
     Args:
