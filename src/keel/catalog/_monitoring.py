@@ -101,8 +101,10 @@ class MonitoringCatalog:
         t = _schema.monitoring_reports
         with self._read() as conn:
             rows = conn.execute(sa.select(t).where(t.c.id.startswith(report_id, autoescape=True)).limit(2)).all()
-        if len(rows) != 1 or len(report_id) < 6 and rows[0].id != report_id:
+        if len(rows) != 1 or (len(report_id) < 6 and rows[0].id != report_id):
             what = "is ambiguous" if len(rows) > 1 else "matches no report"
+            if len(rows) == 1:
+                what = "is too short a prefix (give at least 6 characters)"
             raise NotFoundError(f"monitoring report id {report_id!r} {what}; `keel monitor history` lists them")
         return self._report(rows[0])
 
