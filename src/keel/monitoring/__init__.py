@@ -1,0 +1,18 @@
+"""Monitoring: reference profiles, drift statistics, data quality, performance over time and the HTML report.
+
+The statistics here are pure functions of a stored :class:`ReferenceProfile` and a current window of data; the
+catalog, the prediction log and the ``keel monitor`` command build on them.
+"""
+
+from keel.monitoring._drift import DriftConfig, DriftResult, FeatureDrift, detect_drift
+from keel.monitoring._profile import ColumnProfile, ReferenceProfile, build_profile
+
+__all__ = [
+    "ColumnProfile",
+    "DriftConfig",
+    "DriftResult",
+    "FeatureDrift",
+    "ReferenceProfile",
+    "build_profile",
+    "detect_drift",
+]
