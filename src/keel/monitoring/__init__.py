@@ -6,13 +6,18 @@ catalog, the prediction log and the ``keel monitor`` command build on them.
 
 from keel.monitoring._drift import DriftConfig, DriftResult, FeatureDrift, detect_drift
 from keel.monitoring._profile import ColumnProfile, ReferenceProfile, build_profile
+from keel.monitoring._quality import ColumnQuality, KindChange, QualityResult, check_quality
 
 __all__ = [
     "ColumnProfile",
+    "ColumnQuality",
     "DriftConfig",
     "DriftResult",
     "FeatureDrift",
+    "KindChange",
+    "QualityResult",
     "ReferenceProfile",
     "build_profile",
+    "check_quality",
     "detect_drift",
 ]
