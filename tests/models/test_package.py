@@ -239,3 +239,152 @@ def test_the_registry_loads_the_same_package_back(
     loaded = project.models.load(f"trees:{version.version}")
     np.testing.assert_array_equal(loaded.predict_proba(frame), runs["trees"].package.predict_proba(frame))
     assert loaded.metadata["run_id"] == runs["trees"].id
+
+
+# -- the fast path: replayed preprocessing and one tree walk, bit-identical to the preprocessor's ----------
+def _synthetic(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "x": rng.standard_normal(n),
+            "count": rng.integers(0, 50, n),
+            "flag": rng.random(n) < 0.3,
+            "seen": pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"),
+            "plan": rng.choice(["basic", "pro", "team"], n).astype(object),
+            "region": rng.choice(["eu", "us", "asia", "latam"], n).astype(object),
+        }
+    )
+    frame.loc[rng.random(n) < 0.1, "x"] = np.nan
+    frame.loc[rng.random(n) < 0.1, "plan"] = None
+    return frame
+
+
+_DTYPES = {"x": "float64", "count": "int64", "flag": "bool", "seen": "timestamp", "plan": "string", "region": "string"}
+
+
+def _fitted(estimator: Any, target: np.ndarray, task: str = "classification") -> ModelPackage:
+    from keel.training._preprocessing import auto_preprocessor
+
+    train = _synthetic(400, 1)
+    preprocessor = auto_preprocessor(_DTYPES, estimator)
+    package = ModelPackage(
+        name="fast",
+        task=task,
+        label="y",
+        estimator=None,
+        preprocessor=preprocessor,
+        schema=InputSchema.infer(train, _DTYPES),
+        feature_refs=[f"v@1:{c}" for c in _DTYPES],
+    )
+    estimator.fit(preprocessor.fit_transform(package.prepare(train)), target)
+    classes = list(getattr(estimator, "classes_", [])) or None
+    return ModelPackage(**{**package.__dict__, "estimator": estimator, "classes": classes})
+
+
+def _slow(package: ModelPackage) -> ModelPackage:
+    """The same package without the fast path: the preprocessor on a frame, predict and predict_proba apart."""
+    from dataclasses import replace
+
+    slow = replace(package)
+    slow.__dict__["_fast_plan"] = None
+    return slow
+
+
+def _scoring_input() -> pd.DataFrame:
+    frame = _synthetic(300, 2)
+    frame.loc[0, "plan"] = "enterprise"  # a category never seen in training
+    frame.loc[1, "region"] = None
+    frame.loc[2, "x"] = 1e12  # far outside the training range
+    frame.loc[3, ["x", "plan", "region"]] = [np.nan, None, None]
+    frame["count"] = frame["count"].astype("Int64")
+    frame.loc[4, "count"] = pd.NA
+    return frame
+
+
+_TARGET = np.random.default_rng(3).integers(0, 3, 400)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["hgb_binary_string_classes", "hgb_multiclass", "logistic_onehot_scaled", "hgb_regression"],
+)
+def test_the_fast_path_gives_exactly_the_preprocessors_answers(case: str) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    if case == "hgb_binary_string_classes":
+        package = _fitted(HistGradientBoostingClassifier(max_iter=15), np.where(_TARGET > 0, "stay", "churn"))
+    elif case == "hgb_multiclass":
+        package = _fitted(HistGradientBoostingClassifier(max_iter=15), _TARGET)
+    elif case == "logistic_onehot_scaled":
+        package = _fitted(LogisticRegression(max_iter=300), np.where(_TARGET > 0, "yes", "no"))
+    else:
+        package = _fitted(HistGradientBoostingRegressor(max_iter=15), _TARGET * 1.5, task="regression")
+    plan = package._plan()
+    assert plan is not None  # the automatic preprocessing is replayed ...
+    assert plan.joint is (case.startswith("hgb_") and case != "hgb_regression")
+    slow = _slow(package)
+    frame = _scoring_input()
+    fast_matrix, slow_matrix = package.transform(frame), slow.transform(frame)
+    assert fast_matrix.dtype == slow_matrix.dtype and fast_matrix.flags.c_contiguous == slow_matrix.flags.c_contiguous
+    assert np.array_equal(fast_matrix.view(np.int64), slow_matrix.view(np.int64))  # ... bit for bit
+    predictions = slow.estimator.predict(slow_matrix)
+    assert np.array_equal(package.predict(frame), predictions)
+    assert package.predict(frame).dtype == predictions.dtype
+    scored = package.score(frame)
+    assert np.array_equal(scored.predictions, predictions)
+    if package.task == "classification":
+        probabilities = slow.estimator.predict_proba(slow_matrix)
+        assert np.array_equal(package.predict_proba(frame), probabilities)
+        assert scored.probabilities is not None and np.array_equal(scored.probabilities, probabilities)
+    else:
+        assert scored.probabilities is None
+    prepared = slow.prepare(frame)
+    for name, dtype in _DTYPES.items():  # the prepared columns too (the service's warnings read them)
+        if dtype == "string":
+            assert pd.Series(scored.prepared[name]).equals(prepared[name].reset_index(drop=True))
+        else:
+            assert np.array_equal(scored.prepared[name], prepared[name].to_numpy(), equal_nan=True)
+    for row in [*range(8), *range(8, len(frame), 25)]:  # one row at a time, as the HTTP service scores
+        one = frame.iloc[[row]]
+        assert np.array_equal(package.score(one).predictions, slow.predict(one))
+
+
+def test_a_mapping_of_columns_scores_like_a_frame() -> None:
+    package = _fitted(HistGradientBoostingClassifier(max_iter=10), _TARGET)
+    frame = _scoring_input().head(20)
+    columns = {
+        "x": frame["x"].to_numpy(dtype=np.float64),
+        "count": frame["count"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan),
+        "flag": pd.array(frame["flag"], dtype="boolean"),
+        "seen": frame["seen"].array,
+        "plan": np.array([None if pd.isna(v) else v for v in frame["plan"]], dtype=object),
+        "region": np.array([None if pd.isna(v) else v for v in frame["region"]], dtype=object),
+    }
+    from_frame, from_mapping = package.score(frame), package.score(columns)
+    assert np.array_equal(from_frame.predictions, from_mapping.predictions)
+    assert from_frame.probabilities is not None and from_mapping.probabilities is not None
+    assert np.array_equal(from_frame.probabilities, from_mapping.probabilities)
+    with pytest.raises(ValidationError, match="lacks feature column"):
+        package.score({k: v for k, v in columns.items() if k != "plan"})
+
+
+def test_a_preprocessor_it_does_not_know_is_used_as_it_is() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import FunctionTransformer
+
+    train = _synthetic(200, 4)[["x", "count"]].fillna(0.0)
+    dtypes = {"x": "float64", "count": "int64"}
+    preprocessor = ColumnTransformer([("f", FunctionTransformer(np.tanh), ["x", "count"])])
+    estimator = LogisticRegression().fit(preprocessor.fit_transform(train), _TARGET[:200] > 0)
+    package = ModelPackage(
+        name="custom_pre",
+        task="classification",
+        label="y",
+        estimator=estimator,
+        preprocessor=preprocessor,
+        schema=InputSchema.infer(train, dtypes),
+        feature_refs=["v@1:x", "v@1:count"],
+        classes=[False, True],
+    )
+    assert package._plan() is None
+    assert np.array_equal(package.predict(train), estimator.predict(preprocessor.transform(train)))

@@ -7,6 +7,9 @@ HTTP, batch and Spark scoring all go through :meth:`ModelPackage.predict`, so th
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
 
 #: How many categories of a string feature the schema remembers.
 MAX_CATEGORIES = 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -181,16 +186,30 @@ class ModelPackage:
 
         if not isinstance(frame, pd.DataFrame):
             raise ValidationError(f"model {self.name!r} predicts on a pandas DataFrame, got {type(frame).__name__}")
-        missing = [f.name for f in self.schema.features if f.name not in frame.columns]
-        if missing:
-            raise ValidationError(
-                f"model {self.name!r}: input lacks feature column(s) {missing}; "
-                f"it needs: {', '.join(self.feature_names)}",
-                field=missing[0],
-            )
-        columns: dict[str, Any] = {}
+        self._check_frame(frame)
+        return pd.DataFrame(self._prepared_columns(frame), index=frame.index)
+
+    def _prepared_columns(self, frame: pd.DataFrame | Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Each input column of ``frame`` in training order and type: float64 arrays, object arrays of strings.
+
+        ``frame`` is a DataFrame, or (inside Keel) a mapping of column name to array; a float64 array of a
+        numeric column is taken as is, anything else goes through the same pandas conversion as a frame's.
+        """
+        import pandas as pd
+
+        columns: dict[str, np.ndarray] = {}
+        mapping = not isinstance(frame, pd.DataFrame)
         for f in self.schema.features:
-            col = frame[f.name]
+            raw = frame[f.name]
+            if mapping and f.dtype != "string" and isinstance(raw, np.ndarray) and raw.dtype == np.float64:
+                columns[f.name] = raw  # what _numeric gives for a float64 column
+                continue
+            if mapping and f.dtype == "string" and isinstance(raw, np.ndarray) and raw.dtype == object:
+                values = raw.tolist()
+                if all(type(v) is str or v is None for v in values):  # what the frame's path gives for these
+                    columns[f.name] = np.array([np.nan if v is None else v for v in values], dtype=object)
+                    continue
+            col = pd.Series(raw) if mapping else raw
             if f.dtype == "string":
                 values = col.to_numpy(dtype=object, na_value=np.nan)
                 columns[f.name] = np.array(
@@ -198,30 +217,113 @@ class ModelPackage:
                 )
             else:
                 columns[f.name] = _numeric(col, f.dtype, f.name)
-        return pd.DataFrame(columns, index=frame.index)
+        return columns
+
+    def _checked_columns(self, frame: pd.DataFrame | Mapping[str, Any]) -> dict[str, np.ndarray]:
+        import pandas as pd
+
+        if isinstance(frame, pd.DataFrame):
+            self._check_frame(frame)
+            return self._prepared_columns(frame)
+        missing = [f.name for f in self.schema.features if f.name not in frame]
+        if missing:
+            raise ValidationError(
+                f"model {self.name!r}: input lacks feature column(s) {missing}; "
+                f"it needs: {', '.join(self.feature_names)}",
+                field=missing[0],
+            )
+        return self._prepared_columns(frame)
+
+    def _check_frame(self, frame: pd.DataFrame) -> None:
+        missing = [f.name for f in self.schema.features if f.name not in frame.columns]
+        if missing:
+            raise ValidationError(
+                f"model {self.name!r}: input lacks feature column(s) {missing}; "
+                f"it needs: {', '.join(self.feature_names)}",
+                field=missing[0],
+            )
 
     def transform(self, frame: pd.DataFrame) -> Any:
         """The estimator's input matrix for ``frame``."""
-        return self._matrix(self.prepare(frame))
+        self._check_type(frame)
+        columns = self._checked_columns(frame)
+        return self._matrix_of(columns, len(frame))
+
+    def _check_type(self, frame: Any) -> None:
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            raise ValidationError(f"model {self.name!r} predicts on a pandas DataFrame, got {type(frame).__name__}")
 
     def _matrix(self, prepared: pd.DataFrame) -> Any:
         return prepared if self.preprocessor is None else self.preprocessor.transform(prepared)
 
+    def _matrix_of(self, columns: dict[str, np.ndarray], rows: int) -> Any:
+        """The estimator's input for prepared ``columns``: the replayed preprocessing when it has a verified
+        plan (bit-identical to the preprocessor's output), else the preprocessor on a frame of them."""
+        plan = self._plan()
+        if plan is not None:
+            return plan.matrix(columns, rows)
+        import pandas as pd
+
+        return self._matrix(pd.DataFrame(columns, index=pd.RangeIndex(rows)))
+
+    def _plan(self) -> _Plan | None:
+        plan = self.__dict__.get("_fast_plan", _UNSET)
+        if plan is _UNSET:
+            plan = _Plan.build(self)
+            self.__dict__["_fast_plan"] = plan  # not a field: never serialized, compared or copied
+        return plan if isinstance(plan, _Plan) else None
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions for each row of ``frame`` (raw feature columns, as retrieval returns them)."""
-        prepared = self.prepare(frame)
-        if len(prepared) == 0:  # scikit-learn refuses zero rows; no rows, no predictions
-            return np.empty(0, dtype=np.asarray(self.classes if self.classes else [0.0]).dtype)
-        return np.asarray(self.estimator.predict(self._matrix(prepared)))
+        return self.score(frame, probabilities=False).predictions
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities for each row (columns in the order of :attr:`classes`)."""
-        if self.task != "classification" or not hasattr(self.estimator, "predict_proba"):
+        if not self.has_probabilities:
             raise ValidationError(f"model {self.name!r} is a {self.task} model without class probabilities")
-        prepared = self.prepare(frame)
-        if len(prepared) == 0:
+        self._check_type(frame)
+        columns = self._checked_columns(frame)
+        if len(frame) == 0:
             return np.empty((0, len(self.classes or [])), dtype=np.float64)
-        return np.asarray(self.estimator.predict_proba(self._matrix(prepared)))
+        return np.asarray(self.estimator.predict_proba(self._matrix_of(columns, len(frame))))
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Whether the model gives class probabilities (a classifier with ``predict_proba``)."""
+        return self.task == "classification" and hasattr(self.estimator, "predict_proba")
+
+    def score(self, frame: pd.DataFrame | Mapping[str, Any], *, probabilities: bool = True) -> Scores:
+        """Prepared inputs, predictions and (``probabilities`` and a classifier) class probabilities, at once.
+
+        The same numbers as :meth:`prepare`, :meth:`predict` and :meth:`predict_proba`, each input prepared once
+        (and, for a histogram gradient boosting classifier, its trees walked once for both answers).
+        ``frame`` may also be a mapping of column name to array of equal lengths (Keel's own callers).
+        """
+        import pandas as pd
+
+        if isinstance(frame, pd.DataFrame):
+            rows = len(frame)
+        else:
+            self._check_mapping(frame)
+            rows = len(next(iter(frame.values()))) if frame else 0
+        columns = self._checked_columns(frame)
+        proba = probabilities and self.has_probabilities
+        if rows == 0:  # scikit-learn refuses zero rows; no rows, no predictions
+            empty = np.empty(0, dtype=np.asarray(self.classes if self.classes else [0.0]).dtype)
+            return Scores(columns, empty, np.empty((0, len(self.classes or [])), dtype=np.float64) if proba else None)
+        matrix = self._matrix_of(columns, rows)
+        plan = self._plan()
+        if proba and plan is not None and plan.joint:
+            predictions, probs = _joint_hgb(self.estimator, matrix)
+            return Scores(columns, predictions, probs)
+        predictions = np.asarray(self.estimator.predict(matrix))
+        return Scores(columns, predictions, np.asarray(self.estimator.predict_proba(matrix)) if proba else None)
+
+    def _check_mapping(self, frame: Any) -> None:
+        if not isinstance(frame, Mapping):
+            raise ValidationError(f"model {self.name!r} predicts on a pandas DataFrame, got {type(frame).__name__}")
 
     def __repr__(self) -> str:
         return (
@@ -232,3 +334,249 @@ class ModelPackage:
 
 def _as_str(value: Any) -> Any:
     return value if value is None else str(value)
+
+
+# -- the fast path -------------------------------------------------------------------------------------------
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What :meth:`ModelPackage.score` gives.
+
+    Attributes:
+        prepared: each input column as prepared for the model (float64, or object for strings), by name.
+        predictions: one per row.
+        probabilities: one row of class probabilities per input row (``None`` when not asked or not a
+            classifier).
+    """
+
+    prepared: dict[str, np.ndarray]
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+
+
+class _Numeric:
+    """Numeric columns: imputed with the fitted statistics, then (optionally) standardized."""
+
+    def __init__(self, columns: list[str], fill: np.ndarray, mean: np.ndarray | None, scale: np.ndarray | None):
+        self.columns = columns
+        self.fill = fill
+        self.mean = mean
+        self.scale = scale
+        self.width = len(columns)
+
+    def write(self, columns: Mapping[str, np.ndarray], out: np.ndarray, at: int) -> None:
+        block = out[:, at : at + self.width]
+        for j, name in enumerate(self.columns):
+            block[:, j] = columns[name]
+        missing = np.isnan(block)
+        if missing.any():
+            np.copyto(block, np.broadcast_to(self.fill, block.shape), where=missing)
+        if self.mean is not None:  # as StandardScaler.transform: X -= mean_; X /= scale_
+            block -= self.mean
+        if self.scale is not None:
+            block /= self.scale
+
+
+class _Categorical:
+    """String columns: missing values filled with the fitted constant, then ordinal or one-hot codes."""
+
+    def __init__(
+        self, columns: list[str], fill: list[Any], codes: list[dict[Any, int]], onehot: bool, unknown: float
+    ) -> None:
+        self.columns = columns
+        self.fill = fill
+        self.codes = codes
+        self.onehot = onehot
+        self.unknown = unknown
+        self.widths = [len(c) if onehot else 1 for c in codes]
+        self.width = sum(self.widths)
+
+    def write(self, columns: Mapping[str, np.ndarray], out: np.ndarray, at: int) -> None:
+        for j, name in enumerate(self.columns):
+            fill, codes = self.fill[j], self.codes[j]
+            # missing as SimpleImputer sees it in an object column: a value unequal to itself (NaN)
+            found = [codes.get(fill if v != v else v, -1) for v in columns[name].tolist()]
+            if self.onehot:
+                block = out[:, at : at + self.widths[j]]
+                block[:] = 0.0
+                index = np.asarray(found, dtype=np.int64)
+                known = index >= 0
+                block[np.flatnonzero(known), index[known]] = 1.0
+            else:
+                index = np.asarray(found, dtype=np.float64)
+                if self.unknown != -1:
+                    index[index == -1] = self.unknown
+                out[:, at] = index
+            at += self.widths[j]
+
+
+class _Plan:
+    """The fitted automatic preprocessing replayed on numpy arrays, without pandas or per-call validation.
+
+    Built only from the building blocks of :func:`keel.training._preprocessing.auto_preprocessor` (a
+    ``ColumnTransformer`` of ``SimpleImputer``, ``StandardScaler``, ``OrdinalEncoder``, ``OneHotEncoder``
+    pipelines), and kept only when it reproduces the preprocessor's own output bit for bit on a probe of the
+    schema (every category, an unseen one, missing values, the training range and beyond). ``joint``: the
+    estimator is a histogram gradient boosting classifier whose predictions and probabilities come from one
+    walk of its trees, checked on the same probe.
+    """
+
+    def __init__(self, parts: list[_Numeric | _Categorical]) -> None:
+        self.parts = parts
+        self.width = sum(p.width for p in parts)
+        self.joint = False
+
+    def matrix(self, columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
+        out = np.empty((rows, self.width), dtype=np.float64)
+        at = 0
+        for part in self.parts:
+            part.write(columns, out, at)
+            at += part.width
+        return out
+
+    @classmethod
+    def build(cls, package: ModelPackage) -> _Plan | None:
+        try:
+            plan = cls._compile(package.preprocessor)
+            if plan is None:
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if not plan._reproduces(package):
+                    log.debug("model %r: the replayed preprocessing differs; using the preprocessor", package.name)
+                    return None
+        except Exception:  # anything unexpected: the preprocessor itself is always right
+            log.debug("model %r: no fast preprocessing path", package.name, exc_info=True)
+            return None
+        return plan
+
+    @classmethod
+    def _compile(cls, pre: Any) -> _Plan | None:
+        if pre is None:
+            return None
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
+        if type(pre) is not ColumnTransformer or getattr(pre, "sparse_output_", True):
+            return None
+        parts: list[_Numeric | _Categorical] = []
+        for _name, transformer, cols in pre.transformers_:
+            if isinstance(transformer, str) and transformer == "drop":
+                continue
+            if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+                return None
+            if not cols:
+                continue
+            steps = [s for _, s in transformer.steps] if type(transformer) is Pipeline else [transformer]
+            part = _part(cols, steps)
+            if part is None:
+                return None
+            parts.append(part)
+        return cls(parts) if parts else None
+
+    def _reproduces(self, package: ModelPackage) -> bool:
+        import pandas as pd
+
+        columns = _probe(package.schema)
+        rows = len(next(iter(columns.values())))
+        expected = package.preprocessor.transform(pd.DataFrame(columns))
+        got = self.matrix(columns, rows)
+        if not isinstance(expected, np.ndarray) or expected.dtype != np.float64 or expected.shape != got.shape:
+            return False
+        if not expected.flags.c_contiguous or not np.array_equal(expected.view(np.int64), got.view(np.int64)):
+            return False
+        estimator = package.estimator
+        if _is_hgb_classifier(estimator):
+            predictions, probabilities = _joint_hgb(estimator, got)
+            self.joint = bool(
+                np.array_equal(predictions, np.asarray(estimator.predict(expected)))
+                and np.array_equal(probabilities, np.asarray(estimator.predict_proba(expected)))
+            )
+        return True
+
+
+def _part(cols: list[str], steps: list[Any]) -> _Numeric | _Categorical | None:
+    """The replay of one ``ColumnTransformer`` part, or ``None`` when a step is not one it knows."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    if not steps or type(steps[0]) is not SimpleImputer:
+        return None
+    imputer = steps[0]
+    missing = imputer.missing_values
+    if imputer.add_indicator or not (isinstance(missing, float) and missing != missing):
+        return None
+    stats = np.asarray(imputer.statistics_)
+    if len(stats) != len(cols):
+        return None
+    rest = steps[1:]
+    if stats.dtype.kind == "f":
+        if np.isnan(stats).any() or any(type(s) is not StandardScaler for s in rest) or len(rest) > 1:
+            return None
+        mean = scale = None
+        if rest:
+            scaler = rest[0]
+            mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else None
+            scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else None
+        return _Numeric(cols, stats.astype(np.float64), mean, scale)
+    if len(rest) != 1:
+        return None
+    encoder = rest[0]
+    if getattr(encoder, "_infrequent_enabled", False) or np.dtype(encoder.dtype) != np.float64:
+        return None
+    categories = [list(c) for c in encoder.categories_]
+    if len(categories) != len(cols) or not all(isinstance(v, str) for c in categories for v in c):
+        return None
+    codes = [{v: i for i, v in enumerate(c)} for c in categories]
+    if type(encoder) is OrdinalEncoder:
+        if encoder.handle_unknown != "use_encoded_value":
+            return None
+        unknown = float(encoder.unknown_value)
+        return _Categorical(cols, list(stats), codes, onehot=False, unknown=unknown)
+    if type(encoder) is OneHotEncoder:
+        if encoder.handle_unknown != "ignore" or encoder.drop_idx_ is not None or encoder.sparse_output:
+            return None
+        return _Categorical(cols, list(stats), codes, onehot=True, unknown=-1.0)
+    return None
+
+
+def _probe(schema: InputSchema) -> dict[str, np.ndarray]:
+    """Prepared columns that visit every category, an unseen one, missing values and the training range."""
+    rows = 12
+    columns: dict[str, np.ndarray] = {}
+    for f in schema.features:
+        if f.dtype == "string":
+            cats = list(f.categories or ("a",))
+            values: list[Any] = [*cats[: rows - 3], "\x00keel-unseen", np.nan, ""]
+            values += [cats[i % len(cats)] for i in range(rows - len(values))]
+            columns[f.name] = np.array(values[:rows], dtype=object)
+        else:
+            lo = f.min if f.min is not None else 0.0
+            hi = f.max if f.max is not None else 1.0
+            numbers = [np.nan, lo, hi, (lo + hi) / 2, lo - 1.5, hi * 2 + 1, 0.0, -0.0, np.nan, 1e9, -1e9, 0.25]
+            columns[f.name] = np.array(numbers[:rows], dtype=np.float64)
+    return columns
+
+
+def _is_hgb_classifier(estimator: Any) -> bool:
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        return False
+    return (
+        type(estimator) is HistGradientBoostingClassifier
+        and hasattr(estimator, "_raw_predict")
+        and hasattr(estimator, "_loss")
+    )
+
+
+def _joint_hgb(estimator: Any, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(predict(X), predict_proba(X))`` of a ``HistGradientBoostingClassifier`` from one walk of its trees,
+    computed as its own ``predict`` and ``predict_proba`` compute them (checked against them when the plan is
+    built)."""
+    raw = estimator._raw_predict(matrix)
+    # np.argmax([0.5, 0.5]) is 0, not 1: "> 0", as scikit-learn's predict
+    encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
+    return np.asarray(estimator.classes_[encoded]), np.asarray(estimator._loss.predict_proba(raw))
