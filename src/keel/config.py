@@ -10,6 +10,10 @@ Every key is optional; the embedded defaults keep everything under ``.keel/`` in
     online: sqlite:///.keel/online.db       # redis://localhost:6379/0
     cache: memory                           # redis://localhost:6379/1 | none
     engine: local                           # spark
+    prediction_log:                         # what the prediction service logs to <offline>/_prediction_log/
+      enabled: true
+      max_bytes: 67108864                   # a log file is closed (made visible) past this size...
+      max_seconds: 60                       # ...or this long after it was opened
 
 An environment variable ``KEEL_<KEY>`` overrides a top-level key (``KEEL_CATALOG=postgresql+psycopg://…``);
 ``KEEL_SPARK__MASTER`` reaches into a nested one.
@@ -52,6 +56,23 @@ class SparkConfig(BaseModel):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class PredictionLogConfig(BaseModel):
+    """Settings of the prediction log: every prediction the service makes, appended to Parquet files under
+    ``<offline>/_prediction_log/`` (see :mod:`keel.serving._prediction_log`).
+
+    Attributes:
+        enabled: log predictions (``KEEL_PREDICTION_LOG__ENABLED=false`` turns it off).
+        max_bytes: a file is closed, and becomes visible to readers, once it holds this many bytes...
+        max_seconds: ...or this many seconds after it was opened, whichever comes first.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_seconds: float = Field(default=60.0, gt=0)
+
+
 class KeelConfig(BaseModel):
     """The resolved configuration of a project.
 
@@ -66,6 +87,7 @@ class KeelConfig(BaseModel):
         modules: the project's Python files to scan for definitions (default: every ``*.py`` under the root,
             skipping hidden, virtual-environment, test and data folders).
         partition_rows: ingested versions larger than this are partitioned by month of event time.
+        prediction_log: the prediction service's log of every prediction (on by default).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +103,7 @@ class KeelConfig(BaseModel):
     modules: list[str] | None = None
     partition_rows: int = Field(default=1_000_000, gt=0)
     mlflow_uri: str | None = None
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
     def resolved(self, root: Path) -> KeelConfig:
         """A copy whose relative paths (and ``sqlite:///relative``) are made absolute under ``root``."""
@@ -135,7 +158,8 @@ def _describe(err: Any) -> str:
     """One pydantic error as ``where: what``, naming unknown settings and the valid ones."""
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        model: type[BaseModel] = SparkConfig if len(err["loc"]) > 1 and err["loc"][0] == "spark" else KeelConfig
+        nested: dict[object, type[BaseModel]] = {"spark": SparkConfig, "prediction_log": PredictionLogConfig}
+        model = nested.get(err["loc"][0], KeelConfig) if len(err["loc"]) > 1 else KeelConfig
         return f"unknown setting {loc!r}; valid settings are: {', '.join(model.model_fields)}"
     return f"{loc}: {err['msg']}"
 

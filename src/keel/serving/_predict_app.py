@@ -6,9 +6,13 @@ computed from the record's request fields), raw feature values, or both: an expl
 included, overrides the looked-up one. Every value is checked against the model's input schema before the
 model sees it, so bad input is a 4xx naming the field and the record, never a 500.
 
-Answers are cached in an in-process LRU keyed by the SHA-256 of the model's name and version and the
+Answers are cached (the project's ``cache`` setting: an in-process LRU, none, or Redis shared by every
+process, see :mod:`keel.serving._cache`) keyed by the SHA-256 of the model's name and version and the
 resolved input rows (the canonical JSON of each record's feature values, after the online lookup): a
 promotion, or a feature value pushed since, never serves a stale answer, and the online read stays cheap.
+
+Every prediction is appended, off the response path, to the prediction log in the offline store (the
+project's ``prediction_log`` setting; layout in :mod:`keel.serving._prediction_log`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,7 +43,9 @@ from keel.models._package import MAX_CATEGORIES
 from keel.models._registry import parse_model_ref
 from keel.serving._app import DirectRoute, create_service_app
 from keel.serving._body import check_fields, json_type, read_json_object
-from keel.serving._http import RequestTooLargeError, json_bytes, status_of
+from keel.serving._cache import DEFAULT_CACHE_TTL_SECONDS, PredictionCache, open_cache
+from keel.serving._http import RequestTooLargeError, json_bytes, request_id_of, status_of
+from keel.serving._prediction_log import LogLayout, PredictionLog, build_layout, log_root
 from keel.serving._schemas import ErrorResponse
 
 if TYPE_CHECKING:
@@ -182,10 +187,14 @@ def _inputs(package: ModelPackage) -> tuple[tuple[_Input, ...], bool]:
     return tuple(inputs), full
 
 
-def load_model(project: Project, ref: str) -> LoadedModel:
-    """Load the version ``ref`` names now (the catalog is read once: the version and its package agree)."""
+def load_model(project: Project, ref: str, *, allow_pickle: bool = False) -> LoadedModel:
+    """Load the version ``ref`` names now (the catalog is read once: the version and its package agree).
+
+    Raises:
+        ValidationError: the package is pickle-based (joblib) and ``allow_pickle`` is False.
+    """
     record = project.models.get(ref)
-    package = project.models.load(f"{record.name}:{record.version}")
+    package = project.models.load(f"{record.name}:{record.version}", allow_pickle=allow_pickle)
     inputs, full = _inputs(package)
     return LoadedModel(
         name=record.name,
@@ -199,37 +208,7 @@ def load_model(project: Project, ref: str) -> LoadedModel:
     )
 
 
-# -- the cache -----------------------------------------------------------------------------------------------
-class PredictionCache:
-    """A thread-safe LRU of answers by key; ``size`` 0 disables it."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        if self.size <= 0:
-            return None
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: Any) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
+# -- the cache key -------------------------------------------------------------------------------------------
 def _canonical(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -467,6 +446,29 @@ class _Metrics:
         self.reloads = Counter(
             "keel_model_reloads", "Models swapped to a new version by hot reload.", ("model",), registry=registry
         )
+        self.cache_errors = Counter(
+            "keel_prediction_cache_errors",
+            "Prediction cache failures (Redis unreachable...), by operation; the request is scored without it.",
+            ("operation",),
+            registry=registry,
+        )
+        self.log_rows = Counter(
+            "keel_prediction_log_rows", "Prediction rows written to the prediction log.", registry=registry
+        )
+        self.log_dropped = Counter(
+            "keel_prediction_log_dropped_rows",
+            "Prediction rows not logged (queue full, or a write failed).",
+            registry=registry,
+        )
+
+
+def _cache_failed(metrics: _Metrics, cache: Any, operation: str, exc: BaseException) -> None:
+    """Count a cache failure and warn (once per back-off period: the cache is not tried again meanwhile)."""
+    from keel.serving._logging import service_log
+
+    metrics.cache_errors.labels(operation).inc()
+    where = getattr(cache, "uri", "the prediction cache")
+    service_log.warning("prediction cache %s: %s failed (%s); scoring without the cache", where, operation, exc)
 
 
 def _check_records(body: dict[str, Any], max_records: int) -> list[dict[str, Any]]:
@@ -498,6 +500,9 @@ def create_prediction_app(
     reload_seconds: float | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     close_project: bool = False,
+    cache_ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS,
+    allow_pickle: bool = False,
+    prediction_log: bool | None = None,
 ) -> FastAPI:
     """The prediction service of ``models`` (``["churn@champion", "fraud:3"]``), served by name.
 
@@ -510,10 +515,14 @@ def create_prediction_app(
             same model name are refused.
         api_token: the bearer token requests need; ``None`` reads ``KEEL_API_TOKEN`` (unset: no token).
         max_records: larger batches are refused with 413.
-        cache_size: answers kept in the in-process LRU (0: no cache).
+        cache_size: answers kept in the in-process LRU (0: no cache) when the project's ``cache`` is ``memory``.
         reload_seconds: poll each alias this often and swap to the version it names (``None``: never).
         max_body_bytes: larger request bodies are refused with 413.
         close_project: close the project when the app shuts down (when the app owns it).
+        cache_ttl_seconds: how long a Redis cache keeps an answer.
+        allow_pickle: load pickle-based (joblib) packages; without it they are refused at startup.
+        prediction_log: log every prediction (``None``: the project's ``prediction_log.enabled``). The log is
+            written by a background thread and flushed when the app shuts down (or the process exits).
 
     Example:
         >>> app = create_prediction_app(keel.Project.open("."), ["churn@champion"])  # doctest: +SKIP
@@ -528,9 +537,50 @@ def create_prediction_app(
                 f"model {name!r} is given twice ({loaded[name].ref!r} and {ref!r}); each name is served once",
                 field="model",
             )
-        loaded[name] = load_model(project, ref)
+        loaded[name] = load_model(project, ref, allow_pickle=allow_pickle)
     project.online  # noqa: B018  opens the catalog and the store now, before requests race to do it
-    cache = PredictionCache(cache_size)
+    cache = open_cache(
+        project.config.cache,
+        project_name=project.config.name,
+        size=cache_size,
+        ttl_seconds=cache_ttl_seconds,
+        on_error=lambda operation, exc: _cache_failed(metrics, cache, operation, exc),
+    )
+    log_settings = project.config.prediction_log
+    log = None
+    if log_settings.enabled if prediction_log is None else prediction_log:
+        log = PredictionLog(
+            log_root(project.config.offline),
+            max_bytes=log_settings.max_bytes,
+            max_seconds=log_settings.max_seconds,
+            on_written=lambda rows: metrics.log_rows.inc(rows),
+            on_dropped=lambda rows: metrics.log_dropped.inc(rows),
+        )
+    layouts: dict[tuple[str, int, str], LogLayout] = {}
+
+    def layout_of(model: LoadedModel) -> LogLayout:
+        """The log columns of ``model`` (computed once per version: it reads the catalog)."""
+        key = (model.name, model.version, model.digest)
+        layout = layouts.get(key)
+        if layout is None:
+            layout = layouts[key] = build_layout(project, model.name, model.version, model.package)
+        return layout
+
+    def log_request(
+        model: LoadedModel,
+        request_id: str | None,
+        records: list[dict[str, Any]],
+        resolved: _Resolved,
+        answer: dict[str, Any],
+    ) -> None:
+        """Queue the request's rows for the prediction log (the writer thread converts and writes them)."""
+        if log is not None:
+            at = datetime.now(UTC)
+            log.append(layout_of(model), request_id or "", at, records, resolved.columns, answer)
+
+    if log is not None:
+        for model in loaded.values():
+            layout_of(model)
     lock = threading.Lock()  # serializes reloads; reads take the current dict without locking
 
     def reload_once() -> list[str]:
@@ -542,7 +592,10 @@ def create_prediction_app(
                     continue  # pinned to a version: nothing to follow
                 record = project.models.get(current.ref)
                 if record.version != current.version:
-                    loaded[name] = load_model(project, current.ref)  # one assignment: atomic for readers
+                    new = load_model(project, current.ref, allow_pickle=allow_pickle)
+                    if log is not None:
+                        layout_of(new)  # the catalog read of its log columns, before it serves
+                    loaded[name] = new  # one assignment: atomic for readers
                     swapped.append(name)
         return swapped
 
@@ -567,6 +620,9 @@ def create_prediction_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if log is not None:
+                await run_in_threadpool(log.close)  # every queued row written, every file published
+            cache.close()
             if close_project:
                 project.close()
 
@@ -581,10 +637,11 @@ def create_prediction_app(
     app.state.project = project
     app.state.models = loaded
     app.state.cache = cache
+    app.state.prediction_log = log
     app.state.reload = reload_once
     metrics = _Metrics(app)
 
-    def score(model: LoadedModel, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def score(model: LoadedModel, records: list[dict[str, Any]], request_id: str | None = None) -> dict[str, Any]:
         import pandas as pd
 
         resolved = _resolve(project, model, records)
@@ -593,7 +650,9 @@ def create_prediction_app(
         hit = cache.get(key)
         if hit is not None:
             metrics.cache.labels("hit").inc()
-            return dict(hit)
+            cached = dict(hit)
+            log_request(model, request_id, records, resolved, cached)
+            return cached
         metrics.cache.labels("miss").inc()
         frame = pd.DataFrame({f.name: _column(resolved.columns[f.name], f.dtype) for f in schemas})
         package = model.package
@@ -614,6 +673,7 @@ def create_prediction_app(
             metrics.predictions.labels(model.name, str(model.version), "").inc(len(records))
         answer["warnings"] = _warnings(model, resolved, prepared)
         cache.put(key, answer)
+        log_request(model, request_id, records, resolved, answer)
         return answer
 
     async def predict(request: Request) -> Response:
@@ -629,7 +689,7 @@ def create_prediction_app(
                 raise NotFoundError(f"no model {name!r} is served here; served: {served}")
             body = await read_json_object(request, max_bytes=max_body_bytes)
             records = _check_records(body, max_records)
-            answer = await run_in_threadpool(score, model, records)
+            answer = await run_in_threadpool(score, model, records, request_id_of(request))
             return Response(json_bytes(answer), media_type="application/json")
         except KeelError as exc:
             status = status_of(exc)
