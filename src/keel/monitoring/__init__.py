@@ -5,6 +5,7 @@ catalog, the prediction log and the ``keel monitor`` command build on them.
 """
 
 from keel.monitoring._drift import DriftConfig, DriftResult, FeatureDrift, detect_drift
+from keel.monitoring._html import render_html
 from keel.monitoring._performance import MetricEstimate, WindowMetrics, overall, performance_over_time
 from keel.monitoring._profile import ColumnProfile, ReferenceProfile, build_profile
 from keel.monitoring._quality import ColumnQuality, KindChange, QualityResult, check_quality
@@ -25,4 +26,5 @@ __all__ = [
     "detect_drift",
     "overall",
     "performance_over_time",
+    "render_html",
 ]
