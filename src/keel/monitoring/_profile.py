@@ -64,9 +64,9 @@ MAX_CATEGORIES = 1000
 OTHER = "__other__"
 """Bucket of the categories beyond the :data:`MAX_CATEGORIES` most frequent ones."""
 
-# Columns are sorted in blocks of at most this many values (128 MiB of float64): one vectorised sort per block,
+# Columns are sorted in blocks of at most this many values (64 MiB of float64): one vectorised sort per block,
 # bounded memory whatever the number of columns.
-BLOCK_VALUES = 1 << 24
+BLOCK_VALUES = 1 << 23
 
 
 @dataclass(frozen=True, eq=False)
