@@ -408,7 +408,7 @@ def build_profile(
 
     Returns:
         The profile; computing it sorts each numeric column once (in column blocks) and counts each categorical
-        column once (about a second per 10 million values on one core).
+        column once (1–2 s for 1,000,000 rows x 50 columns on one core).
 
     Raises:
         ValidationError: ``frame`` is not a DataFrame, has no rows, a column name is not a string, a kind is
