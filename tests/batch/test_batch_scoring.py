@@ -355,3 +355,25 @@ def test_keel_predict_scores_a_file_and_fails_on_a_failed_chunk(
     assert no_proba.exit_code == 1 and "chunk 0 (rows 0-99)" in no_proba.output
     assert list(pd.read_parquet(tmp_path / "p.parquet").columns) == [ROW_COLUMN, "prediction"]
     assert runner.invoke(app, ["predict", "--help"]).exit_code == 0
+
+
+def test_float_columns_read_straight_from_arrow_score_like_the_frame(
+    package: ModelPackage, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    from keel.batch._io import from_ipc, to_ipc
+
+    frame = rows.reset_index(drop=True).copy()
+    floats = [c for c in package.feature_names if frame[c].dtype == np.float64]
+    assert floats  # the direct path is exercised
+    frame.loc[::7, floats[0]] = np.nan  # nulls in Arrow, NaN in numpy
+    data = to_ipc(pa.Table.from_pandas(frame, preserve_index=False))
+    scorer = batch_worker.Scorer(package, str(tmp_path / "parts"), None, probabilities=True)
+    direct = scorer._columns(data)
+    assert isinstance(direct, dict) and set(floats) <= set(direct)
+    via_numpy = scorer.predict(direct, 10)
+    via_frame = scorer.predict(from_ipc(data).to_pandas(), 10)
+    assert via_numpy.equals(via_frame)
+    assert via_numpy.column(ROW_COLUMN).to_pylist() == list(range(10, 10 + len(frame)))
+    np.testing.assert_array_equal(via_numpy.column("prediction").to_numpy(), package.predict(frame))

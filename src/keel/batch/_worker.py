@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 PROBA_PREFIX = "proba_"
 #: The id column of the output when no id column is given: the input's row number (from 0).
 ROW_COLUMN = "row_number"
+#: Where a chunk given as a mapping of columns carries its row count.
+_ROWS = "\x00rows"
 
 
 @dataclass(frozen=True)
@@ -84,29 +86,52 @@ class Scorer:
     def score(self, index: int, start: int, data: bytes | pd.DataFrame) -> ChunkOutcome:
         """Score chunk ``index`` (input rows from ``start``) and write its part; errors come back as text."""
         try:
-            frame = data if not isinstance(data, bytes) else _frame(data)
+            frame = data if not isinstance(data, bytes) else self._columns(data)
             table = self.predict(frame, start)
             name = f"part-{index:06d}.parquet"
             from keel.batch._io import write_parquet_atomic
 
             write_parquet_atomic(self.fs, f"{self.parts_path}/{name}", table)
-            return ChunkOutcome(index, len(frame), name)
+            return ChunkOutcome(index, table.num_rows, name)
         except Exception as exc:  # reported with the chunk's row range; the run goes on
             return ChunkOutcome(index, 0, None, _describe(exc, start))
 
-    def predict(self, frame: pd.DataFrame, start: int) -> Any:
+    def _columns(self, data: bytes) -> pd.DataFrame | dict[str, Any]:
+        """A chunk's columns: float64 feature columns straight from Arrow as numpy arrays (nulls as NaN, as
+        pandas gives them), the others (and the id column) through pandas as before."""
+        import pyarrow as pa
+
+        from keel.batch._io import from_ipc
+
+        table = from_ipc(data)
+        numeric = {f.name for f in self.package.schema.features if f.dtype != "string"}
+        direct = [
+            c
+            for c in table.column_names
+            if c in numeric and c != self.id_column and pa.types.is_float64(table.schema.field(c).type)
+        ]
+        if not direct:
+            frame: pd.DataFrame = table.to_pandas()
+            return frame
+        rest = [c for c in table.column_names if c not in direct]
+        columns: dict[str, Any] = dict(table.select(rest).to_pandas().items()) if rest else {}
+        for c in direct:
+            columns[c] = table.column(c).to_numpy()  # float64; nulls -> NaN
+        columns[_ROWS] = table.num_rows
+        return columns
+
+    def predict(self, frame: pd.DataFrame | dict[str, Any], start: int) -> Any:
         """The output table of ``frame``: id, prediction and (for classifiers) one probability per class."""
         import pyarrow as pa
 
         package = self.package
-        n = len(frame)
-        if n:
-            matrix = package.transform(frame)  # the package's own preparation, as in ModelPackage.predict
-            prediction = np.asarray(package.estimator.predict(matrix))
-            proba = np.asarray(package.estimator.predict_proba(matrix)) if self.proba else None
-        else:
-            prediction = package.predict(frame)
-            proba = np.empty((0, len(package.classes or [])), dtype=np.float64) if self.proba else None
+        n = int(frame.pop(_ROWS)) if isinstance(frame, dict) else len(frame)
+        # the package's own preparation and prediction, as in ModelPackage.predict / predict_proba
+        scored = package.score(frame, probabilities=self.proba)
+        prediction = scored.predictions
+        proba = scored.probabilities
+        if self.proba and proba is None:  # pragma: no cover - self.proba implies a classifier with probabilities
+            proba = np.empty((0, len(package.classes or [])), dtype=np.float64)
         columns: dict[str, Any] = {}
         if self.id_column is None:
             columns[ROW_COLUMN] = pa.array(np.arange(start, start + n, dtype=np.int64))
