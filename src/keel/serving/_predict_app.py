@@ -49,8 +49,6 @@ from keel.serving._prediction_log import LogLayout, PredictionLog, build_layout,
 from keel.serving._schemas import ErrorResponse
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from keel.models._package import FeatureSchema, ModelPackage
     from keel.project import Project
 
@@ -280,11 +278,19 @@ def _check_value(value: Any, f: FeatureSchema, i: int) -> Any:
     return value
 
 
+#: Integers below this in magnitude are exact as float64.
+_EXACT = 2**53
+#: The Python type of an online value that reads back unchanged through ``to_frame`` (by the value's dtype).
+_PLAIN_TYPES: dict[str, type] = {"float64": float, "int64": int, "string": str, "bool": bool}
+
+
 def _column(values: list[Any], dtype: str) -> Any:
     """A typed column of ``values`` (``None`` missing), as retrieval types it."""
     import pandas as pd
 
     if dtype in _NUMERIC:
+        if all(v is None or type(v) is float or (type(v) is int and -_EXACT < v < _EXACT) for v in values):
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)  # as pandas gives them
         return pd.array(values, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
     if dtype == "bool":
         return pd.array(values, dtype="boolean")
@@ -343,14 +349,35 @@ def _resolve(project: Project, model: LoadedModel, records: list[dict[str, Any]]
             result = project.online_features(refs, [records[i] for i in rows], full_feature_names=model.full_names)
         except ValidationError as exc:
             raise _lookup_error(exc, rows, wanted) from None
-        frame = result.to_frame()
-        for name, inp in needed.items():
-            values = frame[inp.online_column].tolist() if inp.online_column in frame.columns else []
+        read = _looked_up(result, needed)
+        for name in needed:
+            values = read[name]
             column = columns[name]
             for position, i in enumerate(rows):
                 if any(w.schema.name == name for w in wanted[i]):
-                    column[i] = _plain(values[position]) if values else None
+                    column[i] = values[position] if values else None
     return _Resolved(columns, looked_up)
+
+
+def _looked_up(result: Any, needed: dict[str, _Input]) -> dict[str, list[Any]]:
+    """Each needed column's online values as plain Python values, as ``result.to_frame()`` types them.
+
+    Values already of their dtype's plain type (float, int, str, bool, or None) read back unchanged through the
+    frame (NaN as None), so the frame is built only for a column holding anything else.
+    """
+    out: dict[str, list[Any]] = {}
+    frame = None
+    for name, inp in needed.items():
+        column = inp.online_column
+        raw = result.values.get(column) if column is not None else None
+        kind = _PLAIN_TYPES.get(result.dtypes.get(column, ""))
+        if raw is not None and kind is not None and all(v is None or type(v) is kind for v in raw):
+            out[name] = [None if v is None or v != v else v for v in raw]  # v != v: NaN
+            continue
+        if frame is None:
+            frame = result.to_frame()
+        out[name] = [_plain(v) for v in frame[column].tolist()] if column in frame.columns else []
+    return out
 
 
 def _lookup_error(exc: ValidationError, rows: list[int], wanted: dict[int, list[_Input]]) -> ValidationError:
@@ -368,9 +395,9 @@ def _lookup_error(exc: ValidationError, rows: list[int], wanted: dict[int, list[
     )
 
 
-def _warnings(model: LoadedModel, resolved: _Resolved, prepared: pd.DataFrame) -> list[list[dict[str, Any]]]:
+def _warnings(model: LoadedModel, resolved: _Resolved, prepared: dict[str, np.ndarray]) -> list[list[dict[str, Any]]]:
     """Per record: missing values imputed, unknown categories, values outside the training range."""
-    count = len(prepared)
+    count = len(resolved.looked_up)
     out: list[list[dict[str, Any]]] = [[] for _ in range(count)]
     for inp in model.inputs:
         f = inp.schema
@@ -389,7 +416,7 @@ def _warnings(model: LoadedModel, resolved: _Resolved, prepared: pd.DataFrame) -
                         }
                     )
             continue
-        numbers = prepared[f.name].to_numpy() if f.name in prepared.columns else None
+        numbers = prepared.get(f.name)
         for i, value in enumerate(raw):
             if value is None:
                 out[i].append(_missing(f, resolved.looked_up[i]))
@@ -642,8 +669,6 @@ def create_prediction_app(
     metrics = _Metrics(app)
 
     def score(model: LoadedModel, records: list[dict[str, Any]], request_id: str | None = None) -> dict[str, Any]:
-        import pandas as pd
-
         resolved = _resolve(project, model, records)
         schemas = [inp.schema for inp in model.inputs]
         key = cache_key(model, [[resolved.columns[f.name][i] for f in schemas] for i in range(len(records))])
@@ -654,15 +679,15 @@ def create_prediction_app(
             log_request(model, request_id, records, resolved, cached)
             return cached
         metrics.cache.labels("miss").inc()
-        frame = pd.DataFrame({f.name: _column(resolved.columns[f.name], f.dtype) for f in schemas})
         package = model.package
-        prepared = package.prepare(frame)
+        # one preparation for the predictions, the probabilities and the warnings (the package's own)
+        scored = package.score({f.name: _column(resolved.columns[f.name], f.dtype) for f in schemas})
+        prepared = scored.prepared
         answer: dict[str, Any] = {"model": model.name, "version": model.version}
-        predictions = package.predict(frame)
-        answer["predictions"] = predictions.tolist()
-        if package.task == "classification" and hasattr(package.estimator, "predict_proba"):
+        answer["predictions"] = scored.predictions.tolist()
+        if scored.probabilities is not None:
             classes = [str(c) for c in package.classes or []]
-            probabilities = package.predict_proba(frame)
+            probabilities = scored.probabilities
             answer["probabilities"] = [dict(zip(classes, row, strict=True)) for row in probabilities.tolist()]
             counted: dict[str, int] = {}
             for p in answer["predictions"]:
