@@ -2,8 +2,9 @@
 
 The demo is a sequence of small steps, each printing its part of the summary and returning its figures: the
 feature steps (generate, apply, ingest, a training set), then the model steps (train, register, lineage,
-predict). Later capabilities (serving, monitoring) add steps after the prediction. Steps hand each other
-nothing but the project and names the catalog knows (a run id, ``churn@champion``), as a user's scripts would.
+predict), then inference (online features, the prediction service over HTTP with its prediction log, batch
+scoring). Later capabilities (monitoring) add steps after those. Steps hand each other nothing but the project
+and names the catalog knows (a run id, ``churn@champion``), as a user's scripts would.
 """
 
 from __future__ import annotations
@@ -641,6 +642,250 @@ def step_online(project: Project, *, console: Console) -> dict[str, Any]:
     }
 
 
+# -- serving steps -------------------------------------------------------------------------------------------
+#: Single-customer requests the serve step times (each another customer: none is answered from the cache).
+_TIMED_REQUESTS = 20
+#: Customers the serve step sends by key: the online step pushed fresh activity for the first three.
+_BY_KEY = _PUSHED + 1
+
+
+def _one_native_thread() -> Any:
+    """One native (OpenMP/BLAS) thread while scoring: small batches of tree ensembles are quicker so, and a
+    busy machine does not stall the thread pool (the trainer does the same)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+    """POST ``body`` as JSON to ``url`` (no proxy): the status, the JSON answer and the milliseconds it took."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(
+        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    started = time.perf_counter()
+    try:
+        with opener.open(request, timeout=30) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    return status, orjson.loads(payload), (time.perf_counter() - started) * 1000
+
+
+def _json_value(value: object) -> object:
+    """A feature value read online, as a JSON request would send it."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def step_serve(project: Project, *, console: Console) -> dict[str, Any]:
+    """Serve the champion over HTTP on a free local port: requests by entity key, by raw values and both, their
+    warnings and latency; then the prediction log the service wrote, read back."""
+    import numpy as np
+    import pandas as pd
+
+    from keel.cli._serve import background_server
+    from keel.serving import create_prediction_app, read_prediction_log
+
+    ref = f"{DEMO_SPEC}@{CHAMPION}"
+    console.rule(f"[bold]10. Serve[/] {ref} over HTTP, and log every prediction")
+    started = time.perf_counter()
+    app = create_prediction_app(project, [ref])
+    model = app.state.models[DEMO_SPEC]
+    package = model.package
+    # The customers the online step pushed fresh activity for (the first ones), and the next, whose expired.
+    activity = pd.read_parquet(project.root / "data" / "activity.parquet", columns=["customer_id"])
+    customers = sorted(int(c) for c in activity["customer_id"].unique())
+    keyed = customers[:_BY_KEY]
+    refs = [r.split("@")[0] + ":" + r.split(":", 1)[1] for r in package.feature_refs]
+    online = project.online_features(refs, [{"customer_id": c} for c in keyed]).to_frame()
+    # Raw values: the first customer's, with a plan never seen in training, an absurd spend and a null.
+    raw = {name: _json_value(online.at[0, name]) for name in package.feature_names if name in online.columns}
+    raw.update({"plan": "platinum", "spend_30d": 1_000_000.0, "sessions_7d": None})
+    override = {"customer_id": keyed[0], "support_tickets_30d": 5, "sessions_7d": 0}
+    timed = customers[_BY_KEY : _BY_KEY + _TIMED_REQUESTS]
+
+    with _one_native_thread(), background_server(app) as url:
+        predict_url = f"{url}/v1/models/{DEMO_SPEC}/predict"
+        status, by_key, first_ms = _post(predict_url, {"records": [{"customer_id": c} for c in keyed]})
+        statuses = [status]
+        status, mixed, _ = _post(predict_url, {"records": [raw, override]})
+        statuses.append(status)
+        latencies = []
+        for customer in timed:
+            status, _, ms = _post(predict_url, {"records": [{"customer_id": customer}]})
+            statuses.append(status)
+            latencies.append(ms)
+        status, again, cached_ms = _post(predict_url, {"records": [{"customer_id": c} for c in keyed]})
+        statuses.append(status)
+        status, bad, _ = _post(predict_url, {"records": [{"customer_id": keyed[0], "spend_30d": "a lot"}]})
+    served_seconds = time.perf_counter() - started  # the server is shut down: the log is written out
+
+    classes = [str(c) for c in package.classes or [0, 1]]
+    positive = classes[-1]
+    expected = package.predict_proba(online)[:, -1]
+    served = np.array([p[positive] for p in by_key["probabilities"]])
+    identical = bool((served == expected).all()) and again == by_key
+    table = Table("record", "sent", "P(churn)", "warnings", title="answers of POST /v1/models/churn/predict")
+    table.title_justify = "left"
+    rows: list[tuple[str, str, dict[str, Any], list[dict[str, Any]]]] = [
+        (f"customer {c}", "entity key: features looked up online", p, w)
+        for c, p, w in zip(keyed, by_key["probabilities"], by_key["warnings"], strict=True)
+    ]
+    rows.append(("raw values", "every feature in the request", mixed["probabilities"][0], mixed["warnings"][0]))
+    rows.append(
+        (
+            f"customer {keyed[0]}",
+            "key + 5 tickets, 0 sessions",
+            mixed["probabilities"][1],
+            mixed["warnings"][1],
+        )
+    )
+    for label, sent, proba, warnings in rows:
+        shown = "; ".join(w["message"] for w in warnings[:2]) + (
+            f" (+{len(warnings) - 2})" if len(warnings) > 2 else ""
+        )
+        table.add_row(label, sent, f"{proba[positive]:.0%}", shown or "—")
+    console.print(table)
+    error = bad.get("error", {})
+    console.print(f"A bad value is refused with {status}: {error.get('message')}")
+    p50 = float(np.median(latencies)) if latencies else 0.0
+    console.print(
+        f"Served at {url}: first request {first_ms:.1f} ms; {len(latencies)} one-customer requests p50 {p50:.1f} ms "
+        f"(max {max(latencies, default=0.0):.1f} ms), each with an online lookup; the repeated request "
+        f"{cached_ms:.1f} ms from the cache. "
+        + (
+            "The served probabilities are the package's own on the same online rows."
+            if identical
+            else "[red]The served probabilities differ from the package's.[/]"
+        )
+    )
+
+    log = read_prediction_log(project, DEMO_SPEC, version=model.version)
+    files = len(list((Path(project.config.offline) / "_prediction_log" / f"model={DEMO_SPEC}").rglob("part-*.parquet")))
+    shown_columns = ["request_id", "record", "key.customer_id", "feature.plan", "feature.spend_30d", "prediction"]
+    shown_columns += [c for c in log.columns if c == f"proba.{positive}"]
+    head = Table(
+        *shown_columns,
+        title=f"the prediction log: {len(log):,} rows in {files} file(s) under .keel/offline/_prediction_log/",
+    )
+    head.title_justify = "left"
+    for _, row in log.head(_FIRST_ROWS + 2).iterrows():
+        cells = [str(row[c])[:8] if c == "request_id" else _cell(row[c]) for c in shown_columns]
+        head.add_row(*cells)
+    console.print(head)
+    console.print(
+        f"One row per scored record ({len(log.columns)} columns: keys, the features scored before imputation, "
+        "the prediction and its probabilities), written by a background thread; read it with "
+        "keel.serving.read_prediction_log."
+    )
+    return {
+        "url": url,
+        "statuses": statuses,
+        "bad_status": status,
+        "bad_field": error.get("field"),
+        "by_key": [
+            {"customer_id": c, "p_churn": float(p[positive]), "warnings": sorted({w["type"] for w in w_})}
+            for c, p, w_ in zip(keyed, by_key["probabilities"], by_key["warnings"], strict=True)
+        ],
+        "raw_warnings": sorted({w["type"] for w in mixed["warnings"][0]}),
+        "override_p_churn": float(mixed["probabilities"][1][positive]),
+        "served_equals_package": identical,
+        "latency_ms": {"first": first_ms, "p50": p50, "max": max(latencies, default=0.0), "cached": cached_ms},
+        "records": _BY_KEY * 2 + 2 + len(timed),
+        "log": {
+            "rows": len(log),
+            "files": files,
+            "columns": list(log.columns),
+            "requests": int(log["request_id"].nunique()) if len(log) else 0,
+            "keys": [None if k is None or k != k else int(k) for k in log["key.customer_id"].head(_BY_KEY)]
+            if "key.customer_id" in log.columns
+            else [],
+        },
+        "seconds": served_seconds,
+    }
+
+
+def step_batch(project: Project, *, console: Console) -> dict[str, Any]:
+    """Batch-score every label row: entity keys and as-of times, features joined point in time offline."""
+    import numpy as np
+    import pandas as pd
+
+    ref = f"{DEMO_SPEC}@{CHAMPION}"
+    console.rule(f"[bold]11. Batch-score[/] with {ref}: entity keys and as-of times, features from the offline store")
+    labels = _labels(project)
+    entities = labels[["customer_id", "event_timestamp"]]
+    source = project.root / "data" / "to_score.parquet"
+    output = project.root / "data" / "scores.parquet"
+    entities.to_parquet(source, index=False)
+    with _one_native_thread():
+        result = project.predict_batch(
+            ref, source, output, features="offline", timestamp="event_timestamp", resume=False
+        )
+    scores = pd.read_parquet(output)
+    rate = result.rows / result.seconds if result.seconds > 0 else 0.0
+    package = project.models.load(ref)
+    positive = str((package.classes or [0, 1])[-1])
+    proba_column = f"proba_{positive}"
+    # The same rows scored in process, from the same point-in-time features: the batch must agree exactly.
+    last = (entities["event_timestamp"] == entities["event_timestamp"].max()).to_numpy()
+    month = entities[last].reset_index(drop=True)
+    with _one_native_thread():
+        expected = package.predict_proba(project.historical_features(month, package.feature_refs))[:, -1]
+    identical = bool(np.array_equal(scores.loc[last, proba_column].to_numpy(), expected))
+    chunks = f"{result.chunks} chunk" + ("s" if result.chunks != 1 else "")
+    console.print(
+        f"{result.rows:,} rows scored in {result.seconds:.2f}s ({rate:,.0f} rows/s) in {chunks} by "
+        f"{result.model}; written to data/{output.name} in input order. "
+        + (
+            "The last month's scores are identical to in-process scoring."
+            if identical
+            else "[red]Batch and in-process scores differ.[/]"
+        )
+    )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    count = min(len(scores), _FIRST_ROWS + 2)
+    ids = entities["customer_id"].to_numpy()[:count]
+    times = entities["event_timestamp"].iloc[:count].tolist()
+    probabilities = scores[proba_column].to_numpy()[:count]
+    table = Table("row", "customer", "as of", "P(churn)", "prediction", title="first rows", title_justify="left")
+    for i in range(count):
+        table.add_row(
+            str(scores["row_number"].iat[i]) if "row_number" in scores.columns else str(i),
+            str(ids[i]),
+            _cell(times[i]),
+            f"{probabilities[i]:.0%}",
+            str(scores["prediction"].iat[i]),
+        )
+    console.print(table)
+    return {
+        "model": result.model,
+        "rows": result.rows,
+        "input_rows": len(entities),
+        "chunks": result.chunks,
+        "failures": len(result.failures),
+        "seconds": result.seconds,
+        "rows_per_second": rate,
+        "output": str(output),
+        "columns": list(scores.columns),
+        "identical_to_package": identical,
+        "last_month": {int(c): float(p) for c, p in zip(month["customer_id"], expected, strict=True)},
+        "first_rows": [{"customer_id": int(ids[i]), "p_churn": float(probabilities[i])} for i in range(count)],
+    }
+
+
 # -- the whole demo ------------------------------------------------------------------------------------------
 def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
     """Run the churn example end to end in ``path`` and print a summary.
@@ -661,7 +906,10 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         package digest and format, aliases), ``lineage`` (feature versions and data digests, training-set
         digest, git, libraries, and whether a retrain reproduced the training set and metrics), ``predict``
         (the champion's version, the customers scored, the shown rows with P(churn) and the actual label, the
-        churn rate of the riskiest tenth), plus ``path`` and ``seconds`` for the whole run.
+        churn rate of the riskiest tenth), ``online`` (materialized rows, pushed customers, whether online and
+        offline agree), ``serve`` (the answers by key and by raw values with their warnings, latencies, whether
+        the served probabilities are the package's, and the prediction log read back), ``batch`` (rows, chunks,
+        rows per second, whether the batch scores are the package's), plus ``path`` and ``seconds``.
 
     Raises:
         ConflictError: ``path`` is a non-empty folder that a previous demo did not create.
@@ -690,6 +938,8 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         figures["lineage"] = step_lineage(project, console=console)
         figures["predict"] = step_predict(project, console=console)
         figures["online"] = step_online(project, console=console)
+        figures["serve"] = step_serve(project, console=console)
+        figures["batch"] = step_batch(project, console=console)
     figures["seconds"] = time.perf_counter() - started
     console.rule(f"[bold green]Done[/] in {figures['seconds']:.1f}s — the project is in {root}")
     return figures

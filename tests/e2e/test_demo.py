@@ -1,5 +1,6 @@
 """``keel demo`` end to end: generate, apply, ingest, a point-in-time-correct training set, then train,
-register, promote and predict with the example's churn spec."""
+register, promote and predict with the example's churn spec, serve features online, serve the model over HTTP
+(with its prediction log) and batch-score."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from keel._demo import CHAMPION, DEMO_FEATURES, DEMO_SPEC, run_demo
 from keel.errors import ConflictError
 from keel.project import Project
+from keel.serving import read_prediction_log
 from keel.training import TrainingSpec
 
 CUSTOMERS = 200
@@ -83,7 +85,7 @@ def test_demo_reports_every_step(demo: tuple[Path, dict[str, Any], str]) -> None
         assert ingested["rows"] == files[rows_file]
         assert len(ingested["digest"]) == 64
     headings = ("Generate", "Apply", "Ingest", "training set", "null rates", "first rows")
-    for heading in (*headings, "Train", "metrics", "Register", "Lineage", "Predict", "Done"):
+    for heading in (*headings, "Train", "metrics", "Register", "Lineage", "Predict", "Serve", "Batch-score", "Done"):
         assert heading in output
 
 
@@ -242,6 +244,7 @@ def test_demo_is_deterministic(demo: tuple[Path, dict[str, Any], str], tmp_path:
     assert second["lineage"]["training_set_digest"] == first["lineage"]["training_set_digest"]
     assert second["lineage"]["feature_digests"] == first["lineage"]["feature_digests"]
     assert second["predict"]["rows"] == first["predict"]["rows"]
+    assert second["batch"]["last_month"] == first["batch"]["last_month"]
 
 
 def test_demo_reruns_in_its_own_folder_but_refuses_others(tmp_path: Path) -> None:
@@ -275,3 +278,56 @@ def test_the_online_step_serves_what_offline_retrieval_gives_at_the_same_instant
     assert online["predictions_identical"] is True
     assert len(online["pushed"]) == 3
     assert "identical to offline retrieval" in output
+
+
+def test_the_serve_step_answers_over_http_and_logs_every_prediction(demo: tuple[Path, dict[str, Any], str]) -> None:
+    root, figures, output = demo
+    serve = figures["serve"]
+
+    assert serve["url"].startswith("http://127.0.0.1:")
+    assert set(serve["statuses"]) == {200}
+    assert (serve["bad_status"], serve["bad_field"]) == (422, "spend_30d")
+    # By key: the package's own probabilities on the online rows, the very ones the online step scored.
+    assert serve["served_equals_package"] is True
+    assert [r["customer_id"] for r in serve["by_key"]] == [*figures["online"]["pushed"], figures["online"]["stale"]]
+    assert [r["p_churn"] for r in serve["by_key"]] == figures["online"]["p_churn"]
+    assert "missing_imputed" in serve["by_key"][-1]["warnings"]  # the stale customer's activity has expired
+    assert {"unknown_category", "out_of_range", "missing_imputed"} <= set(serve["raw_warnings"])
+    assert serve["override_p_churn"] != serve["by_key"][0]["p_churn"]  # the explicit value was used
+    latency = serve["latency_ms"]
+    assert 0 < latency["p50"] <= latency["max"] and latency["cached"] > 0
+
+    # Every answered record is in the log, written out when the server shut down; the refused one is not.
+    logged = serve["log"]
+    assert logged["rows"] == serve["records"] == 4 + 2 + 20 + 4
+    assert logged["requests"] == 1 + 1 + 20 + 1 and logged["files"] >= 1
+    assert logged["keys"] == [r["customer_id"] for r in serve["by_key"]]
+    with Project.open(root) as project:
+        log = read_prediction_log(project, DEMO_SPEC, version=1)
+    assert len(log) == logged["rows"]
+    assert {"request_id", "record", "predicted_at", "key.customer_id", "feature.plan", "prediction", "proba.1"} <= set(
+        log.columns
+    )
+    first = log.iloc[:4]
+    assert first["proba.1"].tolist() == [r["p_churn"] for r in serve["by_key"]]
+    assert pd.isna(first["feature.spend_30d"].iloc[3])  # logged before imputation
+    raw = log[log["key.customer_id"].isna()]
+    assert len(raw) == 1 and raw["feature.plan"].tolist() == ["platinum"]
+    assert "prediction log" in output
+
+
+def test_the_batch_step_scores_every_label_row_like_the_package(demo: tuple[Path, dict[str, Any], str]) -> None:
+    _, figures, output = demo
+    batch = figures["batch"]
+
+    labels = figures["generate"]["files"]["labels.parquet"]
+    assert batch["rows"] == batch["input_rows"] == labels and batch["failures"] == 0
+    assert batch["rows_per_second"] > 0 and batch["model"] == f"{DEMO_SPEC} v1"
+    assert batch["identical_to_package"] is True
+    scores = pd.read_parquet(batch["output"])
+    assert len(scores) == labels and {"prediction", "proba_1"} <= set(scores.columns)
+    # The last month, scored in batch, is what the predict step printed for the customers it showed.
+    for row in figures["predict"]["rows"]:
+        assert batch["last_month"][row["customer_id"]] == pytest.approx(row["p_churn"], abs=1e-12)
+    assert [r["p_churn"] for r in batch["first_rows"]] == scores["proba_1"].head(len(batch["first_rows"])).tolist()
+    assert "rows/s" in output
