@@ -58,6 +58,9 @@ _MEAN_WEEKDAY_FACTOR = (2 * _WEEKEND_FACTOR + 5 * _WEEKDAY_FACTOR) / 7
 _DRIFT_CONVERSION = 0.75
 _DRIFT_SPEND = 0.5
 _DRIFT_TICKETS = 1.8
+#: After ``drift_after``, each support ticket adds this much more to the churn log-odds (a rival's offer makes
+#: unhappy customers leave sooner): the relationship itself changes, not only the inputs.
+_DRIFT_TICKET_LOGIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,8 @@ def _simulate(ids: np.ndarray, seed: int, chunk: int, cal: _Calendar) -> dict[st
             region=region,
             tenure_days=tenure_seen,
         )
+        if s > cal.drift_k:  # labels drawn on the drift date itself still follow the old rule
+            logit = logit + _DRIFT_TICKET_LOGIT * tickets_30d[rows, s]
         churned = active & (u < 1.0 / (1.0 + np.exp(-(logit + traits.unseen))))
         churn_k = np.where(churned, s + delay, churn_k)
         label_parts.append((rows[active], np.full(int(active.sum()), s), churned[active].astype(np.int64)))
@@ -447,8 +452,9 @@ def generate(
         days: how many days of activity rows to write (at least 31, so that one monthly label fits).
         drift_after: an ISO date after which the world changes: spend per order falls (spend_30d by roughly
             0.4 standard deviations), support tickets rise by 80%, new customers come mostly from asia_pacific
-            and a new plan, ``enterprise``, appears. Every row before that date is identical to a run
-            without drift.
+            and a new plan, ``enterprise``, appears; and each support ticket now weighs more on churn (concept
+            drift: a model trained before the date under-rates unhappy customers). Every row before that date
+            is identical to a run without drift.
 
     Returns:
         The number of rows written per file name.

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from keel.features import Entity
     from keel.features._apply import ApplyPlan, Definitions
     from keel.models import ModelRegistry
+    from keel.monitoring import MonitoringReport, MonitorSettings, RetrainDecision
     from keel.offline import IngestResult, OfflineStore
     from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore
     from keel.online._service import EntityRows
@@ -541,6 +542,72 @@ class Project:
         from keel.models import ModelRegistry
 
         return ModelRegistry(self.catalog, self.artifacts)
+
+    def monitor(
+        self,
+        model: str,
+        *,
+        end: datetime | None = None,
+        reference: pd.DataFrame | str | Path | None = None,
+        current: pd.DataFrame | str | Path | None = None,
+        labels: pd.DataFrame | str | Path | None = None,
+        settings: MonitorSettings | None = None,
+        store: bool = True,
+    ) -> MonitoringReport:
+        """Check a model version for drift, data quality and performance decay, and store the report.
+
+        Args:
+            model: ``churn@champion``, ``churn:3`` ...
+            end: the end of the current window (default: now); it reaches back ``settings.window``.
+            reference: reference rows instead of the profile stored when the version's run was trained.
+            current: current rows (the model's input columns) instead of the prediction log's window.
+            labels: labels to judge performance: ``request_id`` (and ``record``) with the label, or entity
+                keys, a timestamp and the label (each takes its entity's latest prediction before then).
+            settings: thresholds (:class:`~keel.monitoring.MonitorSettings`).
+            store: store the report and its audit events in the catalog.
+
+        Returns:
+            The :class:`~keel.monitoring.MonitoringReport`; ``report.crossed`` says whether a threshold was crossed.
+        """
+        from keel.monitoring import monitor
+
+        report, _record = monitor(
+            self,
+            model,
+            end=end,
+            reference=reference,
+            current=current,
+            labels=labels,
+            settings=settings,
+            store=store,
+        )
+        return report
+
+    def retrain(
+        self,
+        model: str,
+        *,
+        margin: float = 0.0,
+        metric: str | None = None,
+        labels_window: timedelta | None = None,
+        report_id: str | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> RetrainDecision:
+        """Retrain the spec of ``model`` (``churn@champion``), compare on the same later holdout, promote a winner.
+
+        See :func:`keel.monitoring.retrain`; every step is an audit event (``keel monitor history``).
+        """
+        from keel.monitoring import retrain
+
+        return retrain(
+            self,
+            model,
+            margin=margin,
+            metric=metric,
+            labels_window=labels_window,
+            report_id=report_id,
+            on_step=on_step,
+        )
 
     def predict_batch(
         self,

@@ -6,7 +6,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ import numpy as np
 from keel.errors import KeelError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
 from keel.models._serialization import dumps
+from keel.monitoring._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
 from keel.training._metrics import compute_metrics, default_metrics
 from keel.training._preprocessing import auto_preprocessor
@@ -42,12 +43,15 @@ class TrainingRun:
         package: the fitted model package.
         train_rows: rows fitted on.
         validation_rows: rows evaluated on.
+        holdout: the validation rows themselves (label rows with their features), for comparing models on
+            exactly the rows this run was judged on; in memory only, not stored.
     """
 
     record: RunRecord
     package: ModelPackage
     train_rows: int
     validation_rows: int
+    holdout: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -297,6 +301,16 @@ def train(
             classes=classes,
             metadata={"run_id": run_id, "metrics": metrics, "feature_versions": versions},
         )
+        step("profiling the training data")
+        profile_started = time.perf_counter()
+        profile = reference_profile(package, frame.iloc[train_idx], predictions, proba)
+        lineage["reference_profile"] = {
+            "digest": artifacts.put_bytes(profile.to_bytes()),
+            "rows": len(train_idx),
+            "features": "training split",
+            "predictions": "validation split",
+        }
+        durations["profile"] = time.perf_counter() - profile_started
         step("storing the package")
         package_started = time.perf_counter()
         blob, fmt = dumps(package)
@@ -330,7 +344,8 @@ def train(
             raise
         raise TrainingError(f"training spec {spec.name!r}: run {run_id} failed: {message}") from exc
     _mirror(mirror, record, blob, fmt)
-    return TrainingRun(record, package, len(train_idx), len(valid_idx))
+    holdout = frame.iloc[valid_idx].reset_index(drop=True)
+    return TrainingRun(record, package, len(train_idx), len(valid_idx), holdout)
 
 
 #: Below this many training rows, native thread pools (OpenMP, BLAS) are limited to one thread.

@@ -1,0 +1,132 @@
+"""One monitoring check end to end on a small project: reference profile stored at training, drift, quality,
+decay, the stored report and its audit events, the HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+import keel
+from _training_fixtures import build_project
+from keel.errors import NotFoundError, ValidationError
+from keel.monitoring import MonitorSettings, ReferenceProfile, default_html_path, parse_duration, write_html
+from keel.training import RandomSplit, TrainingSpec
+
+FEATURES = ["activity:spend", "activity:orders", "activity:plan", "activity:active", "profile:age"]
+
+
+def _spec(labels: pd.DataFrame) -> TrainingSpec:
+    return TrainingSpec(
+        "churn",
+        labels=labels,
+        label="churned",
+        features=FEATURES,
+        model=HistGradientBoostingClassifier(max_iter=30, early_stopping=False),
+        split=RandomSplit(validation_fraction=0.3),
+        seed=3,
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> tuple[keel.Project, pd.DataFrame]:
+    project, labels = build_project(tmp_path, n=600)
+    run = project.train(_spec(labels))
+    version = project.models.register(run)
+    project.models.promote("churn", version.version)
+    return project, labels
+
+
+def _current(project: keel.Project, labels: pd.DataFrame, n: int = 600, seed: int = 11) -> pd.DataFrame:
+    """Rows drawn from the labelled set the model was trained and validated on (a random split, so both parts
+    share its distribution): the model's input columns, the label and its timestamp."""
+    frame = project.historical_features(labels[["customer_id", "ts", "churned"]], FEATURES)
+    return frame.sample(n=n, replace=True, random_state=seed).reset_index(drop=True)
+
+
+def test_training_stores_a_reference_profile_of_the_inputs_and_predictions(
+    served: tuple[keel.Project, pd.DataFrame],
+) -> None:
+    project, _ = served
+    run = project.models.run_of("churn@champion")
+    entry = run.lineage["reference_profile"]
+    profile = ReferenceProfile.from_bytes(project.artifacts.get_bytes(entry["digest"]))
+    package = project.models.load("churn@champion")
+    assert set(profile.columns) == set(package.schema.names)
+    assert profile.rows == entry["rows"] == run.lineage["rows"]["train"]
+    assert profile.columns["spend"].kind == "numeric" and profile.columns["plan"].kind == "categorical"
+    assert profile.prediction is not None and profile.prediction.kind == "numeric"  # P(churned = 1)
+    assert 0.0 <= profile.prediction.minimum <= profile.prediction.maximum <= 1.0
+
+
+def test_rows_like_the_training_data_stay_within_thresholds(served: tuple[keel.Project, pd.DataFrame]) -> None:
+    project, labels = served
+    report = project.monitor("churn@champion", current=_current(project, labels))
+    assert not report.crossed, report.verdict
+    assert report.drift is not None and report.drift.drifted_features == []
+    stored = project.catalog.monitoring_report(report.id)
+    assert stored.crossed is False and stored.version == 1
+    assert stored.report["drift"]["share"] == report.drift.share
+    assert [e.kind for e in project.catalog.monitoring_events("churn")] == ["checked"]
+
+
+def test_a_shifted_feature_is_drift_and_an_audit_event(
+    served: tuple[keel.Project, pd.DataFrame], tmp_path: Path
+) -> None:
+    project, labels = served
+    current = _current(project, labels).assign(spend=lambda f: f["spend"] + 60.0)
+    current["plan"] = np.where(np.arange(len(current)) % 2 == 0, "enterprise", current["plan"])
+    settings = MonitorSettings(drift=keel.monitoring.DriftConfig(drift_share=0.2))
+    report = project.monitor("churn@champion", current=current, settings=settings)
+    assert report.crossed and report.verdict["drift"]
+    assert {"spend", "plan"} <= set(report.drift.drifted_features)  # type: ignore[union-attr]
+    assert "orders" not in report.drift.drifted_features  # type: ignore[union-attr]
+    assert report.quality is not None and any("enterprise" in issue for issue in report.quality.issues)
+    kinds = [e.kind for e in project.catalog.monitoring_events("churn")]
+    assert kinds == ["checked", "drift_detected"]
+    page = write_html(report, default_html_path(project, report)).read_text()
+    assert "spend" in page and "<svg" in page
+
+
+def test_labels_give_performance_and_decay(served: tuple[keel.Project, pd.DataFrame]) -> None:
+    project, labels = served
+    current = _current(project, labels)
+    good = project.monitor("churn@champion", current=current)
+    assert good.overall is not None and good.overall["rows"] == len(current)
+    auc = good.overall["metrics"]["roc_auc"]
+    assert auc["low"] <= auc["value"] <= auc["high"]
+    assert not good.verdict["decay"]
+    flipped = current.assign(churned=1 - current["churned"])  # the world inverted: the model is now wrong
+    bad = project.monitor("churn@champion", current=flipped)
+    assert bad.verdict["decay"] and bad.crossed
+    assert any("roc_auc fell" in r for r in bad.verdict["reasons"])
+
+
+def test_explicit_reference_rows_and_missing_profile_errors(served: tuple[keel.Project, pd.DataFrame]) -> None:
+    project, labels = served
+    current = _current(project, labels)
+    report = project.monitor("churn@champion", current=current, reference=_current(project, labels, seed=21))
+    assert report.reference["rows"] == 600 and not report.crossed
+    with pytest.raises(ValidationError, match="lack the model's input columns"):
+        project.monitor("churn@champion", current=current, reference=current.drop(columns=["spend"]))
+    with pytest.raises(NotFoundError, match="no model named"):
+        project.monitor("nope@champion", current=current)
+
+
+def test_too_few_rows_give_no_drift_verdict(served: tuple[keel.Project, pd.DataFrame]) -> None:
+    project, labels = served
+    report = project.monitor("churn@champion", current=_current(project, labels, n=10))
+    assert report.drift is None and not report.crossed
+    assert "no drift verdict" in report.verdict["notes"][0]
+
+
+def test_durations_parse_and_bad_ones_are_refused() -> None:
+    assert parse_duration("7d").days == 7
+    assert parse_duration("90m").total_seconds() == 5400
+    assert parse_duration(" 2w ").days == 14
+    for bad in ("7", "seven days", "0h", "-1d"):
+        with pytest.raises(ValidationError):
+            parse_duration(bad, "window")
