@@ -130,3 +130,52 @@ def test_durations_parse_and_bad_ones_are_refused() -> None:
     for bad in ("7", "seven days", "0h", "-1d"):
         with pytest.raises(ValidationError):
             parse_duration(bad, "window")
+
+
+def test_labels_join_the_prediction_log_by_request_id_or_by_entity_and_time(
+    served: tuple[keel.Project, pd.DataFrame],
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from keel.serving import create_prediction_app
+
+    project, labels = served
+    rows = _current(project, labels, n=90)
+    inputs = ["spend", "orders", "plan", "active", "age"]
+    records = [
+        {"customer_id": int(c), **{k: (None if pd.isna(v) else v) for k, v in r.items()}}
+        for c, r in zip(range(1000, 1090), rows[inputs].astype(object).to_dict("records"), strict=True)
+    ]
+    app = create_prediction_app(project, ["churn@champion"], prediction_log=True)
+    with TestClient(app) as client:
+        ids = []
+        for i in range(3):
+            response = client.post(
+                "/v1/models/churn/predict",
+                json={"records": records[i * 30 : (i + 1) * 30]},
+                headers={"X-Request-ID": f"req-{i}"},
+            )
+            assert response.status_code == 200, response.text
+            ids.append(response.headers["X-Request-ID"])
+    assert ids == ["req-0", "req-1", "req-2"]
+
+    truth = rows["churned"].to_numpy()
+    by_request = pd.DataFrame(
+        {"request_id": [f"req-{i // 30}" for i in range(90)], "record": [i % 30 for i in range(90)], "churned": truth}
+    )
+    report = project.monitor("churn@champion", labels=by_request.iloc[:60])
+    assert report.current["rows"] == 90  # every logged prediction is the current window
+    assert report.overall is not None and report.overall["rows"] == 60  # the labelled ones are judged
+
+    later = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=1)
+    by_entity = pd.DataFrame({"customer_id": range(1000, 1090), "ts": later, "churned": truth})
+    joined = keel.monitoring.join_labels(
+        keel.serving.read_prediction_log(project, "churn"), by_entity, project.models.load("churn@champion")
+    )
+    assert len(joined) == 90
+    assert joined.sort_values("key.customer_id")["label"].tolist() == truth.tolist()
+    before = by_entity.assign(ts=pd.Timestamp("2020-01-01", tz="UTC"))  # labels older than every prediction
+    assert project.monitor("churn@champion", labels=before).overall is None
+
+    with pytest.raises(ValidationError, match="request_id column, or the entity keys"):
+        project.monitor("churn@champion", labels=pd.DataFrame({"churned": [1]}))
