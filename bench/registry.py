@@ -8,11 +8,12 @@ Workloads (one JSON line each):
 
 ``registry.run_register``
     Everything ``train()`` does after the fit: ``catalog.start_run``, ``models._serialization.dumps`` of the
-    package (skops, with its type audit), ``artifacts.put_bytes`` (SHA-256, temporary file, fsync, rename),
-    ``catalog.finish_run`` and ``project.models.register`` (run lookup, artifact check,
+    package (the ``keel`` format, checked by a load and a re-encode), ``artifacts.put_bytes`` (SHA-256,
+    temporary file, fsync, rename), ``catalog.finish_run`` and ``project.models.register`` (run lookup, artifact check,
     ``catalog.add_model_version``), against ``joblib.dump`` of the same estimator to a file. Target <= 10x.
 ``registry.load``
-    ``project.models.load("bench@champion")`` (alias and version lookup, read, SHA-256 check, skops load),
+    ``project.models.load("bench@champion")`` (alias and version lookup, read, SHA-256 check, ``keel`` format load:
+    one JSON parse, one ``np.frombuffer`` per array, trusted classes only),
     against ``joblib.load`` of the estimator's file. Target <= 2x. The loaded package must predict exactly
     as the fitted model.
 ``registry.concurrent_register``
@@ -155,7 +156,7 @@ def bench_run_register(args: Any, project: Any, package: Any, work: Path, params
         ratio_max=RUN_REGISTER_TARGET,
         checks={
             "format": version.package_format,
-            "skops": version.package_format == "skops",
+            "safe_format": version.package_format in ("keel", "skops"),  # loads without unpickling
             "versions": version.version,
             "versions_gap_free": [v.version for v in project.models.versions(MODEL)]
             == list(range(1, version.version + 1)),

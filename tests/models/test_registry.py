@@ -86,7 +86,7 @@ def test_versions_are_numbered_one_two_three_per_model_name(project: keel.Projec
     assert [v.version for v in (first, second, third)] == [1, 2, 3]
     assert (other.name, other.version, other.description, other.tags) == ("churn-eu", 1, "EU only", {"region": "eu"})
     assert first.name == "churn" and first.run_id == run.id
-    assert first.package_digest == run.record.package_digest and first.package_format == "skops"
+    assert first.package_digest == run.record.package_digest and first.package_format == "keel"
     assert first.created_at <= second.created_at <= third.created_at
     assert [(v.name, v.version) for v in project.models.versions()] == [
         ("churn", 1),
