@@ -88,6 +88,8 @@ class KeelConfig(BaseModel):
             skipping hidden, virtual-environment, test and data folders).
         partition_rows: ingested versions larger than this are partitioned by month of event time.
         prediction_log: the prediction service's log of every prediction (on by default).
+        package_format: how packages of trusted types are stored: ``keel`` (default; loads fastest) or
+            ``skops``. Neither unpickles; a package holding other types falls back to joblib (pickle).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -103,6 +105,7 @@ class KeelConfig(BaseModel):
     modules: list[str] | None = None
     partition_rows: int = Field(default=1_000_000, gt=0)
     mlflow_uri: str | None = None
+    package_format: Literal["keel", "skops"] = "keel"
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
     def resolved(self, root: Path) -> KeelConfig:

@@ -513,6 +513,7 @@ class Project:
             artifacts=self.artifacts,
             on_step=on_step,
             mirror=self._mlflow_mirror(),
+            package_format=self.config.package_format,
         )
 
     def _mlflow_mirror(self) -> Callable[[RunRecord, bytes | None, str | None], None] | None:

@@ -130,14 +130,14 @@ def test_train_records_a_run_and_prints_its_metrics(cli_project: Path) -> None:
 
 def test_train_register_promote_then_the_models_commands(cli_project: Path) -> None:
     first = invoke(cli_project, "train", "churn", "--register", "--promote", "champion")
-    assert "Registered churn v1 (skops)" in first and "champion → v1" in first
+    assert "Registered churn v1 (keel)" in first and "champion → v1" in first
     declare(cli_project, c=0.01)  # the spec changes: a second, different model
     second = invoke(cli_project, "train", "churn", "--register")
     assert "Registered churn v2" in second
 
     listed = invoke(cli_project, "models", "list")
     assert re.search(r"churn\s+│?\s*v1\s+│?\s*champion", listed), listed
-    assert "v2" in listed and "skops" in listed
+    assert "v2" in listed and "keel" in listed
 
     shown = invoke(cli_project, "models", "show", "churn@champion")
     assert "churn v1" in shown and "aliases: champion" in shown
@@ -183,7 +183,7 @@ def test_runs_list_show_and_compare(cli_project: Path) -> None:
 
     shown = invoke(cli_project, "runs", "show", oldest[:8])
     assert f"Run {oldest}" in shown and "finished" in shown
-    assert '"training_set_digest"' in shown and '"format": "skops"' in shown
+    assert '"training_set_digest"' in shown and '"format": "keel"' in shown
 
     compared = invoke(cli_project, "runs", "compare", oldest[:8], newest[:8])
     assert "param.estimator.C" in compared and "metric.roc_auc" in compared

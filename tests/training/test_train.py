@@ -115,7 +115,7 @@ def test_a_run_is_recorded_with_params_metrics_durations_and_lineage(project: ke
     assert libraries["numpy"] == np.__version__ and libraries["pandas"] == pd.__version__
     assert "python" in libraries and "keel" in libraries
 
-    assert record.package_format == "skops"
+    assert record.package_format == "keel"
     assert project.artifacts.exists(record.package_digest or "")
     assert run.package.feature_refs == lineage["features"]
     assert project.runs.list() == [record]
@@ -472,3 +472,16 @@ def test_runs_are_listed_newest_first_or_by_a_metric_and_compared(project: keel.
     assert "param.estimator.C" in table.index and "metric.roc_auc" in table.index
     assert "param.estimator.max_iter" not in table.index  # equal params are left out
     assert project.runs.get(runs[2].id[:10]).id == runs[2].id
+
+
+def test_a_project_can_store_packages_with_skops_instead(tmp_path: Path) -> None:
+    project, labels = build_project(tmp_path, package_format="skops")
+    run = project.train(churn(labels[["customer_id", "ts", "churned"]], model=HistGradientBoostingClassifier()))
+    assert run.record.package_format == "skops"
+    version = project.models.register(run)
+    loaded = project.models.load(f"churn:{version.version}")
+    rows = project.historical_features(labels[["customer_id", "ts"]].head(20), run.package.feature_refs)
+    np.testing.assert_array_equal(loaded.predict_proba(rows), run.package.predict_proba(rows))
+    project.close()
+    with pytest.raises(keel.errors.ConfigError, match="package_format"):
+        keel.Project.open(tmp_path, package_format="pickle")

@@ -98,13 +98,21 @@ def _keel_dumps(parts: dict[str, Any]) -> bytes | None:
     return blob if again == blob else None
 
 
-def dumps(package: ModelPackage) -> tuple[bytes, str]:
+#: The formats a project can prefer for packages of trusted types (``package_format`` in ``keel.yaml``).
+SAFE_FORMATS = ("keel", "skops")
+
+
+def dumps(package: ModelPackage, *, prefer: str = "keel") -> tuple[bytes, str]:
     """Serialize ``package``; returns ``(bytes, format)`` with format ``keel``, ``skops`` or ``joblib``.
 
-    The same package gives the same ``keel`` bytes.
+    ``prefer`` picks the first format tried for packages of trusted types: ``keel`` (the default: one JSON tree
+    and one array block, loads several times faster) or ``skops``; both rebuild only trusted classes and never
+    unpickle. The same package gives the same ``keel`` bytes.
     """
+    if prefer not in SAFE_FORMATS:
+        raise ValidationError(f"unknown package format {prefer!r}; use one of {', '.join(SAFE_FORMATS)}")
     parts = _parts(package)
-    blob = _keel_dumps(parts)
+    blob = _keel_dumps(parts) if prefer == "keel" else None
     if blob is not None:
         return blob, "keel"
     import skops.io as sio

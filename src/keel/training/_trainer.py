@@ -196,6 +196,7 @@ def train(
     artifacts: ArtifactStore,
     on_step: Callable[[str], None] | None = None,
     mirror: Callable[[RunRecord, bytes | None, str | None], None] | None = None,
+    package_format: str = "keel",
 ) -> TrainingRun:
     """Run ``spec`` once and record it; see :meth:`keel.Project.train`."""
     step = on_step or (lambda _name: None)
@@ -313,7 +314,7 @@ def train(
         durations["profile"] = time.perf_counter() - profile_started
         step("storing the package")
         package_started = time.perf_counter()
-        blob, fmt = dumps(package)
+        blob, fmt = dumps(package, prefer=package_format)
         digest = artifacts.put_bytes(blob)
         durations["package"] = time.perf_counter() - package_started
         durations["total"] = time.perf_counter() - started
