@@ -3,7 +3,8 @@
 The demo is a sequence of small steps, each printing its part of the summary and returning its figures: the
 feature steps (generate, apply, ingest, a training set), then the model steps (train, register, lineage,
 predict), then inference (online features, the prediction service over HTTP with its prediction log, batch
-scoring). Later capabilities (monitoring) add steps after those. Steps hand each other nothing but the project
+scoring), then the loop back (the world drifts, monitoring detects it, a retrained challenger is promoted and
+the running service reloads it). Steps hand each other nothing but the project
 and names the catalog knows (a run id, ``churn@champion``), as a user's scripts would.
 """
 
@@ -14,6 +15,7 @@ import shutil
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -657,7 +659,7 @@ def _one_native_thread() -> Any:
     return threadpool_limits(limits=1)
 
 
-def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+def _post(url: str, body: dict[str, Any], *, request_id: str | None = None) -> tuple[int, dict[str, Any], float]:
     """POST ``body`` as JSON to ``url`` (no proxy): the status, the JSON answer and the milliseconds it took."""
     import urllib.error
     import urllib.request
@@ -665,9 +667,10 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
     import orjson
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(
-        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
-    )
+    headers = {"Content-Type": "application/json"}
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    request = urllib.request.Request(url, data=orjson.dumps(body), headers=headers, method="POST")
     started = time.perf_counter()
     try:
         with opener.open(request, timeout=30) as response:
@@ -886,6 +889,135 @@ def step_batch(project: Project, *, console: Console) -> dict[str, Any]:
     }
 
 
+#: The demo's world changes on this date (the example's drift: spend falls, tickets rise and weigh more on churn).
+DRIFT_AFTER = "2025-08-01"
+#: Where the loop step keeps the data files as they were before the drift (``data/before_drift/``).
+BEFORE_DRIFT = "before_drift"
+#: Rows of the drifted months sent to the service as raw values, per request.
+_LOOP_BATCH = 250
+
+
+def step_monitor(project: Project, *, customers: int, seed: int, console: Console) -> dict[str, Any]:
+    """Close the loop: the world drifts, the served champion's predictions are logged, monitoring detects the
+    drift and the decay, a retrained challenger wins on the same later holdout, the champion alias moves, and
+    the running service hot-reloads it."""
+    import pandas as pd
+
+    from keel._scaffold import _generate_data
+    from keel.cli._serve import background_server
+    from keel.monitoring import MonitorSettings, default_html_path, write_html
+    from keel.serving import create_prediction_app
+
+    ref = f"{DEMO_SPEC}@{CHAMPION}"
+    console.rule(f"[bold]12. Close the loop[/]: the world drifts after {DRIFT_AFTER}; monitor, retrain, promote")
+    started = time.perf_counter()
+    data = project.root / "data"
+    (data / BEFORE_DRIFT).mkdir(exist_ok=True)
+    for name in ("customers.parquet", "activity.parquet", "labels.parquet"):  # the world before, kept
+        shutil.copy2(data / name, data / BEFORE_DRIFT / name)
+    _generate_data(project.root, customers=customers, seed=seed, drift_after=DRIFT_AFTER)
+    versions = {view: project.ingest(view).version.version for view in VIEWS}
+    champion = project.models.get(ref).version
+    package = project.models.load(ref)
+    labels = _labels(project)
+    drifted = labels[labels["event_timestamp"] > pd.Timestamp(DRIFT_AFTER, tz="UTC")].reset_index(drop=True)
+    latest = [r.split("@")[0] + ":" + r.split(":", 1)[1] for r in package.feature_refs]  # the drifted versions
+    with _one_native_thread():
+        rows = project.historical_features(drifted, latest)
+    names = [n for n in package.feature_names if n in rows.columns]
+    records = [
+        {n: _json_value(v) for n, v in zip(names, values, strict=True)}
+        for values in rows[names].itertuples(index=False)
+    ]
+    console.print(
+        f"The data were generated again with drift after {DRIFT_AFTER} (identical before it; the files as they were "
+        f"are kept in data/{BEFORE_DRIFT}/) and ingested as "
+        + ", ".join(f"{view} v{v}" for view, v in versions.items())
+        + f". The service scores the {len(records):,} customer-months since, as raw values, with {ref} (v{champion})."
+    )
+    app = create_prediction_app(project, [ref], reload_seconds=0.25)
+    truth: list[dict[str, Any]] = []
+    traffic_started = datetime.now(UTC)
+    with _one_native_thread(), background_server(app) as url:
+        predict_url = f"{url}/v1/models/{DEMO_SPEC}/predict"
+        for i in range(0, len(records), _LOOP_BATCH):
+            request_id = f"demo-loop-{i // _LOOP_BATCH}"
+            status, answer, _ms = _post(predict_url, {"records": records[i : i + _LOOP_BATCH]}, request_id=request_id)
+            if status != 200:
+                raise RuntimeError(f"the service answered {status}: {answer}")
+            truth.extend(
+                {"request_id": request_id, "record": j, "churned": int(y)}
+                for j, y in enumerate(drifted["churned"].iloc[i : i + _LOOP_BATCH])
+            )
+        app.state.prediction_log.flush()
+
+        # The labels arrive: joined to the logged predictions by request id and record.
+        # The window: the drifted traffic only (not the serve step's hand-made requests, absurd values included).
+        window = datetime.now(UTC) - traffic_started + timedelta(seconds=1)
+        report = project.monitor(ref, labels=pd.DataFrame(truth), settings=MonitorSettings(window=window))
+        html = write_html(report, default_html_path(project, report))
+        drift = report.drift
+        table = Table("feature", "method", "statistic", "threshold", "drifted", title="drift of the logged inputs")
+        table.title_justify = "left"
+        for f in sorted(drift.features if drift else [], key=lambda f: (not f.drifted, f.name)):
+            table.add_row(
+                f.name, f.method, f"{f.statistic:.3f}", f"{f.threshold:g}", "[red]yes[/]" if f.drifted else "no"
+            )
+        console.print(table)
+        metric = report.verdict["metric"]
+        now = (report.overall or {}).get("metrics", {}).get(metric, {})
+        console.print(
+            f"{metric} on the labelled predictions: {_metric(now.get('value'))} "
+            f"(95% interval {_metric(now.get('low'))}–{_metric(now.get('high'))}) against "
+            f"{_metric(report.validation_metrics.get(metric))} at validation."
+        )
+        for reason in report.verdict["reasons"]:
+            console.print(f"  [red]•[/] {reason}", highlight=False)
+        console.print(f"Report {report.id[:12]} stored in the catalog; HTML at {html.relative_to(project.root)}")
+
+        decision = project.retrain(ref, report_id=report.id) if report.crossed else None
+        reloaded_to = None
+        if decision is not None:
+            colour = "green" if decision.promoted else "yellow"
+            console.print(f"[{colour}]{decision.reason}[/] ({decision.holdout_rows:,} holdout rows)")
+            deadline = time.monotonic() + (10.0 if decision.promoted else 0.0)
+            while time.monotonic() < deadline:  # the service watches the alias every 0.25 s
+                served = app.state.models[DEMO_SPEC].version
+                if served == project.models.get(ref).version:
+                    reloaded_to = served
+                    break
+                time.sleep(0.05)
+            status, answer, _ms = _post(predict_url, {"records": records[:1]}, request_id="demo-loop-after")
+            if not decision.promoted:
+                console.print(f"The running service keeps answering with v{answer.get('version')}.")
+            elif reloaded_to is not None:
+                console.print(
+                    f"The running service now answers with v{answer.get('version')} (hot-reloaded, no restart)."
+                )
+            else:
+                console.print("[red]The service did not pick the new champion up.[/]")
+    events = project.catalog.monitoring_events(DEMO_SPEC)
+    history = Table("event", "version", "what", title="audit trail (keel monitor history --model churn)")
+    history.title_justify = "left"
+    for e in events:
+        history.add_row(e.kind, f"v{e.version}" if e.version is not None else "—", e.message)
+    console.print(history)
+    return {
+        "versions": versions,
+        "champion": champion,
+        "logged": len(records),
+        "report_id": report.id,
+        "crossed": report.crossed,
+        "verdict": report.verdict,
+        "drifted_features": drift.drifted_features if drift else [],
+        "html": str(html),
+        "decision": decision.to_dict() if decision is not None else None,
+        "reloaded_to": reloaded_to,
+        "events": [e.kind for e in events],
+        "seconds": time.perf_counter() - started,
+    }
+
+
 # -- the whole demo ------------------------------------------------------------------------------------------
 def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
     """Run the churn example end to end in ``path`` and print a summary.
@@ -909,7 +1041,9 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         churn rate of the riskiest tenth), ``online`` (materialized rows, pushed customers, whether online and
         offline agree), ``serve`` (the answers by key and by raw values with their warnings, latencies, whether
         the served probabilities are the package's, and the prediction log read back), ``batch`` (rows, chunks,
-        rows per second, whether the batch scores are the package's), plus ``path`` and ``seconds``.
+        rows per second, whether the batch scores are the package's), ``monitor`` (the drifted data's versions,
+        the rows logged, the monitoring verdict and drifted features, the retraining decision, the version the
+        running service reloaded, the audit trail), plus ``path`` and ``seconds``.
 
     Raises:
         ConflictError: ``path`` is a non-empty folder that a previous demo did not create.
@@ -940,6 +1074,7 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         figures["online"] = step_online(project, console=console)
         figures["serve"] = step_serve(project, console=console)
         figures["batch"] = step_batch(project, console=console)
+        figures["monitor"] = step_monitor(project, customers=customers, seed=seed, console=console)
     figures["seconds"] = time.perf_counter() - started
     console.rule(f"[bold green]Done[/] in {figures['seconds']:.1f}s — the project is in {root}")
     return figures

@@ -126,7 +126,7 @@ def test_retrain_without_new_data_keeps_the_champion_and_history_shows_why(monit
         assert project.models.get("churn@challenger").version == 2
     result = runner.invoke(app, ["monitor", "history", "--model", "churn", "-p", str(monitored)])
     assert result.exit_code == 0, result.output
-    for kind in ("checked", "drift_detected", "retrain_started", "compared", "kept"):
+    for kind in ("checked", "threshold_crossed", "retrain_started", "compared", "kept"):
         assert kind in result.output
     reports = runner.invoke(app, ["monitor", "history", "--model", "churn", "--reports", "-p", str(monitored)])
     assert reports.exit_code == 0 and "yes" in reports.output

@@ -83,16 +83,16 @@ def test_unknown_report_and_non_json_values_are_refused(catalog: SqlCatalog) -> 
 def test_events_append_in_order_and_filter_by_kind(catalog: SqlCatalog) -> None:
     report_id = report(catalog, crossed=True)
     catalog.add_monitoring_event(name="churn", kind="checked", version=1, report_id=report_id, message="checked")
-    catalog.add_monitoring_event(name="churn", kind="drift_detected", version=1, message="drift")
+    catalog.add_monitoring_event(name="churn", kind="threshold_crossed", version=1, message="drift")
     catalog.add_monitoring_event(
         name="churn", kind="compared", version=2, message="v2 0.81 vs v1 0.74", details={"challenger": 0.81}
     )
     catalog.add_monitoring_event(name="other", kind="checked", message="checked")
     events = catalog.monitoring_events("churn")
-    assert [e.kind for e in events] == ["checked", "drift_detected", "compared"]
+    assert [e.kind for e in events] == ["checked", "threshold_crossed", "compared"]
     assert events[0].report_id == report_id and events[0].at.tzinfo is not None
     assert events[2].details == {"challenger": 0.81} and events[2].version == 2
     assert [e.kind for e in catalog.monitoring_events("churn", kinds=("compared",))] == ["compared"]
-    assert [e.kind for e in catalog.monitoring_events("churn", limit=2)] == ["drift_detected", "compared"]
+    assert [e.kind for e in catalog.monitoring_events("churn", limit=2)] == ["threshold_crossed", "compared"]
     with pytest.raises(ValueError, match="unknown monitoring event kind"):
         catalog.add_monitoring_event(name="churn", kind="exploded", message="?")

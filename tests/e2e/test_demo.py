@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from keel._demo import CHAMPION, DEMO_FEATURES, DEMO_SPEC, run_demo
+from keel._demo import BEFORE_DRIFT, CHAMPION, DEMO_FEATURES, DEMO_SPEC, run_demo
 from keel.errors import ConflictError
 from keel.project import Project
 from keel.serving import read_prediction_log
@@ -134,8 +134,9 @@ def test_demo_training_set_is_point_in_time_correct(demo: tuple[Path, dict[str, 
 
 
 def _validation_rows(root: Path, figures: dict[str, Any]) -> pd.DataFrame:
-    """The label rows the demo's run was validated on (those at or after its time split's cutoff)."""
-    labels = pd.read_parquet(root / "data" / "labels.parquet")
+    """The label rows the demo's run was validated on (those at or after its time split's cutoff), from the
+    labels as they were before the loop step made the world drift."""
+    labels = pd.read_parquet(root / "data" / BEFORE_DRIFT / "labels.parquet")
     cutoff = pd.Timestamp(figures["train"]["cutoff"])
     return labels[labels["event_timestamp"] >= cutoff].reset_index(drop=True)
 
@@ -176,9 +177,13 @@ def test_demo_registers_and_promotes_the_champion(demo: tuple[Path, dict[str, An
         champion = project.models.get(f"{DEMO_SPEC}@{CHAMPION}")
         history = project.models.history(DEMO_SPEC, CHAMPION)
         versions = project.models.versions(DEMO_SPEC)
-    assert (champion.version, champion.run_id) == (1, figures["train"]["run_id"])
-    assert [v.version for v in versions] == [1]
-    assert [(h.from_version, h.to_version) for h in history] == [(None, 1)]
+        first_run = project.models.run_of(f"{DEMO_SPEC}:1").id
+    # The loop step (the last) registered v2 and promoted it if it won; v1 is what the register step promoted.
+    promoted = figures["monitor"]["decision"]["promoted"]
+    assert champion.version == (2 if promoted else 1)
+    assert first_run == figures["train"]["run_id"]
+    assert [v.version for v in versions] == [1, 2]
+    assert [(h.from_version, h.to_version) for h in history] == [(None, 1), *([(1, 2)] if promoted else [])]
     assert "champion" in output
 
 
@@ -199,14 +204,15 @@ def test_champion_predicts_exactly_like_the_trained_package(demo: tuple[Path, di
     root, figures, _ = demo
     rows = _validation_rows(root, figures)
     with Project.open(root) as project:
-        champion = project.models.load(f"{DEMO_SPEC}@{CHAMPION}")
+        champion = project.models.load(f"{DEMO_SPEC}:1")  # the champion the predict step used
         # The same spec on the same data gives the same model: its in-memory package, never serialized, must
-        # predict exactly what the champion loaded from the artifact store predicts. The demo's last step
-        # pushed rows (a new version), so the spec is pinned to the versions the champion was trained on.
+        # predict exactly what the champion loaded from the artifact store predicts. The demo's later steps
+        # pushed rows and ingested drifted data (new versions), so the spec is pinned to the versions the
+        # champion was trained on, and to the labels as they were.
         spec = project.training_spec(DEMO_SPEC)
         pinned = TrainingSpec(
             spec.name,
-            labels=spec.labels,
+            labels=pd.read_parquet(root / "data" / BEFORE_DRIFT / "labels.parquet"),
             label=spec.label,
             features=champion.feature_refs,
             model=spec.model,
@@ -245,6 +251,8 @@ def test_demo_is_deterministic(demo: tuple[Path, dict[str, Any], str], tmp_path:
     assert second["lineage"]["feature_digests"] == first["lineage"]["feature_digests"]
     assert second["predict"]["rows"] == first["predict"]["rows"]
     assert second["batch"]["last_month"] == first["batch"]["last_month"]
+    for key in ("challenger_score", "champion_score", "promoted"):
+        assert second["monitor"]["decision"][key] == first["monitor"]["decision"][key]
 
 
 def test_demo_reruns_in_its_own_folder_but_refuses_others(tmp_path: Path) -> None:
@@ -304,6 +312,7 @@ def test_the_serve_step_answers_over_http_and_logs_every_prediction(demo: tuple[
     assert logged["keys"] == [r["customer_id"] for r in serve["by_key"]]
     with Project.open(root) as project:
         log = read_prediction_log(project, DEMO_SPEC, version=1)
+    log = log[~log["request_id"].str.startswith("demo-loop-")].reset_index(drop=True)  # the loop step's traffic
     assert len(log) == logged["rows"]
     assert {"request_id", "record", "predicted_at", "key.customer_id", "feature.plan", "prediction", "proba.1"} <= set(
         log.columns
@@ -331,3 +340,37 @@ def test_the_batch_step_scores_every_label_row_like_the_package(demo: tuple[Path
         assert batch["last_month"][row["customer_id"]] == pytest.approx(row["p_churn"], abs=1e-12)
     assert [r["p_churn"] for r in batch["first_rows"]] == scores["proba_1"].head(len(batch["first_rows"])).tolist()
     assert "rows/s" in output
+
+
+def test_the_loop_step_detects_the_drift_retrains_promotes_and_hot_reloads(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    root, figures, output = demo
+    loop = figures["monitor"]
+    assert loop["logged"] > 100 and loop["crossed"]
+    assert loop["verdict"]["decay"] or loop["verdict"]["drift"]
+    assert "spend_30d" in loop["drifted_features"]  # spend per order halves after the drift date
+    decision = loop["decision"]
+    assert decision["champion"] == 1 and decision["challenger"] == 2 and decision["holdout_rows"] > 0
+    # At this test's small scale the challenger may or may not win; the decision follows the scores either way
+    # (the promotion and the hot reload are proven at a larger scale in tests/e2e/test_monitoring_loop.py).
+    assert decision["promoted"] == (decision["challenger_score"] > decision["champion_score"])
+    assert loop["reloaded_to"] == (2 if decision["promoted"] else None)
+    outcome = "promoted" if decision["promoted"] else "kept"
+    assert loop["events"] == ["checked", "threshold_crossed", "retrain_started", "compared", outcome]
+    assert Path(loop["html"]).is_file() and "<svg" in Path(loop["html"]).read_text()
+    with Project.open(root) as project:
+        stored = project.catalog.monitoring_report(loop["report_id"])
+        logged = read_prediction_log(project, DEMO_SPEC, version=1)
+    assert stored.crossed and stored.report["verdict"] == loop["verdict"]
+    assert len(logged) >= loop["logged"]
+    # The files as they were before the drift are kept; rows before the date are identical in both worlds.
+    before = pd.read_parquet(root / "data" / BEFORE_DRIFT / "activity.parquet")
+    after = pd.read_parquet(root / "data" / "activity.parquet")
+    cut = pd.Timestamp("2025-08-01", tz="UTC")
+    pd.testing.assert_frame_equal(
+        before[before["event_time"] <= cut].reset_index(drop=True),
+        after[after["event_time"] <= cut].reset_index(drop=True),
+    )
+    assert "Close the loop" in output
+    assert ("hot-reloaded" in output) == decision["promoted"]

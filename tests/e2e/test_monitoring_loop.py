@@ -91,7 +91,7 @@ def test_drift_is_detected_retrained_promoted_and_hot_reloaded(tmp_path: Path) -
         assert response.json()["version"] == decision.challenger
 
     kinds = [e.kind for e in project.catalog.monitoring_events("churn")]
-    assert kinds == ["checked", "drift_detected", "retrain_started", "compared", "promoted"]
+    assert kinds == ["checked", "threshold_crossed", "retrain_started", "compared", "promoted"]
     history = project.models.history("churn", "champion")
     assert history[-1].to_version == decision.challenger and "wins" in history[-1].reason
     project.close()

@@ -86,7 +86,7 @@ def test_a_shifted_feature_is_drift_and_an_audit_event(
     assert "orders" not in report.drift.drifted_features  # type: ignore[union-attr]
     assert report.quality is not None and any("enterprise" in issue for issue in report.quality.issues)
     kinds = [e.kind for e in project.catalog.monitoring_events("churn")]
-    assert kinds == ["checked", "drift_detected"]
+    assert kinds == ["checked", "threshold_crossed"]
     page = write_html(report, default_html_path(project, report)).read_text()
     assert "spend" in page and "<svg" in page
 

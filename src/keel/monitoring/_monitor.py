@@ -306,7 +306,7 @@ def monitor(
     """Check the model version ``ref`` names (``churn@champion``, ``churn:3``); see the module docstring.
 
     Returns the report and, with ``store``, its catalog record (an audit event ``checked`` is recorded too,
-    and ``drift_detected`` when a threshold was crossed).
+    and ``threshold_crossed`` when a threshold was crossed).
     """
     settings = settings or MonitorSettings()
     version: ModelVersionRecord = project.models.get(ref)
@@ -447,7 +447,7 @@ def monitor(
     if crossed:
         project.catalog.add_monitoring_event(
             name=report.model,
-            kind="drift_detected",
+            kind="threshold_crossed",
             version=report.version,
             report_id=report.id,
             message=summary,
