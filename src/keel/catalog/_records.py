@@ -212,7 +212,7 @@ class MonitoringEvent:
     Attributes:
         id: increasing with time.
         name: the model's name.
-        kind: ``checked``, ``drift_detected``, ``retrain_started``, ``retrain_failed``, ``compared``,
+        kind: ``checked``, ``threshold_crossed``, ``retrain_started``, ``retrain_failed``, ``compared``,
             ``promoted`` or ``kept``.
         version: the model version the event is about (the challenger's, for ``compared``/``promoted``).
         report_id: the monitoring report that led to it, if any.
