@@ -64,6 +64,8 @@ class PredictionLogConfig(BaseModel):
         enabled: log predictions (``KEEL_PREDICTION_LOG__ENABLED=false`` turns it off).
         max_bytes: a file is closed, and becomes visible to readers, once it holds this many bytes...
         max_seconds: ...or this many seconds after it was opened, whichever comes first.
+        linger_seconds: the writer lets requests gather this long before converting them together (fewer,
+            larger conversions: less work taken from the serving thread); 0 converts each request at once.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -71,6 +73,7 @@ class PredictionLogConfig(BaseModel):
     enabled: bool = True
     max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_seconds: float = Field(default=60.0, gt=0)
+    linger_seconds: float = Field(default=0.2, ge=0, le=60)
 
 
 class KeelConfig(BaseModel):

@@ -245,7 +245,7 @@ LAYOUT = LogLayout("m", 1, (("id", "int64"),), (("x", "float64"),), "float64", (
 
 # -- files: rotation, concurrency, crashes -------------------------------------------------------------------
 def test_files_rotate_by_size(served: Path, tmp_path: Path) -> None:
-    with open_with(served, tmp_path, max_bytes=1) as project:
+    with open_with(served, tmp_path, max_bytes=1, linger_seconds=0) as project:  # each request converted alone
         with TestClient(create_prediction_app(project, ["churn:1"])) as c:
             for i in range(3):
                 post(c, [{"customer_id": i}, {"customer_id": i + 1}])
@@ -360,3 +360,19 @@ def test_the_reader_filters_by_version_and_time(project: keel.Project) -> None:
     assert read_prediction_log(project, "churn", start=end, end=middle).empty
     assert read_prediction_log(project, "fraud").empty
     assert every["predicted_at"].dtype == "datetime64[us, UTC]"
+
+
+def test_requests_gathered_by_the_linger_are_written_together_in_order(served: Path, tmp_path: Path) -> None:
+    with open_with(served, tmp_path, linger_seconds=5.0) as project:
+        app = create_prediction_app(project, ["churn:1"])
+        with TestClient(app) as c:
+            for i in range(4):
+                post(c, [{"customer_id": i}, {"customer_id": 10 + i}], **{"X-Request-ID": f"r{i}"})
+            assert app.state.prediction_log.flush(timeout=10)  # a flush does not wait for the linger
+            assert not log_files(project, ".*.tmp")
+        files = log_files(project)
+        assert len(files) == 1 and pq.read_metadata(files[0]).num_row_groups == 1  # one conversion, one write
+        log = read_prediction_log(project, "churn")
+    assert log["request_id"].tolist() == ["r0", "r0", "r1", "r1", "r2", "r2", "r3", "r3"]
+    assert log["record"].tolist() == [0, 1] * 4
+    assert log["key.customer_id"].tolist() == [0, 10, 1, 11, 2, 12, 3, 13]

@@ -285,3 +285,18 @@ def test_keel_serve_is_a_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["serve", "--help"])
     assert result.exit_code == 0
     assert "--model" in result.output
+
+
+def test_small_requests_on_the_event_loop_and_large_ones_in_the_scoring_thread_agree(project: keel.Project) -> None:
+    ids = list(range(20))
+    records = [{"customer_id": i} for i in ids]
+    answers = []
+    for inline in (0, 100):  # every request in the scoring thread / every request on the event loop
+        with TestClient(create_prediction_app(project, ["churn:1"], inline_records=inline)) as c:
+            answers.append([predict(c, records[i : i + 5]).json() for i in range(0, len(records), 5)])
+    assert answers[0] == answers[1]
+    assert_same_as_package(
+        {k: [v for a in answers[0] for v in a[k]] for k in ("predictions", "probabilities")},
+        project.models.load("churn:1"),
+        online_frame(project, ids),
+    )

@@ -90,6 +90,10 @@ DEFAULT_ROW_GROUP_ROWS = 65_536
 #: Columns every file has, in this order, before its key, feature, prediction and probability columns.
 BASE_COLUMNS = ("request_id", "record", "predicted_at", "model", "version")
 _WARN_EVERY_SECONDS = 10.0
+#: After the first request arrives, the writer waits this long for more before converting them together: one
+#: conversion per batch of requests instead of one per request, and the serving threads are interrupted (for
+#: the GIL) a few times a second instead of at every request.
+DEFAULT_LINGER_SECONDS = 0.2
 _PART = "part-"
 _TMP_SUFFIX = ".tmp"
 
@@ -251,35 +255,68 @@ class _Entry:
     answer: Mapping[str, Any]
 
 
-def _table(entry: _Entry) -> pa.Table:
+def _table(entries: _Entry | Sequence[_Entry]) -> pa.Table:
+    """The rows of one request, or of several requests of one layout, as one table (one conversion)."""
     import pyarrow as pa
 
-    layout = entry.layout
-    n = len(entry.records)
+    group = [entries] if isinstance(entries, _Entry) else list(entries)
+    layout = group[0].layout
+    sizes = [len(e.records) for e in group]
+    request_ids: list[str] = []
+    records: list[int] = []
+    times: list[datetime] = []
+    for e, n in zip(group, sizes, strict=True):
+        request_ids += [e.request_id] * n
+        records += range(n)
+        times += [e.predicted_at] * n
+    total = len(records)
     columns: list[Any] = [
-        pa.array([entry.request_id] * n, pa.string()),
-        pa.array(range(n), pa.int32()),
-        pa.array([entry.predicted_at] * n, pa.timestamp("us", tz="UTC")),
-        pa.array([layout.model] * n, pa.string()),
-        pa.array([layout.version] * n, pa.int32()),
+        pa.array(request_ids, pa.string()),
+        pa.array(records, pa.int32()),
+        pa.array(times, pa.timestamp("us", tz="UTC")),
+        pa.array([layout.model] * total, pa.string()),
+        pa.array([layout.version] * total, pa.int32()),
     ]
     schema = layout.schema
     for name, dtype in layout.keys:
-        values = [_key_value(record.get(name), dtype) for record in entry.records]
+        values = [_key_value(record.get(name), dtype) for e in group for record in e.records]
         columns.append(pa.array(values, schema.field(f"key.{name}").type))
     for name, dtype in layout.features:
         convert = _converter(dtype)
-        raw = entry.columns.get(name) or [None] * n
-        values = [None if v is None else convert(v) for v in raw]
+        values = [
+            None if v is None else convert(v)
+            for e, n in zip(group, sizes, strict=True)
+            for v in (e.columns.get(name) or [None] * n)
+        ]
         columns.append(pa.array(values, schema.field(f"feature.{name}").type))
     convert = _converter(layout.prediction)
-    predictions = entry.answer.get("predictions") or [None] * n
-    columns.append(pa.array([None if p is None else convert(p) for p in predictions], schema.field("prediction").type))
-    probabilities = entry.answer.get("probabilities")
+    predictions = [
+        None if p is None else convert(p)
+        for e, n in zip(group, sizes, strict=True)
+        for p in (e.answer.get("predictions") or [None] * n)
+    ]
+    columns.append(pa.array(predictions, schema.field("prediction").type))
     for c in layout.classes:
-        values = [p.get(c) for p in probabilities] if probabilities else [None] * n
+        values = []
+        for e, n in zip(group, sizes, strict=True):
+            probabilities = e.answer.get("probabilities")
+            values += [p.get(c) for p in probabilities] if probabilities else [None] * n
         columns.append(pa.array(values, pa.float64()))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _by_layout(entries: Sequence[_Entry]) -> list[list[_Entry]]:
+    """Consecutive requests of the same layout and UTC date, grouped (order kept)."""
+    groups: list[list[_Entry]] = []
+    last: tuple[Any, str] | None = None
+    for e in entries:
+        mark = (e.layout, e.predicted_at.astimezone(UTC).strftime("%Y-%m-%d"))
+        if groups and mark == last:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+            last = mark
+    return groups
 
 
 # -- the writer ----------------------------------------------------------------------------------------------
@@ -374,6 +411,7 @@ class PredictionLog:
         max_queue_rows: rows waiting to be written beyond which new requests' rows are dropped (counted,
             logged), so that a slow disk never blocks predictions.
         row_group_rows: rows buffered per file before they are written as one row group.
+        linger_seconds: how long the writer lets requests gather before converting them together.
         on_written: called from the writer thread with the rows of each published file.
         on_dropped: called with the rows of each dropped request.
 
@@ -391,6 +429,7 @@ class PredictionLog:
         max_seconds: float = DEFAULT_MAX_SECONDS,
         max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
@@ -400,6 +439,7 @@ class PredictionLog:
         self.max_seconds = max_seconds
         self.max_queue_rows = max_queue_rows
         self.row_group_rows = row_group_rows
+        self.linger_seconds = linger_seconds
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._queue: deque[_Entry] = deque()
@@ -498,13 +538,21 @@ class PredictionLog:
                     if timeout is not None and timeout <= 0:
                         break
                     self._cond.wait(timeout)
+                if self._queue and self.linger_seconds > 0:  # let more requests gather, then convert them at once
+                    flush_asked = self._flush_asked
+                    self._cond.wait_for(
+                        lambda asked=flush_asked: self._closed  # type: ignore[misc]
+                        or self._flush_asked != asked
+                        or self._queued_rows >= self.row_group_rows,
+                        self.linger_seconds,
+                    )
                 entries = list(self._queue)
                 self._queue.clear()
                 self._queued_rows = 0
                 closing = self._closed
                 flush = self._flush_asked
-            for entry in entries:
-                self._write(entry)
+            for group in _by_layout(entries):
+                self._write(group)
             now = time.monotonic()
             for key, f in list(self._files.items()):
                 if closing or flush > self._flush_done or f.expired(now):
@@ -515,16 +563,21 @@ class PredictionLog:
                 if closing and not self._queue:
                     return
 
-    def _write(self, entry: _Entry) -> None:
-        layout = entry.layout
+    def _write(self, group: list[_Entry]) -> None:
+        """Write requests of one layout and one UTC date (see :func:`_by_layout`)."""
+        layout = group[0].layout
         key = (layout.model, layout.version)
         try:
-            table = _table(entry)
+            table = _table(group)
         except Exception:
-            _logger().exception("prediction log: cannot turn request %s into rows; dropped", entry.request_id)
-            self._dropped(len(entry.records))
+            if len(group) > 1:  # one bad request must not cost the others their rows
+                for entry in group:
+                    self._write([entry])
+                return
+            _logger().exception("prediction log: cannot turn request %s into rows; dropped", group[0].request_id)
+            self._dropped(len(group[0].records))
             return
-        date = entry.predicted_at.astimezone(UTC).strftime("%Y-%m-%d")
+        date = group[0].predicted_at.astimezone(UTC).strftime("%Y-%m-%d")
         f = self._files.get(key)
         if f is not None and (f.date != date or f.layout != layout):
             self._publish(key)
