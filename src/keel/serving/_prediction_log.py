@@ -541,9 +541,11 @@ class PredictionLog:
                 if self._queue and self.linger_seconds > 0:  # let more requests gather, then convert them at once
                     flush_asked = self._flush_asked
                     self._cond.wait_for(
-                        lambda asked=flush_asked: self._closed  # type: ignore[misc]
-                        or self._flush_asked != asked
-                        or self._queued_rows >= self.row_group_rows,
+                        lambda asked=flush_asked: (
+                            self._closed  # type: ignore[misc]
+                            or self._flush_asked != asked
+                            or self._queued_rows >= self.row_group_rows
+                        ),
                         self.linger_seconds,
                     )
                 entries = list(self._queue)
