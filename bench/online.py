@@ -557,8 +557,11 @@ def serve_features_available() -> str:
     return ""
 
 
-def concurrent_calls(url: str, body: bytes, calls: int, clients: int) -> tuple[list[int], float]:
-    """``calls`` requests from ``clients`` threads (one ``httpx.Client`` each); per-request ns and wall time."""
+def concurrent_calls(
+    url: str, bodies: list[bytes], calls: int, clients: int, path: str = "/features"
+) -> tuple[list[int], float, Any]:
+    """``calls`` POSTs of JSON ``bodies`` (in turn) to ``url + path`` from ``clients`` threads, one
+    ``httpx.Client`` each, released together: per-request ns, wall time, and one answer (any non-200 fails)."""
     import httpx
 
     per_client = calls // clients
@@ -566,17 +569,22 @@ def concurrent_calls(url: str, body: bytes, calls: int, clients: int) -> tuple[l
     barrier = threading.Barrier(clients + 1)
     headers = {"content-type": "application/json"}
     errors: list[BaseException] = []
+    last: list[Any] = []
 
     def work(i: int) -> None:
         try:
             with httpx.Client(base_url=url, timeout=30) as client:
-                client.post("/features", content=body, headers=headers).raise_for_status()  # connect first
+                client.post(path, content=bodies[i % len(bodies)], headers=headers).raise_for_status()  # connect
                 barrier.wait()
                 clock, record = time.perf_counter_ns, latencies[i].append
-                for _ in range(per_client):
+                response = None
+                for j in range(per_client):
                     started = clock()
-                    client.post("/features", content=body, headers=headers).raise_for_status()
+                    response = client.post(path, content=bodies[(i * per_client + j) % len(bodies)], headers=headers)
                     record(clock() - started)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+                last.append(response)
         except BaseException as exc:
             errors.append(exc)
             with contextlib.suppress(threading.BrokenBarrierError):
@@ -592,7 +600,7 @@ def concurrent_calls(url: str, body: bytes, calls: int, clients: int) -> tuple[l
     wall = time.perf_counter() - started
     if errors:
         raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
-    return [ns for lat in latencies for ns in lat], wall
+    return [ns for lat in latencies for ns in lat], wall, last[0] if last else None
 
 
 def bench_http(args: Any, project_dir: Path, params: dict[str, Any], end: datetime, n: int) -> None:
@@ -677,7 +685,7 @@ def bench_http(args: Any, project_dir: Path, params: dict[str, Any], end: dateti
                 for r in range(rounds):
                     for side in ("keel", "baseline") if r % 2 == 0 else ("baseline", "keel"):
                         url = keel_url if side == "keel" else bare_url
-                        ns, wall = concurrent_calls(url, bodies[0], calls // rounds, HTTP_CLIENTS)
+                        ns, wall, _ = concurrent_calls(url, bodies[:1], calls // rounds, HTTP_CLIENTS)
                         figures[side].ns += ns
                         walls[side].append(len(ns) / wall)
                 sides = {}

@@ -36,11 +36,9 @@ Run ``python bench/serving.py`` (about a minute) or ``python bench/serving.py --
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as common
 
-from online import free_port, server
+from online import concurrent_calls, free_port, server
 
 SCRIPT = Path(__file__).resolve()
 SEED = 7
@@ -143,49 +141,6 @@ def bare_server(port: int, project_dir: str) -> None:
 
 # -- clients -------------------------------------------------------------------------------------------------
 HEADERS = {"content-type": "application/json"}
-
-
-def concurrent_calls(url: str, bodies: list[bytes], calls: int, clients: int) -> tuple[list[int], float, Any]:
-    """``calls`` requests from ``clients`` threads (one ``httpx.Client`` each, bodies in turn); per-request ns,
-    wall time, and one answer."""
-    import httpx
-
-    per_client = calls // clients
-    latencies: list[list[int]] = [[] for _ in range(clients)]
-    barrier = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-    last: list[Any] = []
-
-    def work(i: int) -> None:
-        try:
-            with httpx.Client(base_url=url, timeout=30) as client:
-                client.post(PATH, content=bodies[i], headers=HEADERS).raise_for_status()  # connect first
-                barrier.wait()
-                clock, record = time.perf_counter_ns, latencies[i].append
-                response = None
-                for j in range(per_client):
-                    started = clock()
-                    response = client.post(PATH, content=bodies[(i * per_client + j) % len(bodies)], headers=HEADERS)
-                    record(clock() - started)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-                last.append(response)
-        except BaseException as exc:
-            errors.append(exc)
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.abort()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
-    return [ns for lat in latencies for ns in lat], wall, last[0] if last else None
 
 
 def line_for(
@@ -324,12 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                     rates: dict[str, list[float]] = {"keel": [], "baseline": []}
                     for _ in range(args.warmup):
                         for side, side_bodies in zip(("keel", "baseline"), order, strict=True):
-                            concurrent_calls(urls[side], side_bodies, CLIENTS * 10, CLIENTS)
+                            concurrent_calls(urls[side], side_bodies, CLIENTS * 10, CLIENTS, PATH)
                     for r in range(plan["rounds"]):
                         for side in ("keel", "baseline") if r % 2 == 0 else ("baseline", "keel"):
                             side_bodies = order[0] if side == "keel" else order[1]
                             ns, wall, _ = concurrent_calls(
-                                urls[side], side_bodies, plan["concurrent_calls"] // plan["rounds"], CLIENTS
+                                urls[side], side_bodies, plan["concurrent_calls"] // plan["rounds"], CLIENTS, PATH
                             )
                             figures[side].ns += ns
                             rates[side].append(len(ns) / wall)

@@ -4,9 +4,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,17 +13,9 @@ from keel.catalog import SqlCatalog, utcnow
 from keel.errors import ConflictError, NotFoundError, ValidationError
 
 
-@pytest.fixture(params=["sqlite_file", "sqlite_memory", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlCatalog]:
-    if request.param == "sqlite_file":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    elif request.param == "sqlite_memory":
-        url = "sqlite://"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    cat = SqlCatalog(url)
-    yield cat
-    cat.close()
+@pytest.fixture
+def catalog(any_catalog: SqlCatalog) -> SqlCatalog:
+    return any_catalog
 
 
 def start(catalog: SqlCatalog, spec: str = "churn", **params: Any) -> str:

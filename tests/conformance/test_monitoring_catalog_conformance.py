@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -13,17 +11,9 @@ from keel.catalog import SqlCatalog
 from keel.errors import NotFoundError, ValidationError
 
 
-@pytest.fixture(params=["sqlite_file", "sqlite_memory", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlCatalog]:
-    if request.param == "sqlite_file":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    elif request.param == "sqlite_memory":
-        url = "sqlite://"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    cat = SqlCatalog(url)
-    yield cat
-    cat.close()
+@pytest.fixture
+def catalog(any_catalog: SqlCatalog) -> SqlCatalog:
+    return any_catalog
 
 
 def report(catalog: SqlCatalog, name: str = "churn", version: int = 1, crossed: bool = False, **kw: object) -> str:
