@@ -114,3 +114,29 @@ def build_project(root: Path, *, n: int = 240, **overrides: Any) -> tuple[keel.P
     project.ingest("activity")
     project.ingest("profile")
     return project, labels_frame(activity)
+
+
+def register_churn_versions(project: keel.Project, labels: pd.DataFrame) -> None:
+    """``churn`` v1 (``C=1``) and v2 (``C=0.001``), logistic regressions on every activity feature and age."""
+    from sklearn.linear_model import LogisticRegression
+
+    from keel.training import TrainingSpec
+
+    for c in (1.0, 0.001):
+        spec = TrainingSpec(
+            "churn",
+            labels=labels[["customer_id", "ts", "churned"]],
+            label="churned",
+            features=["activity:*", "profile:age"],
+            model=LogisticRegression(C=c, max_iter=500),
+        )
+        project.models.register(project.train(spec))
+
+
+def push_fresh_online(project: keel.Project, customers: int) -> None:
+    """Both views' rows of the first ``customers`` customers, stamped now, into the online store."""
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    for view, frame in (("activity", activity_frame(customers)), ("profile", profile_frame(customers))):
+        fresh = frame.assign(event_time=now)
+        fresh["event_time"] = fresh["event_time"].astype("datetime64[us, UTC]")
+        project.push(view, fresh, to="online")

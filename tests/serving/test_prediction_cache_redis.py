@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 import keel
-from _training_fixtures import activity_frame, build_project, profile_frame
+from _training_fixtures import build_project, push_fresh_online, register_churn_versions
 from keel.errors import ConfigError
 from keel.serving import create_prediction_app
 from keel.serving._cache import cache_prefix
-from keel.training import TrainingSpec
 
 pytestmark = pytest.mark.redis
 
@@ -63,21 +60,9 @@ def root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """``churn`` v1 and v2 (champion: v1) and fresh online rows; the project's name is the cache's prefix."""
     with threadpool_limits(1):
         proj, labels = build_project(tmp_path_factory.mktemp("cache") / "project", name=name)
-        for c in (1.0, 0.001):
-            spec = TrainingSpec(
-                "churn",
-                labels=labels[["customer_id", "ts", "churned"]],
-                label="churned",
-                features=["activity:*", "profile:age"],
-                model=LogisticRegression(C=c, max_iter=500),
-            )
-            proj.models.register(proj.train(spec))
+        register_churn_versions(proj, labels)
     proj.models.set_alias("churn", "champion", 1)
-    now = pd.Timestamp.now(tz="UTC").floor("s")
-    for view, frame in (("activity", activity_frame(CUSTOMERS)), ("profile", profile_frame(CUSTOMERS))):
-        frame = frame.assign(event_time=now)
-        frame["event_time"] = frame["event_time"].astype("datetime64[us, UTC]")
-        proj.push(view, frame, to="online")
+    push_fresh_online(proj, CUSTOMERS)
     proj.close()
     return proj.root
 

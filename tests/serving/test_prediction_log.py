@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
 import keel
-from _training_fixtures import activity_frame, build_project, profile_frame
+from _training_fixtures import build_project, push_fresh_online, register_churn_versions
 from keel.serving import _prediction_log as plog
 from keel.serving import create_prediction_app, read_prediction_log
 from keel.serving._prediction_log import LogLayout, PredictionLog
@@ -41,15 +41,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A project with ``churn`` v1 and v2 (classifiers) and ``spend`` v1 (a regressor), fresh online rows."""
     with threadpool_limits(1):
         proj, labels = build_project(tmp_path_factory.mktemp("log") / "project", name="logtest")
-        for c in (1.0, 0.001):
-            spec = TrainingSpec(
-                "churn",
-                labels=labels[["customer_id", "ts", "churned"]],
-                label="churned",
-                features=["activity:*", "profile:age"],
-                model=LogisticRegression(C=c, max_iter=500),
-            )
-            proj.models.register(proj.train(spec))
+        register_churn_versions(proj, labels)
         regression = TrainingSpec(
             "amount",
             labels=labels[["customer_id", "ts", "amount"]],
@@ -59,11 +51,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             task="regression",
         )
         proj.models.register(proj.train(regression))
-    now = pd.Timestamp.now(tz="UTC").floor("s")
-    for view, frame in (("activity", activity_frame(CUSTOMERS)), ("profile", profile_frame(CUSTOMERS))):
-        frame = frame.assign(event_time=now)
-        frame["event_time"] = frame["event_time"].astype("datetime64[us, UTC]")
-        proj.push(view, frame, to="online")
+    push_fresh_online(proj, CUSTOMERS)
     root = proj.root
     proj.close()
     return root

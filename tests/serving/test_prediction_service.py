@@ -13,15 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 import keel
-from _training_fixtures import activity_frame, build_project, profile_frame
+from _training_fixtures import build_project, push_fresh_online, register_churn_versions
 from keel.cli import app as cli_app
 from keel.serving import create_prediction_app
-from keel.training import TrainingSpec
 
 CUSTOMERS = 12
 REFS = ["activity:spend", "activity:orders", "activity:plan", "activity:active", "activity:since", "profile:age"]
@@ -32,24 +30,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[keel.Project]:
     """Two registered versions of ``churn`` (champion: v1) and fresh online rows for a dozen customers."""
     with threadpool_limits(1):
         proj, labels = build_project(tmp_path_factory.mktemp("predict") / "project")
-        labels = labels[["customer_id", "ts", "churned"]]
-        for c in (1.0, 0.001):
-            spec = TrainingSpec(
-                "churn",
-                labels=labels,
-                label="churned",
-                features=["activity:*", "profile:age"],
-                model=LogisticRegression(C=c, max_iter=500),
-            )
-            proj.models.register(proj.train(spec))
+        register_churn_versions(proj, labels)
     proj.models.set_alias("churn", "champion", 1)
-    now = pd.Timestamp.now(tz="UTC").floor("s")
-    activity = activity_frame(CUSTOMERS).assign(event_time=now)
-    activity["event_time"] = activity["event_time"].astype("datetime64[us, UTC]")
-    proj.push("activity", activity, to="online")
-    profile = profile_frame(CUSTOMERS).assign(event_time=now)
-    profile["event_time"] = profile["event_time"].astype("datetime64[us, UTC]")
-    proj.push("profile", profile, to="online")
+    push_fresh_online(proj, CUSTOMERS)
     yield proj
     proj.close()
 
