@@ -113,7 +113,21 @@ def _check(
     path = write_html(report, html or default_html_path(proj, report))
     decision = None
     if retrain and report.crossed:
-        decision = proj.retrain(model, margin=margin, labels_window=labels_window, report_id=report.id)
+        from rich.status import Status
+
+        status = Status("retraining", console=err_console)
+        if err_console.is_terminal and not as_json:
+            status.start()
+        try:
+            decision = proj.retrain(
+                model,
+                margin=margin,
+                labels_window=labels_window,
+                report_id=report.id,
+                on_step=lambda step: status.update(f"retraining: {step}"),
+            )
+        finally:
+            status.stop()
     if as_json:
         out: dict[str, Any] = {
             "report_id": report.id,
