@@ -11,15 +11,16 @@ Workloads (one JSON line each; each side runs in a fresh child process, the side
 
 ``batch.predict.1m`` / ``batch.predict.5m``
     ``project.predict_batch("bench@champion", input, output, workers=2, chunk_rows=100_000,
-    probabilities=False)`` (predictions only, as the baseline computes): streaming
-    read, chunks to 2 worker processes (each loading the package by its verified digest), Parquet parts
-    combined in order into the output, all timed (worker start-up included), against
+    probabilities=False)`` (predictions only, as the baseline computes): the package loaded (imports included),
+    chunks scored 2 at a time (numeric features: on 2 threads of the calling process, each limited to one OpenMP
+    thread, each reading its chunk's row groups itself), Parquet parts appended in order to the output while
+    the rest are scored, all timed, against
     ``estimator.predict(X)`` on the whole in-memory array ``X`` (the package's prepared input, read and
     transformed untimed: the ceiling). **Target: rows/s >= 0.8x the ceiling's, i.e. time ratio <= 1.25.**
-    Checks: the output's predictions equal the raw ones row for row, and (5m line) the peak RSS of every
-    Keel process tree (parent, forkserver and workers, summed; sampled) at 5M rows stays within 1.25x (+64 MiB) of
-    that at 1M rows: memory does not grow with the
-    input. The baseline's peak RSS (whole array in memory) is given for context.
+    Checks: the output's predictions equal the raw ones row for row, and (5m line) the peak RSS of the Keel
+    process tree (the process and any worker processes, summed; sampled) at 5M rows stays within 1.25x (+64 MiB)
+    of that at 1M rows: memory does not grow with the input. The baseline's peak RSS (whole array in memory) is
+    given for context.
 
 Run ``python bench/batch.py`` (a few minutes; writes ~1 GB of inputs once) or ``python bench/batch.py --quick``
 (50,000 and 250,000 rows, seconds).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import uuid
 from collections.abc import Iterator
@@ -29,9 +30,20 @@ class InputFile:
     size: int
     mtime: str | None
     num_rows: int | None  # known up front for Parquet only
+    row_groups: tuple[int, ...] = ()  # rows per row group (Parquet)
 
     def fingerprint(self) -> dict[str, Any]:
         return {"path": self.uri, "size": self.size, "mtime": self.mtime}
+
+    def in_memory(self) -> bool:
+        """Whether the file lives in this process's memory (``memory://``): other processes cannot read it."""
+        return is_memory(self.fs)
+
+    def slices_fit(self, chunk_rows: int) -> bool:
+        """Whether chunks can be read by row groups on their own (:class:`RowSlice`) without reading much more
+        than they hold: Parquet whose row groups are no longer than a chunk (a chunk then decodes at most its
+        rows plus parts of two row groups)."""
+        return self.kind == "parquet" and bool(self.row_groups) and max(self.row_groups) <= chunk_rows
 
 
 def _kind(path: str) -> str:
@@ -57,16 +69,14 @@ def open_input(uri: str) -> InputFile:
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         raise NotFoundError(f"no input file at {uri}")
-    info = fs.info(path)
-    size = int(info.get("size") or 0)
-    mtime_value = info.get("mtime", info.get("LastModified", info.get("updated")))
-    mtime = None if mtime_value is None else str(mtime_value)
+    size, mtime = _stat(fs, path)
     try:
         if kind == "parquet":
             with fs.open(path, "rb") as f:
                 meta = pq.ParquetFile(f)
+                groups = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.metadata.num_row_groups))
                 return InputFile(
-                    uri, fs, path, kind, list(meta.schema_arrow.names), size, mtime, meta.metadata.num_rows
+                    uri, fs, path, kind, list(meta.schema_arrow.names), size, mtime, meta.metadata.num_rows, groups
                 )
         with fs.open(path, "rb") as f:
             reader = _csv_reader(f, path, None)
@@ -74,6 +84,13 @@ def open_input(uri: str) -> InputFile:
         return InputFile(uri, fs, path, kind, columns, size, mtime, None)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise ValidationError(f"cannot read {kind} input {uri}: {exc}", field="input") from exc
+
+
+def _stat(fs: Any, path: str) -> tuple[int, str | None]:
+    """The file's size and modification time (as text; ``None`` when the filesystem gives none)."""
+    info = fs.info(path)
+    mtime = info.get("mtime", info.get("LastModified", info.get("updated")))
+    return int(info.get("size") or 0), None if mtime is None else str(mtime)
 
 
 def _csv_reader(f: Any, path: str, columns: list[str] | None) -> Any:
@@ -132,6 +149,86 @@ def iter_chunks(source: InputFile, columns: list[str], chunk_rows: int) -> Itera
             yield pa.Table.from_batches(buffer, schema=buffer[0].schema if buffer else schema)
 
 
+@dataclass(frozen=True)
+class RowSlice:
+    """Rows ``[start, start + rows)`` of a Parquet input, read by whoever scores them (a worker process or a
+    thread), so that no chunk's data crosses a process boundary.
+
+    Attributes:
+        uri: the input (a local path or an fsspec URI every scoring process can open).
+        columns: the columns to read.
+        start: the first row (0-based).
+        rows: how many rows.
+        size, mtime: the input's size and modification time when the run started; a reader refuses a file that
+            no longer matches them (it was replaced while the run went on).
+    """
+
+    uri: str
+    columns: tuple[str, ...]
+    start: int
+    rows: int
+    size: int
+    mtime: str | None
+
+
+class SliceReader:
+    """Reads :class:`RowSlice` s of Parquet inputs by their row groups, keeping each input open (one reader per
+    thread: an open file is not shared between threads)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[Any, list[int], Any]] = {}
+
+    def read(self, part: RowSlice) -> pa.Table:
+        """The slice's rows and columns, as the whole file would give them.
+
+        Raises:
+            ValidationError: the input changed since the run started, or cannot be read.
+        """
+        pf, offsets, schema = self._file(part)
+        columns = list(part.columns)
+        if part.rows == 0:
+            return schema.empty_table().select(columns)
+        end = part.start + part.rows
+        if end > offsets[-1]:
+            raise ValidationError(
+                f"{part.uri} has {offsets[-1]} rows, fewer than when the run started; re-run it", field="input"
+            )
+        first = bisect.bisect_right(offsets, part.start) - 1
+        last = bisect.bisect_left(offsets, end)  # row groups first .. last-1 hold the slice
+        try:
+            table = pf.read_row_groups(list(range(first, last)), columns=columns, use_threads=False)
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"cannot read input {part.uri}: {exc}", field="input") from exc
+        return table.slice(part.start - offsets[first], part.rows)
+
+    def _file(self, part: RowSlice) -> tuple[Any, list[int], Any]:
+        opened = self._open.get(part.uri)
+        if opened is None:
+            import fsspec
+            import pyarrow.parquet as pq
+
+            fs, path = fsspec.core.url_to_fs(part.uri)
+            if _stat(fs, path) != (part.size, part.mtime):
+                raise ValidationError(f"{part.uri} changed since the run started; re-run it", field="input")
+            try:
+                # a local file through Arrow's own reader; others through fsspec. No pre-buffering: it would
+                # cache the whole file, and memory would grow with the input
+                pf = pq.ParquetFile(path if is_local(fs) else fs.open(path, "rb"), pre_buffer=False)
+            except (OSError, ValueError) as exc:
+                raise ValidationError(f"cannot read input {part.uri}: {exc}", field="input") from exc
+            meta = pf.metadata
+            offsets = [0]
+            for i in range(meta.num_row_groups):
+                offsets.append(offsets[-1] + meta.row_group(i).num_rows)
+            opened = self._open[part.uri] = (pf, offsets, pf.schema_arrow)
+        return opened
+
+    def close(self) -> None:
+        for pf, _, _ in self._open.values():
+            pf.close()
+        self._open.clear()
+
+
 def to_ipc(table: pa.Table) -> bytes:
     """``table`` as Arrow IPC stream bytes (only its own rows, even for a slice)."""
     import pyarrow as pa
@@ -167,6 +264,11 @@ def temp_name(path: str) -> str:
 def is_local(fs: Any) -> bool:
     protocol = fs.protocol
     return protocol in ("file", "local") or (isinstance(protocol, tuple) and "file" in protocol)
+
+
+def is_memory(fs: Any) -> bool:
+    protocol = fs.protocol
+    return protocol == "memory" or (isinstance(protocol, tuple) and "memory" in protocol)
 
 
 def replace(fs: Any, src: str, dst: str) -> None:

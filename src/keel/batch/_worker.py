@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keel.batch._io import RowSlice, SliceReader
 from keel.errors import IntegrityError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from keel.models import ModelPackage
 
@@ -55,12 +58,14 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class ChunkOutcome:
-    """What scoring one chunk gave: its row count, or the error (as text: it crosses processes)."""
+    """What scoring one chunk gave: its row count, or the error (as text: it crosses processes), and the id of
+    the process that scored it."""
 
     index: int
     rows: int
     part: str | None
     error: str | None = None
+    pid: int = 0
 
 
 class Scorer:
@@ -82,28 +87,47 @@ class Scorer:
         self.fs, self.parts_path = fsspec.core.url_to_fs(parts_uri)
         self.id_column = id_column
         self.proba = probabilities and package.task == "classification" and hasattr(package.estimator, "predict_proba")
+        self._local = threading.local()  # one input reader per thread
 
-    def score(self, index: int, start: int, data: bytes | pd.DataFrame) -> ChunkOutcome:
-        """Score chunk ``index`` (input rows from ``start``) and write its part; errors come back as text."""
+    def score(self, index: int, start: int, data: bytes | pd.DataFrame | RowSlice) -> ChunkOutcome:
+        """Score chunk ``index`` (input rows from ``start``) and write its part; errors come back as text.
+
+        ``data`` is the chunk as Arrow IPC bytes, a frame with its features joined, or a :class:`RowSlice` of
+        the input that is read here.
+        """
         try:
-            frame = data if not isinstance(data, bytes) else self._columns(data)
+            if isinstance(data, bytes):
+                frame: pd.DataFrame | dict[str, Any] = self._columns(data)
+            elif isinstance(data, RowSlice):
+                frame = self._table_columns(self._reader().read(data))
+            else:
+                frame = data
             table = self.predict(frame, start)
             name = f"part-{index:06d}.parquet"
             from keel.batch._io import write_parquet_atomic
 
             write_parquet_atomic(self.fs, f"{self.parts_path}/{name}", table)
-            return ChunkOutcome(index, table.num_rows, name)
+            return ChunkOutcome(index, table.num_rows, name, pid=os.getpid())
         except Exception as exc:  # reported with the chunk's row range; the run goes on
-            return ChunkOutcome(index, 0, None, _describe(exc, start))
+            return ChunkOutcome(index, 0, None, _describe(exc, start), pid=os.getpid())
+
+    def _reader(self) -> SliceReader:
+        reader: SliceReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = SliceReader()
+        return reader
 
     def _columns(self, data: bytes) -> pd.DataFrame | dict[str, Any]:
+        """A chunk's columns from Arrow IPC bytes (see :meth:`_table_columns`)."""
+        from keel.batch._io import from_ipc
+
+        return self._table_columns(from_ipc(data))
+
+    def _table_columns(self, table: pa.Table) -> pd.DataFrame | dict[str, Any]:
         """A chunk's columns: float64 feature columns straight from Arrow as numpy arrays (nulls as NaN, as
         pandas gives them), the others (and the id column) through pandas as before."""
         import pyarrow as pa
 
-        from keel.batch._io import from_ipc
-
-        table = from_ipc(data)
         numeric = {f.name for f in self.package.schema.features if f.dtype != "string"}
         direct = [
             c
@@ -144,13 +168,6 @@ class Scorer:
         return pa.table(columns)
 
 
-def _frame(data: bytes) -> pd.DataFrame:
-    from keel.batch._io import from_ipc
-
-    frame: pd.DataFrame = from_ipc(data).to_pandas()
-    return frame
-
-
 def _describe(exc: BaseException, start: int) -> str:
     text = f"{type(exc).__name__}: {exc}"
     row = getattr(exc, "row", None)
@@ -161,6 +178,14 @@ def _describe(exc: BaseException, start: int) -> str:
     return text
 
 
+def limit_lane_threads(threads: int) -> None:
+    """Initializer of a scoring thread of the calling process: OpenMP (the trees' parallel loops) limited to
+    ``threads`` in this thread only (OpenMP's thread count is a per-thread setting)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads, user_api="openmp")  # never restored: the thread ends with the run
+
+
 # -- the worker process's side -------------------------------------------------------------------------------
 _SCORER: Scorer | None = None
 
@@ -168,7 +193,8 @@ _SCORER: Scorer | None = None
 def init_worker(
     source: ModelSource, parts_uri: str, id_column: str | None, probabilities: bool, threads: int | None
 ) -> None:
-    """Worker initializer: limit native threads, load the package once (verified), keep a scorer."""
+    """Worker initializer: limit native threads (OpenMP, BLAS, Arrow's pool), load the package once
+    (verified), keep a scorer."""
     global _SCORER
     if threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -179,10 +205,18 @@ def init_worker(
             threadpool_limits(threads)
         except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
             pass
+        import pyarrow as pa
+
+        pa.set_cpu_count(threads)
     _SCORER = Scorer(source.load(), parts_uri, id_column, probabilities)
 
 
-def score_in_worker(index: int, start: int, data: bytes | pd.DataFrame) -> ChunkOutcome:
+def ping() -> int:
+    """A no-op task: its answer tells that a worker has started and loaded the package."""
+    return os.getpid()
+
+
+def score_in_worker(index: int, start: int, data: bytes | pd.DataFrame | RowSlice) -> ChunkOutcome:
     """Score one chunk with the worker's scorer."""
     if _SCORER is None:  # pragma: no cover - the initializer always runs first
         return ChunkOutcome(index, 0, None, "RuntimeError: the worker has no model loaded")
