@@ -246,13 +246,14 @@ def from_ipc(data: bytes) -> pa.Table:
         return reader.read_all()
 
 
-def write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` under a temporary name, then rename it into place."""
+def write_parquet_atomic(fs: Any, path: str, table: pa.Table, **options: Any) -> None:
+    """Write ``table`` to ``path`` under a temporary name, then rename it into place (``options``: those of
+    ``pyarrow.parquet.write_table``)."""
     import pyarrow.parquet as pq
 
     tmp = temp_name(path)
     with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f)
+        pq.write_table(table, f, **options)
     replace(fs, tmp, path)
 
 

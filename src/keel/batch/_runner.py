@@ -493,7 +493,10 @@ def _run(
         else:
             fail(index, start, rows, outcome.error or "unknown error")
 
-    combiner = _Combiner(out_fs, out_path, parts_path, manifest)
+    # a classifier's labels are few: dictionary-encoded; ids, numbers and probabilities are mostly distinct
+    combiner = _Combiner(
+        out_fs, out_path, parts_path, manifest, ["prediction"] if package.task == "classification" else []
+    )
 
     def settle_some() -> None:
         finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -591,8 +594,11 @@ class _Combiner:
     chunk before them is settled (done, failed or taken from an earlier run), one part at a time: the output is
     written while the chunks are scored, and memory holds one part at most."""
 
-    def __init__(self, fs: Any, out_path: str, parts_path: str, manifest: Manifest) -> None:
+    def __init__(
+        self, fs: Any, out_path: str, parts_path: str, manifest: Manifest, dictionary: list[str] | None = None
+    ) -> None:
         self.fs = fs
+        self.dictionary = dictionary or []  # the columns worth dictionary-encoding (few distinct values)
         self.out_path = out_path
         self.parts_path = parts_path
         self.manifest = manifest
@@ -616,7 +622,7 @@ class _Combiner:
             table = pq.read_table(f)
         if self._writer is None:
             self._file = self.fs.open(self.tmp, "wb")
-            self._writer = pq.ParquetWriter(self._file, table.schema)
+            self._writer = pq.ParquetWriter(self._file, table.schema, use_dictionary=self.dictionary)
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)
         self._writer.write_table(table)

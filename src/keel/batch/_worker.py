@@ -106,7 +106,9 @@ class Scorer:
             name = f"part-{index:06d}.parquet"
             from keel.batch._io import write_parquet_atomic
 
-            write_parquet_atomic(self.fs, f"{self.parts_path}/{name}", table)
+            # a part is read once, by this run or a resumed one: written as fast as it is read back (no
+            # compression, no dictionaries), the output is the compact file
+            write_parquet_atomic(self.fs, f"{self.parts_path}/{name}", table, compression="none", use_dictionary=False)
             return ChunkOutcome(index, table.num_rows, name, pid=os.getpid())
         except Exception as exc:  # reported with the chunk's row range; the run goes on
             return ChunkOutcome(index, 0, None, _describe(exc, start), pid=os.getpid())
