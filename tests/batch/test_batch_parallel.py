@@ -145,7 +145,7 @@ def test_numeric_inputs_are_scored_on_threads_without_processes(
     assert result.ok and (result.rows, result.chunks) == (240, 5)
     check(tmp_path / "out.parquet", project, NUMERIC, rows, 50)
     assert sorted(spy.indices) == [0, 1, 2, 3, 4] and not pools.started
-    assert spy.kinds == ({"RowSlice"} if row_group == 30 else {"bytes"})
+    assert spy.kinds == ({"RowSlice"} if row_group == 30 else {"Table"})
     assert threads and all(name.startswith("keel-batch") for name in threads)
 
 
@@ -192,28 +192,31 @@ def test_fewer_chunks_than_workers_start_no_process(
 
 
 # -- worker processes -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("row_group", [30, 70])  # read by the workers / streamed here, sent as Arrow IPC
 def test_worker_processes_read_their_row_groups_and_keep_the_order(
-    project: keel.Project, rows: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: keel.Project, rows: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row_group: int
 ) -> None:
     monkeypatch.setattr(batch_runner, "LOCAL_UNTIL_READY", False)  # the processes score every chunk
     spy = Spy(monkeypatch)
     pools = Pools(monkeypatch)
-    read: list[batch_io.RowSlice] = []
+    sent: list[Any] = []
     original = batch_runner._Pool.submit
 
     def submit(pool: batch_runner._Pool, index: int, start: int, data: Any) -> Any:
-        read.append(data)
+        sent.append(data)
         return original(pool, index, start, data)
 
     monkeypatch.setattr(batch_runner._Pool, "submit", submit)
-    source = write(rows, tmp_path / "in.parquet")
+    source = write(rows, tmp_path / "in.parquet", row_group)
     result = project.predict_batch(STRINGS, source, tmp_path / "out.parquet", workers=2, chunk_rows=50)
     assert result.ok and result.rows == 240
     check(tmp_path / "out.parquet", project, STRINGS, rows, 50)
     assert len(pools.started) == 1 and spy.indices == []  # nothing scored in this process
-    # the processes were given row ranges, not data
-    assert [(r.start, r.rows) for r in read] == [(0, 50), (50, 50), (100, 50), (150, 50), (200, 40)]
-    assert all(isinstance(r, batch_io.RowSlice) for r in read)
+    if row_group == 30:  # the processes were given row ranges, not data
+        assert all(isinstance(r, batch_io.RowSlice) for r in sent)
+        assert [(r.start, r.rows) for r in sent] == [(0, 50), (50, 50), (100, 50), (150, 50), (200, 40)]
+    else:
+        assert [r.num_rows for r in sent] == [50, 50, 50, 50, 40] and all(isinstance(r, pa.Table) for r in sent)
 
 
 def test_this_process_scores_until_the_workers_are_ready_then_hands_over(

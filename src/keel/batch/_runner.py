@@ -236,6 +236,10 @@ class _Pool:
 
     def submit(self, index: int, start: int, data: Any) -> Future[ChunkOutcome]:
         self.used = True
+        import pyarrow as pa
+
+        if isinstance(data, pa.Table):
+            data = to_ipc(data)  # only the slice's own rows cross the pipe
         return self.pool.submit(score_in_worker, index, start, data)
 
     def shutdown(self) -> None:
@@ -731,10 +735,11 @@ class _Joiner:
             ]
         return list(dict.fromkeys(wanted))
 
-    def prepare(self, table: pa.Table) -> bytes | pd.DataFrame:
-        """What a worker scores: the chunk as Arrow IPC bytes, or a frame with the features joined."""
+    def prepare(self, table: pa.Table) -> pa.Table | pd.DataFrame:
+        """What a worker scores: the chunk's table (sent to a worker process as Arrow IPC bytes), or a frame
+        with the features joined."""
         if self.mode == "input":
-            return to_ipc(table)
+            return table
         import pandas as pd
 
         frame = table.to_pandas()

@@ -89,17 +89,19 @@ class Scorer:
         self.proba = probabilities and package.task == "classification" and hasattr(package.estimator, "predict_proba")
         self._local = threading.local()  # one input reader per thread
 
-    def score(self, index: int, start: int, data: bytes | pd.DataFrame | RowSlice) -> ChunkOutcome:
+    def score(self, index: int, start: int, data: bytes | pa.Table | pd.DataFrame | RowSlice) -> ChunkOutcome:
         """Score chunk ``index`` (input rows from ``start``) and write its part; errors come back as text.
 
-        ``data`` is the chunk as Arrow IPC bytes, a frame with its features joined, or a :class:`RowSlice` of
-        the input that is read here.
+        ``data`` is the chunk as an Arrow table (or its IPC bytes), a frame with its features joined, or a
+        :class:`RowSlice` of the input that is read here.
         """
         try:
             if isinstance(data, bytes):
                 frame: pd.DataFrame | dict[str, Any] = self._columns(data)
             elif isinstance(data, RowSlice):
                 frame = self._table_columns(self._reader().read(data))
+            elif _is_table(data):
+                frame = self._table_columns(data)
             else:
                 frame = data
             table = self.predict(frame, start)
@@ -168,6 +170,12 @@ class Scorer:
             for i, cls in enumerate(package.classes or []):
                 columns[f"{PROBA_PREFIX}{cls}"] = pa.array(proba[:, i], type=pa.float64())
         return pa.table(columns)
+
+
+def _is_table(data: Any) -> bool:
+    import pyarrow as pa
+
+    return isinstance(data, pa.Table)
 
 
 def _describe(exc: BaseException, start: int) -> str:
