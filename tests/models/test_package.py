@@ -388,3 +388,33 @@ def test_a_preprocessor_it_does_not_know_is_used_as_it_is() -> None:
     )
     assert package._plan() is None
     assert np.array_equal(package.predict(train), estimator.predict(preprocessor.transform(train)))
+
+
+@pytest.mark.parametrize("estimator", ["hgb", "logistic"])
+def test_an_all_numeric_model_gets_the_fast_path_in_the_preprocessors_own_memory_layout(estimator: str) -> None:
+    """One numeric part: the preprocessor passes the imputer's output through in pandas' column-major layout,
+    and the fast path builds the same layout, so the estimator sees identical arrays either way."""
+    from keel.training._preprocessing import auto_preprocessor
+
+    rng = np.random.default_rng(5)
+    dtypes = {f"f{i}": "float64" for i in range(6)}
+    train = pd.DataFrame(rng.standard_normal((500, 6)), columns=list(dtypes))
+    train[train > 2.0] = np.nan
+    y = (train["f0"].fillna(0) + rng.standard_normal(500) > 0).astype(np.int64).to_numpy()
+    model = HistGradientBoostingClassifier(max_iter=10) if estimator == "hgb" else LogisticRegression(max_iter=300)
+    preprocessor = auto_preprocessor(dtypes, model)
+    model.fit(preprocessor.fit_transform(train), y)
+    package = ModelPackage(
+        "numeric", "classification", "y", model, preprocessor, InputSchema.infer(train, dtypes), [], classes=[0, 1]
+    )
+    plan = package._plan()
+    assert plan is not None
+    frame = pd.DataFrame(rng.standard_normal((300, 6)), columns=list(dtypes))
+    frame.iloc[::7, 2] = np.nan
+    slow = _slow(package)
+    fast_matrix, slow_matrix = package.transform(frame), slow.transform(frame)
+    assert plan.order == "F" and slow_matrix.flags.f_contiguous and not slow_matrix.flags.c_contiguous
+    assert fast_matrix.flags.f_contiguous == slow_matrix.flags.f_contiguous
+    assert np.array_equal(fast_matrix.view(np.int64), slow_matrix.view(np.int64))
+    assert np.array_equal(package.predict_proba(frame), slow.estimator.predict_proba(slow_matrix))
+    assert np.array_equal(package.predict(frame), slow.estimator.predict(slow_matrix))

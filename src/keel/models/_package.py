@@ -11,7 +11,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -427,9 +427,12 @@ class _Plan:
         self.parts = parts
         self.width = sum(p.width for p in parts)
         self.joint = False
+        #: The memory layout the preprocessor itself produces (``F`` when one part's output is passed through
+        #: as pandas gives it), kept so that the estimator sees the same layout on both paths.
+        self.order: Literal["C", "F"] = "C"
 
     def matrix(self, columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
-        out = np.empty((rows, self.width), dtype=np.float64)
+        out = np.empty((rows, self.width), dtype=np.float64, order=self.order)
         at = 0
         for part in self.parts:
             part.write(columns, out, at)
@@ -482,10 +485,13 @@ class _Plan:
         columns = _probe(package.schema)
         rows = len(next(iter(columns.values())))
         expected = package.preprocessor.transform(pd.DataFrame(columns))
-        got = self.matrix(columns, rows)
-        if not isinstance(expected, np.ndarray) or expected.dtype != np.float64 or expected.shape != got.shape:
+        if not isinstance(expected, np.ndarray) or expected.dtype != np.float64:
             return False
-        if not expected.flags.c_contiguous or not np.array_equal(expected.view(np.int64), got.view(np.int64)):
+        if not expected.flags.c_contiguous and not expected.flags.f_contiguous:
+            return False
+        self.order = "C" if expected.flags.c_contiguous else "F"
+        got = self.matrix(columns, rows)
+        if expected.shape != got.shape or not np.array_equal(expected.view(np.int64), got.view(np.int64)):
             return False
         estimator = package.estimator
         if _is_hgb_classifier(estimator):
