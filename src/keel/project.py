@@ -634,7 +634,9 @@ class Project:
             model: a model reference (``churn@champion``, ``churn:3``).
             input: the rows to score.
             output: the Parquet file to write (atomically); a manifest next to it lets a re-run resume.
-            workers: worker processes, each loading the package once (1: score in this process).
+            workers: scoring lanes (1: score in this process): threads of this process, each with its share of
+                the cores, when every feature is numeric (scoring then releases the GIL); otherwise worker
+                processes, each loading the package once by its digest.
             chunk_rows: rows per chunk.
             id_column: an input column copied to the output as its id (default: ``row_number``, from 0).
             features: ``input`` (the input holds the feature columns), ``offline`` (joined point in time for

@@ -32,7 +32,14 @@ def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="The model: churn@champion, churn:3 ...")],
     input: Annotated[str, typer.Option("--input", "-i", help="Parquet or CSV file to score (path or fsspec URI).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Parquet file to write (path or fsspec URI).")],
-    workers: Annotated[int, typer.Option(help="Worker processes, each loading the model once.", min=1)] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Scoring lanes: threads of this process when every feature is numeric, else worker processes "
+            "(each loading the model once).",
+            min=1,
+        ),
+    ] = 1,
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (memory is bounded by it).", min=1)] = 100_000,
     features: Annotated[
         str,
