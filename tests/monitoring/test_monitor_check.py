@@ -179,3 +179,43 @@ def test_labels_join_the_prediction_log_by_request_id_or_by_entity_and_time(
 
     with pytest.raises(ValidationError, match="request_id column, or the entity keys"):
         project.monitor("churn@champion", labels=pd.DataFrame({"churned": [1]}))
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_regressors_and_multiclass_models_are_monitored_too(tmp_path: Path, task: str) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    project, labels = build_project(tmp_path, n=600)
+    if task == "regression":
+        label, model = "amount", HistGradientBoostingRegressor(max_iter=30)
+    else:
+        labels = labels.assign(tier=pd.cut(labels["amount"], 3, labels=["low", "mid", "high"]).astype(str))
+        label, model = "tier", HistGradientBoostingClassifier(max_iter=30, early_stopping=False)
+    spec = TrainingSpec(
+        "m",
+        labels=labels[["customer_id", "ts", label]],
+        label=label,
+        features=FEATURES,
+        model=model,
+        split=RandomSplit(validation_fraction=0.3),
+        seed=1,
+    )
+    project.models.promote("m", project.models.register(project.train(spec)).version)
+    profile = ReferenceProfile.from_bytes(
+        project.artifacts.get_bytes(project.models.run_of("m@champion").lineage["reference_profile"]["digest"])
+    )
+    assert profile.prediction is not None
+    assert profile.prediction.kind == ("numeric" if task == "regression" else "categorical")
+
+    rows = project.historical_features(labels[["customer_id", "ts", label]], FEATURES)
+    current = rows.sample(n=500, replace=True, random_state=4).reset_index(drop=True)
+    report = project.monitor("m@champion", current=current)
+    assert report.drift is not None and report.drift.prediction is not None
+    assert report.overall is not None and report.overall["rows"] == 500
+    metric = report.verdict["metric"]
+    assert metric == ("rmse" if task == "regression" else "roc_auc")
+    assert report.overall["metrics"][metric]["value"] is not None
+    assert not report.verdict["decay"]
+    if task == "regression":  # the world changed: amounts doubled, the model's error grows
+        worse = project.monitor("m@champion", current=current.assign(amount=current["amount"] * 2))
+        assert worse.verdict["decay"] and any("rmse" in r for r in worse.verdict["reasons"])

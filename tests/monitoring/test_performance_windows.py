@@ -125,3 +125,46 @@ def test_bad_inputs_are_validation_errors() -> None:
     ts_missing[3] = None
     with pytest.raises(ValidationError, match="first at row 3"):
         performance_over_time(y, pred, timestamps=ts_missing, task="classification")
+
+
+def test_vectorised_multiclass_intervals_match_the_resampling_loop() -> None:
+    """Macro precision, recall and F1 and one-vs-rest ROC AUC, resample by resample, as compute_metrics."""
+    from keel.monitoring._performance import _Inputs
+
+    rng = np.random.default_rng(8)
+    classes = ["high", "low", "mid"]
+    y = rng.choice(classes, 120, p=[0.2, 0.5, 0.3])
+    proba = rng.dirichlet([1, 1, 1], 120)
+    proba[np.arange(120), [classes.index(v) for v in y]] += 0.6
+    proba /= proba.sum(axis=1, keepdims=True)
+    pred = np.array(classes)[proba.argmax(axis=1)]
+    pred[:3] = "low"
+    names = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
+    data = _Inputs.of(y, pred, "classification", classes, proba, names)
+    fast = data._bootstrap(y, pred, proba, 30, np.random.default_rng(1))
+    draws = np.random.default_rng(1).integers(0, 120, size=(30, 120))
+    for b in range(30):
+        idx = np.sort(draws[b])
+        slow = compute_metrics("classification", names, y[idx], pred[idx], proba[idx], classes)
+        for name in names:
+            if slow[name] is None or not np.isfinite(slow[name]):
+                assert not np.isfinite(fast[name][b]), name
+            else:
+                assert fast[name][b] == pytest.approx(slow[name], rel=1e-9, abs=1e-12), name
+
+
+def test_many_multiclass_windows_are_quick_enough_to_check_daily() -> None:
+    rng = np.random.default_rng(9)
+    classes = ["high", "low", "mid"]
+    y = rng.choice(classes, 3000)
+    proba = rng.dirichlet([1, 1, 1], 3000)
+    pred = np.array(classes)[proba.argmax(axis=1)]
+    ts = pd.Series(START + pd.to_timedelta(rng.integers(0, 60 * 86400, 3000), unit="s"))
+    windows = performance_over_time(
+        y, pred, timestamps=ts, task="classification", classes=classes, proba=proba, window="1D"
+    )
+    assert len(windows) == 60
+    for w in windows:
+        for name in ("precision", "recall", "f1", "roc_auc"):
+            est = w.metrics[name]
+            assert est.value is not None and est.low is not None and est.low <= est.value <= est.high, name

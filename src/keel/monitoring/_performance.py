@@ -338,8 +338,12 @@ class _Inputs:
             w = weights.astype(np.float64)
             sums = {k: w @ v for k, v in terms.items() if not k.startswith("_")}
             self._vectorised(out, sums, w, terms, done, c, n)
-            if auc:
+            if auc and "_auc_score" in terms:
                 out["roc_auc"][done : done + c] = _weighted_auc(w, terms["_auc_score"], terms["_auc_pos"])
+            elif auc:
+                k = sum(1 for key in terms if key.startswith("_ovr_score"))
+                per_class = [_weighted_auc(w, terms[f"_ovr_score{i}"], terms[f"_ovr_pos{i}"]) for i in range(k)]
+                out["roc_auc"][done : done + c] = np.mean(per_class, axis=0)  # NaN when any class is undefined
             for b in range(c):
                 if not looped:
                     break
@@ -374,6 +378,15 @@ class _Inputs:
             terms["tp"] = (t & p).astype(np.float64)
             terms["fp"] = (~t & p).astype(np.float64)
             terms["fn"] = (t & ~p).astype(np.float64)
+        elif not binary and names & {"precision", "recall", "f1"}:
+            # Macro averages over the labels a resample holds (those of its true or predicted rows), as
+            # scikit-learn's: per label, the weighted counts of true positives, predictions and actual rows.
+            labels = list(dict.fromkeys([*classes, *yt.tolist(), *yp.tolist()]))
+            for i, label in enumerate(labels):
+                t, p = yt == label, yp == label
+                terms[f"mc_tp{i}"] = (t & p).astype(np.float64)
+                terms[f"mc_pred{i}"] = p.astype(np.float64)
+                terms[f"mc_act{i}"] = t.astype(np.float64)
         if proba is not None:
             if binary and ("brier" in names or "roc_auc" in names):
                 pos = (yt == classes[1]).astype(np.float64)
@@ -381,6 +394,11 @@ class _Inputs:
                     terms["brier"] = (proba[:, 1] - pos) ** 2
                 if "roc_auc" in names:
                     terms["_auc_score"], terms["_auc_pos"] = proba[:, 1], pos
+            elif not binary and "roc_auc" in names and set(yt.tolist()) <= set(classes):
+                # One-vs-rest, macro: each class's AUC against the rest (NaN, so undefined, when a resample
+                # lacks a class, as scikit-learn).
+                for i, c in enumerate(classes):
+                    terms[f"_ovr_score{i}"], terms[f"_ovr_pos{i}"] = proba[:, i], (yt == c).astype(np.float64)
             if "log_loss" in names:
                 index = {c: i for i, c in enumerate(classes)}
                 col = np.array([index.get(v, -1) for v in yt.tolist()])
@@ -419,6 +437,22 @@ class _Inputs:
                     out["recall"][part] = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
                 if "f1" in self.names:
                     out["f1"][part] = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        if "mc_tp0" in sums:
+            k = sum(1 for key in sums if key.startswith("mc_tp"))
+            tp = np.stack([sums[f"mc_tp{i}"] for i in range(k)])  # labels x resamples
+            pred = np.stack([sums[f"mc_pred{i}"] for i in range(k)])
+            act = np.stack([sums[f"mc_act{i}"] for i in range(k)])
+            present = (pred + act) > 0
+            held = present.sum(axis=0)
+            with np.errstate(divide="ignore", invalid="ignore"):  # zero_division=0, as compute_metrics
+                per_label = {
+                    "precision": np.where(pred > 0, tp / pred, 0.0),
+                    "recall": np.where(act > 0, tp / act, 0.0),
+                    "f1": np.where(pred + act > 0, 2 * tp / (pred + act), 0.0),
+                }
+                for m, values in per_label.items():
+                    if m in self.names:
+                        out[m][part] = np.where(held > 0, (values * present).sum(axis=0) / held, np.nan)
 
 
 def _metrics(
@@ -459,8 +493,8 @@ def _vectorised_names(terms: dict[str, np.ndarray]) -> set[str]:
         names.add("rmse")
     if "y" in terms:
         names.add("r2")
-    if "tp" in terms:
+    if "tp" in terms or "mc_tp0" in terms:
         names |= {"precision", "recall", "f1"}
-    if "_auc_score" in terms:
+    if "_auc_score" in terms or "_ovr_score0" in terms:
         names.add("roc_auc")
     return names
