@@ -3,6 +3,7 @@ decay, the stored report and its audit events, the HTML page."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,12 @@ def test_regressors_and_multiclass_models_are_monitored_too(tmp_path: Path, task
     if task == "regression":  # the world changed: amounts doubled, the model's error grows
         worse = project.monitor("m@champion", current=current.assign(amount=current["amount"] * 2))
         assert worse.verdict["decay"] and any("rmse" in r for r in worse.verdict["reasons"])
+
+
+def test_an_empty_prediction_log_gives_no_verdict_and_says_why(served: tuple[keel.Project, pd.DataFrame]) -> None:
+    project, _ = served
+    report = project.monitor("churn@champion")  # nothing served yet: the log's window is empty
+    assert report.current["rows"] == 0 and report.drift is None and report.quality is None
+    assert not report.crossed and "only 0 current rows" in report.verdict["notes"][0]
+    assert report.window_end is not None and report.window_start == report.window_end - timedelta(days=7)
+    assert "prediction log" in report.current["source"]
