@@ -418,3 +418,38 @@ def test_an_all_numeric_model_gets_the_fast_path_in_the_preprocessors_own_memory
     assert np.array_equal(fast_matrix.view(np.int64), slow_matrix.view(np.int64))
     assert np.array_equal(package.predict_proba(frame), slow.estimator.predict_proba(slow_matrix))
     assert np.array_equal(package.predict(frame), slow.estimator.predict(slow_matrix))
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_small_batches_walk_all_trees_at_once_and_give_the_same_floats(classes: int) -> None:
+    """The NumPy walk of every tree together (small batches) against scikit-learn's tree-by-tree walk: the same
+    raw scores bit for bit, so the same predictions and probabilities, on values at the thresholds and missing."""
+    from keel.models._package import SMALL_BATCH_ROWS, _Forest, _joint_hgb
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2000, 7))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = np.digitize(np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]), [-0.5, 0.5][: classes - 1])
+    model = HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, random_state=0).fit(x, y)
+    forest = _Forest.of(model)
+    assert forest is not None and _Forest.of(model) is forest  # compiled once
+    thresholds = forest.classes[0][2][~forest.classes[0][6]]
+    rows = rng.standard_normal((SMALL_BATCH_ROWS, 7))
+    rows[:, 2] = thresholds[rng.integers(0, thresholds.size, SMALL_BATCH_ROWS)]  # exactly at split points
+    rows[rng.random(rows.shape) < 0.15] = np.nan
+    for n in (1, 7, SMALL_BATCH_ROWS):
+        part = rows[:n]
+        assert np.array_equal(forest.raw(part), model._raw_predict(part))
+        predictions, probabilities = _joint_hgb(model, part)
+        assert np.array_equal(predictions, model.predict(part))
+        assert np.array_equal(probabilities, model.predict_proba(part))
+
+
+def test_categorical_splits_keep_scikit_learns_own_walk() -> None:
+    from keel.models._package import _Forest
+
+    rng = np.random.default_rng(12)
+    x = np.c_[rng.integers(0, 5, 500).astype(float), rng.standard_normal(500)]
+    y = (x[:, 0] % 2 == 0).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=10, categorical_features=[0]).fit(x, y)
+    assert _Forest.of(model) is None
