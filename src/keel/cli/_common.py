@@ -38,20 +38,6 @@ def open_project(path: Path) -> Project:
     return Project.open(path)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a Parquet or CSV file into a DataFrame, by extension."""
-    import pandas as pd
-
-    if not path.exists():
-        raise ValidationError(f"no file at {path}", field=str(path))
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    raise ValidationError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv", field=str(path))
-
-
 def write_table(df: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame as Parquet or CSV, by extension, atomically (temporary name, then rename)."""
     suffix = path.suffix.lower()

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from keel.cli._common import ProjectOption, console, open_project, read_table, write_table
+from keel._tables import read_table
+from keel.cli._common import ProjectOption, console, open_project, write_table
 from keel.errors import IntegrityError, NotFoundError, ValidationError
 
 app = typer.Typer(help="Feature views: list them, their versions, and point-in-time retrieval.", no_args_is_help=True)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from keel.cli._common import ProjectOption, console, open_project, read_table, with_progress
+from keel._tables import read_table
+from keel.cli._common import ProjectOption, console, open_project, with_progress
 from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:

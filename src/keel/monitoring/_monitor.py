@@ -157,7 +157,7 @@ class MonitoringReport:
 def _frame(value: pd.DataFrame | str | Path, what: str) -> pd.DataFrame:
     if isinstance(value, pd.DataFrame):
         return value
-    from keel.cli._common import read_table
+    from keel._tables import read_table
 
     try:
         return read_table(Path(value))

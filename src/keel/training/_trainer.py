@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keel._tables import read_table
 from keel.errors import KeelError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
 from keel.models._serialization import dumps
@@ -77,9 +78,10 @@ def load_labels(spec: TrainingSpec, root: Path | None) -> pd.DataFrame:
         path = root / path
     if not path.exists():
         raise ValidationError(f"training spec {spec.name!r}: no labels file at {path}", field="labels")
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
+    try:
+        return read_table(path)
+    except ValidationError as exc:
+        raise ValidationError(f"training spec {spec.name!r}: labels: {exc}", field="labels") from exc
 
 
 def infer_task(y: pd.Series) -> str:
