@@ -284,12 +284,8 @@ def _performance(
 
 
 def _scored(package: ModelPackage, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    proba = package.predict_proba(frame) if package.task == "classification" and package.classes else None
-    if proba is not None and package.classes is not None:
-        predictions = np.asarray(package.classes, dtype=object)[np.argmax(proba, axis=1)]
-    else:
-        predictions = package.predict(frame)
-    return predictions, proba
+    scored = package.score(frame)  # predictions and probabilities from one preparation, as the service does
+    return scored.predictions, scored.probabilities
 
 
 def monitor(

@@ -71,9 +71,10 @@ def _score(package: ModelPackage, holdout: pd.DataFrame, metric: str) -> float |
     from keel.training._metrics import compute_metrics
 
     y = holdout[package.label].to_numpy()
-    proba = package.predict_proba(holdout) if package.task == "classification" and package.classes else None
-    predictions = package.predict(holdout)
-    value = compute_metrics(package.task, [metric], y, predictions, proba, package.classes).get(metric)
+    scored = package.score(holdout)  # one preparation (and one walk of the trees) for both answers
+    value = compute_metrics(package.task, [metric], y, scored.predictions, scored.probabilities, package.classes).get(
+        metric
+    )
     return None if value is None or not np.isfinite(value) else float(value)
 
 
