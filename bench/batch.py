@@ -16,7 +16,9 @@ Workloads (one JSON line each; each side runs in a fresh child process, the side
     thread, each reading its chunk's row groups itself), Parquet parts appended in order to the output while
     the rest are scored, all timed, against
     ``estimator.predict(X)`` on the whole in-memory array ``X`` (the package's prepared input, read and
-    transformed untimed: the ceiling). **Target: rows/s >= 0.8x the ceiling's, i.e. time ratio <= 1.25.**
+    transformed untimed: the ceiling). **Target (5m line, as the issue sets it): rows/s >= 0.8x the ceiling's,
+    i.e. time ratio <= 1.25.** The 1m line is the memory reference and context only: Keel's fixed costs
+    (importing scikit-learn and pandas, loading the package: about 1.5 s) weigh on a 2-second ceiling.
     Checks: the output's predictions equal the raw ones row for row, and (5m line) the peak RSS of the Keel
     process tree (the process and any worker processes, summed; sampled) at 5M rows stays within 1.25x (+64 MiB)
     of that at 1M rows: memory does not grow with the input. The baseline's peak RSS (whole array in memory) is
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                     keel=m["keel"],
                     baseline_name="raw estimator.predict on the whole in-memory array",
                     baseline=m["baseline"],
-                    ratio_max=RATIO_MAX,
+                    ratio_max=RATIO_MAX if label == "5m" else None,  # the issue's target is at 5M rows
                     checks=checks,
                 ),
                 args,
