@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel._version import __version__
 from keel.errors import (
     BackendError,
     ConfigError,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from keel.project import Project
     from keel.training import RandomSplit, TimeSplit, TrainingSpec
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendError",

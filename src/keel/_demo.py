@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from keel.catalog import RunRecord
-    from keel.features._apply import ApplyPlan
+    from keel.definitions._apply import ApplyPlan
     from keel.offline import IngestResult
     from keel.project import Project
 

@@ -21,14 +21,15 @@ if TYPE_CHECKING:
     from keel.artifacts import ArtifactStore
     from keel.batch import BatchResult
     from keel.catalog import Catalog, FeatureVersion, RunRecord
+    from keel.definitions import ApplyPlan, Definitions
     from keel.engines import Engine
     from keel.features import Entity
-    from keel.features._apply import ApplyPlan, Definitions
     from keel.models import ModelRegistry
-    from keel.monitoring import MonitoringReport, MonitorSettings, RetrainDecision
+    from keel.monitoring import MonitoringReport, MonitorSettings
     from keel.offline import IngestResult, OfflineStore
     from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore
     from keel.online._service import EntityRows
+    from keel.retraining import RetrainDecision
     from keel.training import Runs, TrainingRun, TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -175,14 +176,14 @@ class Project:
     @cached_property
     def definitions(self) -> Definitions:
         """The registered definitions."""
-        from keel.features._apply import Definitions
+        from keel.definitions import Definitions
 
         return Definitions(self.catalog, root=self.root, modules=self.config.modules)
 
     # -- definitions ---------------------------------------------------------------------------------------
     def discover(self) -> list[Definition]:
         """The definitions declared in the project's modules (imported fresh)."""
-        from keel.features._discovery import discover, unique_definitions
+        from keel.definitions import discover, unique_definitions
 
         return unique_definitions(discover(self.root, self.config.modules))
 
@@ -194,7 +195,7 @@ class Project:
                 and registered definitions no longer declared are removed.
             dry_run: compute and validate the plan without writing anything.
         """
-        from keel.features._apply import apply_definitions, with_referenced_definitions
+        from keel.definitions import apply_definitions, with_referenced_definitions
 
         partial = objects is not None
         if objects is None:
@@ -521,7 +522,7 @@ class Project:
         uri = self.config.mlflow_uri
         if not uri:
             return None
-        from keel.models._mlflow import mirror_run
+        from keel.training._mlflow import mirror_run
 
         experiment = self.config.name
 
@@ -596,9 +597,9 @@ class Project:
     ) -> RetrainDecision:
         """Retrain the spec of ``model`` (``churn@champion``), compare on the same later holdout, promote a winner.
 
-        See :func:`keel.monitoring.retrain`; every step is an audit event (``keel monitor history``).
+        See :func:`keel.retraining.retrain`; every step is an audit event (``keel monitor history``).
         """
-        from keel.monitoring import retrain
+        from keel.retraining import retrain
 
         return retrain(
             self,

@@ -27,9 +27,9 @@ from keel import (
     ValidationError,
     on_demand_feature_view,
 )
+from keel.definitions import Definitions
+from keel.definitions._discovery import discover
 from keel.features import OnDemandFeatureView
-from keel.features._apply import Definitions
-from keel.features._discovery import discover
 
 customer = Entity("customer", join_keys=["customer_id"])
 activity = FeatureView(

@@ -13,8 +13,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 import keel
 from _training_fixtures import build_project
+from keel._time import parse_duration
 from keel.errors import NotFoundError, ValidationError
-from keel.monitoring import MonitorSettings, ReferenceProfile, default_html_path, parse_duration, write_html
+from keel.monitoring import MonitorSettings, ReferenceProfile, default_html_path, write_html
 from keel.training import RandomSplit, TrainingSpec
 
 FEATURES = ["activity:spend", "activity:orders", "activity:plan", "activity:active", "profile:age"]

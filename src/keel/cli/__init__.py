@@ -39,7 +39,7 @@ app.add_typer(_monitor.monitor_app, name="monitor")
 
 def _version(value: bool) -> None:
     if value:
-        from keel import __version__
+        from keel._version import __version__
 
         typer.echo(f"keel {__version__}")
         raise typer.Exit()

@@ -14,8 +14,9 @@ from keel.cli._common import ProjectOption, console, err_console, open_project
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
-    from keel.monitoring import MonitoringReport, RetrainDecision
+    from keel.monitoring import MonitoringReport
     from keel.project import Project
+    from keel.retraining import RetrainDecision
 
 #: The exit code of a check that crossed a threshold (drift, decay, or data quality with --fail-on-quality).
 EXIT_CROSSED = 3
@@ -198,7 +199,9 @@ def monitor(
         return
     if model is None:
         raise ValidationError("keel monitor needs --model (e.g. --model churn@champion)", field="model")
-    from keel.monitoring import DriftConfig, MonitorSettings, Schedule, parse_duration
+    from keel._time import parse_duration
+    from keel.monitoring import DriftConfig, MonitorSettings
+    from keel.retraining import Schedule
 
     settings = MonitorSettings(
         window=parse_duration(window, "window"),

@@ -35,7 +35,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from keel.errors import ValidationError
-from keel.monitoring._profile import (
+from keel.profiles._profile import (
     MAX_CATEGORIES,
     OTHER,
     ColumnProfile,
@@ -347,7 +347,7 @@ def align_categories(reference: dict[str, int], current: dict[str, int]) -> tupl
 
     A current value the reference does not list goes to the reference's ``__other__`` bucket when it has one
     (it may be one of the rare values that were bucketed), else it is a new category (the
-    :data:`~keel.monitoring._profile.MAX_CATEGORIES` most frequent new ones by name, the rest in ``__other__``).
+    :data:`~keel.profiles._profile.MAX_CATEGORIES` most frequent new ones by name, the rest in ``__other__``).
     """
     mapped: dict[str, int] = {}
     new: dict[str, int] = {}

@@ -9,7 +9,6 @@ catalog, with an audit event, and rendered as a self-contained HTML page.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,9 +21,9 @@ import pandas as pd
 from keel.errors import NotFoundError, ValidationError
 from keel.monitoring._drift import DriftConfig, DriftResult, detect_drift
 from keel.monitoring._performance import performance_over_time
-from keel.monitoring._profile import ReferenceProfile
 from keel.monitoring._quality import QualityResult, check_quality
-from keel.monitoring._reference import feature_kinds, prediction_values, profile_of_frame
+from keel.profiles import ReferenceProfile, feature_kinds, prediction_values, profile_of_frame
+from keel.training import primary_metric, worse_by
 
 if TYPE_CHECKING:
     from keel.catalog import ModelVersionRecord, MonitoringReportRecord, RunRecord
@@ -32,50 +31,10 @@ if TYPE_CHECKING:
     from keel.project import Project
 
 __all__ = [
-    "LOWER_IS_BETTER",
     "MonitorSettings",
     "MonitoringReport",
     "monitor",
-    "parse_duration",
-    "primary_metric",
 ]
-
-#: Metrics where a smaller value is better; every other metric is better when larger.
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "log_loss", "brier"})
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str | timedelta, what: str = "duration") -> timedelta:
-    """``30s``, ``15m``, ``1h``, ``7d``, ``2w`` as a :class:`~datetime.timedelta` (positive)."""
-    if isinstance(text, timedelta):
-        value = text
-    else:
-        match = _DURATION.match(str(text))
-        if match is None:
-            raise ValidationError(
-                f"{what} {text!r} is not a duration; write a number and a unit: 30s, 15m, 1h, 7d, 2w", field=what
-            )
-        value = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
-    if value <= timedelta(0):
-        raise ValidationError(f"{what} must be positive, got {text!r}", field=what)
-    return value
-
-
-def primary_metric(task: str, metrics: dict[str, Any] | None = None) -> str:
-    """The metric decay and challenger/champion comparisons use by default: ROC AUC, or RMSE for regression."""
-    wanted = "roc_auc" if task == "classification" else "rmse"
-    if metrics is None or metrics.get(wanted) is not None:
-        return wanted
-    fallback = "accuracy" if task == "classification" else "mae"
-    return fallback if metrics.get(fallback) is not None else wanted
-
-
-def worse_by(metric: str, baseline: float, value: float) -> float:
-    """How much worse ``value`` is than ``baseline``, relative to ``|baseline|`` (negative: better)."""
-    delta = (value - baseline) if metric in LOWER_IS_BETTER else (baseline - value)
-    return delta / abs(baseline) if baseline else delta
 
 
 @dataclass(frozen=True)

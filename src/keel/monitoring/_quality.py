@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from keel.errors import ValidationError
-from keel.monitoring._profile import OTHER, ColumnProfile, ReferenceProfile, as_float, category_counts, infer_kind
+from keel.profiles._profile import OTHER, ColumnProfile, ReferenceProfile, as_float, category_counts, infer_kind
 
 __all__ = ["ColumnQuality", "KindChange", "QualityResult", "check_quality"]
 

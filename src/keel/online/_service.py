@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from keel.catalog import Catalog, FeatureVersion
+    from keel.definitions import Definitions
     from keel.features import FeatureView, OnDemandFeatureView
-    from keel.features._apply import Definitions
     from keel.online._store import OnlineStore
 
 _MICROSECOND = timedelta(microseconds=1)

@@ -75,7 +75,7 @@ def create_service_app(
         public_paths: paths served without a token, besides the docs.
         lifespan: the app's lifespan (startup and shutdown work).
     """
-    from keel import __version__
+    from keel._version import __version__
 
     auth = BearerAuth.from_environment() if api_token is None else BearerAuth(api_token)
     metrics = HttpMetrics()

@@ -1,7 +1,19 @@
 """Training: specs, splits, preprocessing, the trainer and its metrics."""
 
+from keel.training._metrics import LOWER_IS_BETTER, primary_metric, worse_by
 from keel.training._runs import Runs
 from keel.training._spec import RandomSplit, TimeSplit, TrainingSpec
 from keel.training._trainer import TrainingError, TrainingRun, train
 
-__all__ = ["RandomSplit", "Runs", "TimeSplit", "TrainingError", "TrainingRun", "TrainingSpec", "train"]
+__all__ = [
+    "LOWER_IS_BETTER",
+    "RandomSplit",
+    "Runs",
+    "TimeSplit",
+    "TrainingError",
+    "TrainingRun",
+    "TrainingSpec",
+    "primary_metric",
+    "train",
+    "worse_by",
+]

@@ -9,6 +9,24 @@ import numpy as np
 
 from keel.training._spec import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
+#: Metrics where a smaller value is better; every other metric is better when larger.
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "log_loss", "brier"})
+
+
+def primary_metric(task: str, metrics: dict[str, Any] | None = None) -> str:
+    """The metric decay and challenger/champion comparisons use by default: ROC AUC, or RMSE for regression."""
+    wanted = "roc_auc" if task == "classification" else "rmse"
+    if metrics is None or metrics.get(wanted) is not None:
+        return wanted
+    fallback = "accuracy" if task == "classification" else "mae"
+    return fallback if metrics.get(fallback) is not None else wanted
+
+
+def worse_by(metric: str, baseline: float, value: float) -> float:
+    """How much worse ``value`` is than ``baseline``, relative to ``|baseline|`` (negative: better)."""
+    delta = (value - baseline) if metric in LOWER_IS_BETTER else (baseline - value)
+    return delta / abs(baseline) if baseline else delta
+
 
 def default_metrics(task: str) -> list[str]:
     """Every metric of ``task``."""

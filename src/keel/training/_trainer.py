@@ -16,7 +16,7 @@ from keel._tables import read_table
 from keel.errors import KeelError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
 from keel.models._serialization import dumps
-from keel.monitoring._reference import reference_profile
+from keel.profiles._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
 from keel.training._metrics import compute_metrics, default_metrics
 from keel.training._preprocessing import auto_preprocessor

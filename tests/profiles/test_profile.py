@@ -9,7 +9,7 @@ import pytest
 
 from keel.errors import IntegrityError, ValidationError
 from keel.monitoring import ReferenceProfile, build_profile
-from keel.monitoring._profile import MAX_CATEGORIES, OTHER, QUANTILE_GRID, QUANTILE_POINTS
+from keel.profiles._profile import MAX_CATEGORIES, OTHER, QUANTILE_GRID, QUANTILE_POINTS
 
 
 def _frame(n: int = 5000, seed: int = 0) -> pd.DataFrame:

@@ -26,9 +26,9 @@ from threadpoolctl import threadpool_limits
 
 import keel
 from _training_fixtures import build_project, push_fresh_online, register_churn_versions
-from keel.serving import _prediction_log as plog
+from keel.prediction_log import _log as plog
+from keel.prediction_log._log import LogLayout, PredictionLog
 from keel.serving import create_prediction_app, read_prediction_log
-from keel.serving._prediction_log import LogLayout, PredictionLog
 from keel.training import TrainingSpec
 
 CUSTOMERS = 8
@@ -289,7 +289,7 @@ CRASHING_WRITER = textwrap.dedent(
     """
     import os, sys, time
     from datetime import UTC, datetime
-    from keel.serving._prediction_log import LogLayout, PredictionLog
+    from keel.prediction_log._log import LogLayout, PredictionLog
 
     layout = LogLayout("m", 1, (("id", "int64"),), (("x", "float64"),), "float64", ())
     log = PredictionLog(sys.argv[1], row_group_rows=1)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from keel.monitoring import Schedule
+from keel.retraining import Schedule
 
 
 def test_runs_until_max_runs_and_keeps_the_last_result() -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from keel.errors import ConflictError, ValidationError
 from keel.models._registry import parse_model_ref
-from keel.monitoring._monitor import primary_metric, worse_by
+from keel.training import primary_metric, worse_by
 
 if TYPE_CHECKING:
     from keel.models._package import ModelPackage

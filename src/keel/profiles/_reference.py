@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from keel.monitoring._profile import ReferenceProfile, build_profile, profile_values
+from keel.profiles._profile import ReferenceProfile, build_profile, profile_values
 
 if TYPE_CHECKING:
     from keel.models._package import ModelPackage

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from keel.definitions._discovery import discover, project_modules, unique_definitions
 from keel.errors import ValidationError
 from keel.features import Definition, Entity, FeatureView
-from keel.features._discovery import discover, project_modules, unique_definitions
 
 ENTITY = """\
 from keel import Entity

@@ -667,7 +667,7 @@ def read_prediction_log(
     """The logged predictions of ``model`` (every version, or ``version``) made in ``[start, end)``.
 
     Only complete files are read (files still open in a running service are not visible yet). Naive
-    datetimes are taken as UTC. The frame has the log's columns (see :mod:`keel.serving._prediction_log`),
+    datetimes are taken as UTC. The frame has the log's columns (see :mod:`keel.prediction_log._log`),
     the union over the versions read (a column a version lacks is null there), ordered by ``predicted_at``,
     ``request_id`` and ``record``; integers and booleans have pandas' nullable dtypes (``Int32``, ``Int64``,
     ``boolean``), ``predicted_at`` is ``datetime64[us, UTC]``. Nothing logged: an empty frame with the base

@@ -1,0 +1,168 @@
+"""The registered definitions of a project, read from the catalog (and the live objects applied in this process)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keel.definitions._apply import ON_DEMAND, changed_keys
+from keel.definitions._discovery import discover, loaded_definitions
+from keel.errors import NotFoundError, ValidationError
+from keel.features import Definition, Entity, FeatureView, OnDemandFeatureView
+
+if TYPE_CHECKING:
+    from keel.catalog import Catalog, DefinitionRecord
+
+__all__ = ["Definitions"]
+
+
+class Definitions:
+    """The registered definitions of a project, read from the catalog.
+
+    Objects applied in this process are kept, so a view whose source is an in-memory DataFrame can still be
+    read; others are rebuilt from their recorded spec.
+
+    An on-demand feature view holds a Python function, which the catalog cannot rebuild. The object matching
+    its registered definition is taken, in this order, from: the objects applied in this process; the project
+    modules this process has already imported; the project's modules, imported as ``apply`` imports them
+    (once, when first needed: a feature server or a CLI command works without an ``apply`` of its own).
+
+    Args:
+        catalog: the project's catalog.
+        root: the project folder, to find on-demand views in its modules (``None``: only applied objects).
+        modules: the project's modules when ``keel.yaml`` lists them (default: every module of ``root``).
+    """
+
+    def __init__(self, catalog: Catalog, *, root: Path | None = None, modules: list[str] | None = None) -> None:
+        self._catalog = catalog
+        self._live: dict[tuple[str, str], Definition] = {}
+        self._root = root
+        self._modules = modules
+        self._loading = threading.RLock()
+
+    def remember(self, objects: Iterable[Definition]) -> None:
+        """Keep the live objects of an apply."""
+        for obj in objects:
+            self._live[(obj.kind, obj.name)] = obj
+
+    def record(self, kind: str, name: str) -> DefinitionRecord:
+        """The current, active record of a definition; :class:`NotFoundError` listing the known ones."""
+        current = self._catalog.current_definitions(kind)
+        record = current.get((kind, name))
+        if record is None or not record.active:
+            known = sorted(n for (_, n), r in current.items() if r.active)
+            label = kind.replace("_", " ")
+            raise NotFoundError(
+                f"unknown {label} {name!r}; known: {', '.join(known) or 'none'}. Declare it and run `keel apply`"
+            )
+        return record
+
+    def _object(self, record: DefinitionRecord) -> Definition:
+        if record.kind == ON_DEMAND:
+            return self._on_demand(record)
+        live = self._live.get((record.kind, record.name))
+        if live is not None and live.definition_hash == record.hash:
+            return live
+        assert record.spec is not None
+        if record.kind == "entity":
+            return Entity.from_spec(record.spec)
+        if record.kind == "feature_view":
+            return FeatureView.from_spec(record.spec)
+        raise NotFoundError(f"definitions of kind {record.kind!r} are not known to this Keel")
+
+    def _on_demand(self, record: DefinitionRecord) -> OnDemandFeatureView:
+        """The live object of a registered on-demand view (see the class docstring for where it is found)."""
+        live = self._live.get((record.kind, record.name))
+        if isinstance(live, OnDemandFeatureView) and live.definition_hash == record.hash:
+            return live
+        if self._root is None:
+            raise NotFoundError(
+                f"on-demand feature view {record.name!r} (v{record.version}) is a Python function, which cannot be "
+                "rebuilt from the catalog; import the module declaring it and pass it to project.apply() in this "
+                "process, or open the project with keel.Project.open(folder) so Keel imports its modules"
+            )
+        with self._loading:  # threads needing it at once import the project once
+            live = self._live.get((record.kind, record.name))
+            if isinstance(live, OnDemandFeatureView) and live.definition_hash == record.hash:
+                return live
+            found = self._find_on_demand(record, self._root)
+            self._live[(record.kind, record.name)] = found
+            return found
+
+    def _find_on_demand(self, record: DefinitionRecord, root: Path) -> OnDemandFeatureView:
+        def named(objects: Iterable[Definition]) -> list[OnDemandFeatureView]:
+            return [o for o in objects if isinstance(o, OnDemandFeatureView) and o.name == record.name]
+
+        candidates = named(loaded_definitions(root))
+        if not any(c.definition_hash == record.hash for c in candidates):
+            try:
+                candidates = named(discover(root, self._modules))
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"cannot load on-demand feature view {record.name!r} from the project's modules: {exc}",
+                    field=record.name,
+                ) from exc
+        for candidate in candidates:
+            if candidate.definition_hash == record.hash:
+                return candidate
+        if not candidates:
+            raise NotFoundError(
+                f"on-demand feature view {record.name!r} is registered (v{record.version}) but no module of the "
+                f"project {root} declares it; declare it again, or run `keel apply` to remove it"
+            )
+        differ = changed_keys(record.spec, candidates[0].spec())
+        raise ValidationError(
+            f"on-demand feature view {record.name!r} in the project's modules differs from its registered "
+            f"definition v{record.version} (it differs in: {', '.join(differ)}); run `keel apply` to register it",
+            field=record.name,
+        )
+
+    def entities(self) -> dict[str, Entity]:
+        """Every active entity by name."""
+        out = {}
+        for (_kind, name), rec in self._catalog.current_definitions("entity").items():
+            if rec.active:
+                obj = self._object(rec)
+                assert isinstance(obj, Entity)
+                out[name] = obj
+        return out
+
+    def feature_view(self, name: str) -> tuple[FeatureView, DefinitionRecord]:
+        """The current definition of a view and its record."""
+        record = self.record("feature_view", name)
+        obj = self._object(record)
+        assert isinstance(obj, FeatureView)
+        return obj, record
+
+    def feature_views(self) -> list[FeatureView]:
+        """Every active feature view, by name."""
+        out = []
+        for (_, _name), rec in sorted(self._catalog.current_definitions("feature_view").items()):
+            if rec.active:
+                obj = self._object(rec)
+                assert isinstance(obj, FeatureView)
+                out.append(obj)
+        return out
+
+    def on_demand_feature_view(self, name: str) -> tuple[OnDemandFeatureView, DefinitionRecord]:
+        """The live object of a registered on-demand view, and its record.
+
+        Raises:
+            NotFoundError: no such view is registered, or no module of the project declares it any more.
+            ValidationError: the declared one differs from the registered one (run ``keel apply``).
+        """
+        record = self.record(ON_DEMAND, name)
+        return self._on_demand(record), record
+
+    def find_on_demand(self, name: str) -> OnDemandFeatureView | None:
+        """The on-demand view ``name`` when one is registered, else ``None`` (retrieval tries views first)."""
+        record = self._catalog.current_definitions(ON_DEMAND).get((ON_DEMAND, name))
+        if record is None or not record.active:
+            return None
+        return self._on_demand(record)
+
+    def join_keys(self, view: FeatureView) -> list[str]:
+        """The view's join keys, resolving entity names through the registered entities."""
+        return view.join_keys(self.entities())
