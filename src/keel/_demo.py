@@ -698,8 +698,7 @@ def step_serve(project: Project, *, console: Console) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from keel.cli._serve import background_server
-    from keel.serving import create_prediction_app, read_prediction_log
+    from keel.serving import background_server, create_prediction_app, read_prediction_log
 
     ref = f"{DEMO_SPEC}@{CHAMPION}"
     console.rule(f"[bold]10. Serve[/] {ref} over HTTP, and log every prediction")
@@ -904,9 +903,8 @@ def step_monitor(project: Project, *, customers: int, seed: int, console: Consol
     import pandas as pd
 
     from keel._scaffold import _generate_data
-    from keel.cli._serve import background_server
     from keel.monitoring import MonitorSettings, default_html_path, write_html
-    from keel.serving import create_prediction_app
+    from keel.serving import background_server, create_prediction_app
 
     ref = f"{DEMO_SPEC}@{CHAMPION}"
     console.rule(f"[bold]12. Close the loop[/]: the world drifts after {DRIFT_AFTER}; monitor, retrain, promote")

@@ -5,12 +5,7 @@ from __future__ import annotations
 import logging.config
 import os
 import shutil
-import socket
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from keel.cli._common import ProjectOption, open_project
-from keel.errors import BackendError, ValidationError
+from keel.errors import ValidationError
 
 if TYPE_CHECKING:
     from keel.project import Project
@@ -127,39 +122,3 @@ def run_server(
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-@contextmanager
-def background_server(app: Any, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread of this process, on ``port`` (0: a free one); yields its base URL.
-
-    Leaving the block shuts the server down gracefully: the app's lifespan shutdown runs (the prediction
-    service writes out its prediction log) before it returns. Uvicorn configures no logging here.
-
-    Raises:
-        BackendError: the server did not start within ``timeout`` seconds (its startup failed).
-
-    Example:
-        >>> with background_server(create_prediction_app(project, ["churn@champion"])) as url:  # doctest: +SKIP
-        ...     urllib.request.urlopen(f"{url}/ready")
-    """
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="keel-server", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise BackendError(f"the HTTP server on {host}:{sock.getsockname()[1]} did not start")
-            time.sleep(0.005)
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()

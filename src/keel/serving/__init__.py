@@ -17,5 +17,12 @@ from keel.prediction_log import read_prediction_log
 from keel.serving._app import create_service_app
 from keel.serving._features_app import create_feature_app
 from keel.serving._predict_app import create_prediction_app
+from keel.serving._server import background_server
 
-__all__ = ["create_feature_app", "create_prediction_app", "create_service_app", "read_prediction_log"]
+__all__ = [
+    "background_server",
+    "create_feature_app",
+    "create_prediction_app",
+    "create_service_app",
+    "read_prediction_log",
+]
