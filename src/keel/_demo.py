@@ -698,7 +698,7 @@ def step_serve(project: Project, *, console: Console) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from keel.serving import background_server, create_prediction_app, read_prediction_log
+    from keel.serving import background_server, create_prediction_app
 
     ref = f"{DEMO_SPEC}@{CHAMPION}"
     console.rule(f"[bold]10. Serve[/] {ref} over HTTP, and log every prediction")
@@ -774,7 +774,7 @@ def step_serve(project: Project, *, console: Console) -> dict[str, Any]:
         )
     )
 
-    log = read_prediction_log(project, DEMO_SPEC, version=model.version)
+    log = project.predictions(DEMO_SPEC, version=model.version)
     files = len(list((Path(project.config.offline) / "_prediction_log" / f"model={DEMO_SPEC}").rglob("part-*.parquet")))
     shown_columns = ["request_id", "record", "key.customer_id", "feature.plan", "feature.spend_30d", "prediction"]
     shown_columns += [c for c in log.columns if c == f"proba.{positive}"]
@@ -790,7 +790,7 @@ def step_serve(project: Project, *, console: Console) -> dict[str, Any]:
     console.print(
         f"One row per scored record ({len(log.columns)} columns: keys, the features scored before imputation, "
         "the prediction and its probabilities), written by a background thread; read it with "
-        "keel.serving.read_prediction_log."
+        "project.predictions()."
     )
     return {
         "url": url,

@@ -58,7 +58,7 @@ class SparkConfig(BaseModel):
 
 class PredictionLogConfig(BaseModel):
     """Settings of the prediction log: every prediction the service makes, appended to Parquet files under
-    ``<offline>/_prediction_log/`` (see :mod:`keel.prediction_log._log`).
+    ``<offline>/_prediction_log/`` (see :mod:`keel.prediction_log`).
 
     Attributes:
         enabled: log predictions (``KEEL_PREDICTION_LOG__ENABLED=false`` turns it off).

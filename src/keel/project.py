@@ -611,6 +611,22 @@ class Project:
             on_step=on_step,
         )
 
+    def predictions(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pd.DataFrame:
+        """The prediction log of ``model`` (every version, or ``version``) in ``[start, end)``, as a DataFrame.
+
+        See :func:`keel.prediction_log.read_prediction_log` for the columns; naive datetimes are taken as UTC.
+        """
+        from keel.prediction_log import log_root, read_prediction_log
+
+        return read_prediction_log(log_root(self.config.offline), model, version=version, start=start, end=end)
+
     def predict_batch(
         self,
         model: str,

@@ -17,7 +17,6 @@ from rich.console import Console
 from keel._demo import BEFORE_DRIFT, CHAMPION, DEMO_FEATURES, DEMO_SPEC, run_demo
 from keel.errors import ConflictError
 from keel.project import Project
-from keel.serving import read_prediction_log
 from keel.training import TrainingSpec
 
 CUSTOMERS = 200
@@ -311,7 +310,7 @@ def test_the_serve_step_answers_over_http_and_logs_every_prediction(demo: tuple[
     assert logged["requests"] == 1 + 1 + 20 + 1 and logged["files"] >= 1
     assert logged["keys"] == [r["customer_id"] for r in serve["by_key"]]
     with Project.open(root) as project:
-        log = read_prediction_log(project, DEMO_SPEC, version=1)
+        log = project.predictions(DEMO_SPEC, version=1)
     log = log[~log["request_id"].str.startswith("demo-loop-")].reset_index(drop=True)  # the loop step's traffic
     assert len(log) == logged["rows"]
     assert {"request_id", "record", "predicted_at", "key.customer_id", "feature.plan", "prediction", "proba.1"} <= set(
@@ -361,7 +360,7 @@ def test_the_loop_step_detects_the_drift_retrains_promotes_and_hot_reloads(
     assert Path(loop["html"]).is_file() and "<svg" in Path(loop["html"]).read_text()
     with Project.open(root) as project:
         stored = project.catalog.monitoring_report(loop["report_id"])
-        logged = read_prediction_log(project, DEMO_SPEC, version=1)
+        logged = project.predictions(DEMO_SPEC, version=1)
     assert stored.crossed and stored.report["verdict"] == loop["verdict"]
     assert len(logged) >= loop["logged"]
     # The files as they were before the drift are kept; rows before the date are identical in both worlds.

@@ -14,7 +14,7 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 import keel
-from keel.serving import create_prediction_app, read_prediction_log
+from keel.serving import create_prediction_app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "churn"
 CUSTOMERS = 800
@@ -69,7 +69,7 @@ def test_drift_is_detected_retrained_promoted_and_hot_reloaded(tmp_path: Path) -
             assert response.status_code == 200, response.text
             assert response.json()["version"] == champion.version
         assert app.state.prediction_log.flush()
-        logged = read_prediction_log(project, "churn", version=champion.version)
+        logged = project.predictions("churn", version=champion.version)
         assert len(logged) == len(customers)
 
         report = project.monitor("churn@champion")

@@ -171,9 +171,7 @@ def test_labels_join_the_prediction_log_by_request_id_or_by_entity_and_time(
 
     later = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=1)
     by_entity = pd.DataFrame({"customer_id": range(1000, 1090), "ts": later, "churned": truth})
-    joined = keel.monitoring.join_labels(
-        keel.serving.read_prediction_log(project, "churn"), by_entity, project.models.load("churn@champion")
-    )
+    joined = keel.monitoring.join_labels(project.predictions("churn"), by_entity, project.models.load("churn@champion"))
     assert len(joined) == 90
     assert joined.sort_values("key.customer_id")["label"].tolist() == truth.tolist()
     before = by_entity.assign(ts=pd.Timestamp("2020-01-01", tz="UTC"))  # labels older than every prediction

@@ -26,9 +26,9 @@ from threadpoolctl import threadpool_limits
 
 import keel
 from _training_fixtures import build_project, push_fresh_online, register_churn_versions
-from keel.prediction_log import _log as plog
-from keel.prediction_log._log import LogLayout, PredictionLog
-from keel.serving import create_prediction_app, read_prediction_log
+from keel.prediction_log import LogLayout, PredictionLog
+from keel.prediction_log import _writer as plog
+from keel.serving import create_prediction_app
 from keel.training import TrainingSpec
 
 CUSTOMERS = 8
@@ -115,7 +115,7 @@ def test_every_record_is_logged_with_its_scored_inputs_after_a_clean_shutdown(pr
         ("proba.1", pa.float64()),
     ]
 
-    rows = read_prediction_log(project, "churn")
+    rows = project.predictions("churn")
     assert len(rows) == 3
     assert rows["request_id"].tolist() == ["r-1", "r-1", "r-2"]
     assert rows["record"].tolist() == [0, 1, 0]
@@ -147,7 +147,7 @@ def test_a_regressor_logs_a_float_prediction_and_no_probabilities(project: keel.
         answer = post(c, [{"customer_id": 3}, {"customer_id": 4, "spend": 12.5}], name="amount").json()
     assert app.state.metrics.registry.get_sample_value("keel_prediction_log_rows_total") == 2
 
-    rows = read_prediction_log(project, "amount")
+    rows = project.predictions("amount")
     assert rows["prediction"].dtype == np.float64
     assert rows["prediction"].tolist() == answer["predictions"]
     assert rows.at[1, "feature.spend"] == 12.5
@@ -160,7 +160,7 @@ def test_cache_hits_are_logged_too(project: keel.Project) -> None:
         post(c, [{"customer_id": 5}])
         post(c, [{"customer_id": 5}])
         assert 'keel_prediction_cache_total{result="hit"} 1.0' in c.get("/metrics").text
-    rows = read_prediction_log(project, "churn")
+    rows = project.predictions("churn")
     assert len(rows) == 2 and rows["prediction"].nunique() == 1 and rows["request_id"].nunique() == 2
 
 
@@ -199,7 +199,7 @@ def test_the_handler_only_enqueues_the_writer_thread_writes(
             post(c, [{"customer_id": i}])
         assert not log_files(project, "*")
         release.set()
-    assert len(read_prediction_log(project, "churn")) == 3
+    assert len(project.predictions("churn")) == 3
     assert writers and set(writers) == {"keel-prediction-log"}
 
 
@@ -244,7 +244,7 @@ def test_files_rotate_by_size(served: Path, tmp_path: Path) -> None:
         files = log_files(project)
         assert len(files) == 3
         assert [pq.read_metadata(f).num_rows for f in files] == [2, 2, 2]
-        assert len(read_prediction_log(project, "churn")) == 6
+        assert len(project.predictions("churn")) == 6
 
 
 def test_files_rotate_by_time(served: Path, tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def test_two_app_instances_write_their_own_files(project: keel.Project) -> None:
             t.join()
     files = log_files(project)
     assert len(files) == 2 and files[0].name != files[1].name
-    rows = read_prediction_log(project, "churn")
+    rows = project.predictions("churn")
     assert sorted(rows["request_id"]) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)])
 
 
@@ -289,7 +289,7 @@ CRASHING_WRITER = textwrap.dedent(
     """
     import os, sys, time
     from datetime import UTC, datetime
-    from keel.prediction_log._log import LogLayout, PredictionLog
+    from keel.prediction_log import LogLayout, PredictionLog
 
     layout = LogLayout("m", 1, (("id", "int64"),), (("x", "float64"),), "float64", ())
     log = PredictionLog(sys.argv[1], row_group_rows=1)
@@ -313,12 +313,12 @@ def test_a_crash_mid_file_leaves_no_visible_partial_file(project: keel.Project) 
     leftovers = [p for p in root.rglob("*") if p.is_file()]
     assert leftovers and all(p.name.startswith(".part-") and p.name.endswith(".parquet.tmp") for p in leftovers)
     assert not log_files(project)
-    assert read_prediction_log(project, "m").empty
+    assert project.predictions("m").empty
 
 
 # -- the reader ----------------------------------------------------------------------------------------------
 def test_the_reader_filters_by_version_and_time(project: keel.Project) -> None:
-    empty = read_prediction_log(project, "churn")
+    empty = project.predictions("churn")
     assert empty.empty and list(empty.columns) == [
         "request_id",
         "record",
@@ -336,17 +336,17 @@ def test_the_reader_filters_by_version_and_time(project: keel.Project) -> None:
         post(c, [{"customer_id": 3}])
     end = datetime.now(UTC) + timedelta(seconds=1)
 
-    every = read_prediction_log(project, "churn")
+    every = project.predictions("churn")
     assert every["version"].tolist() == [1, 1, 2]
-    assert read_prediction_log(project, "churn", version=1)["key.customer_id"].tolist() == [1, 2]
-    assert read_prediction_log(project, "churn", version=2)["key.customer_id"].tolist() == [3]
-    assert read_prediction_log(project, "churn", end=middle)["version"].tolist() == [1, 1]
-    assert read_prediction_log(project, "churn", start=middle)["version"].tolist() == [2]
+    assert project.predictions("churn", version=1)["key.customer_id"].tolist() == [1, 2]
+    assert project.predictions("churn", version=2)["key.customer_id"].tolist() == [3]
+    assert project.predictions("churn", end=middle)["version"].tolist() == [1, 1]
+    assert project.predictions("churn", start=middle)["version"].tolist() == [2]
     naive = middle.astimezone(UTC).replace(tzinfo=None)  # naive datetimes are UTC
-    assert read_prediction_log(project, "churn", start=naive, end=end)["version"].tolist() == [2]
-    assert read_prediction_log(project, "churn", version=1, start=middle).empty
-    assert read_prediction_log(project, "churn", start=end, end=middle).empty
-    assert read_prediction_log(project, "fraud").empty
+    assert project.predictions("churn", start=naive, end=end)["version"].tolist() == [2]
+    assert project.predictions("churn", version=1, start=middle).empty
+    assert project.predictions("churn", start=end, end=middle).empty
+    assert project.predictions("fraud").empty
     assert every["predicted_at"].dtype == "datetime64[us, UTC]"
 
 
@@ -360,7 +360,7 @@ def test_requests_gathered_by_the_linger_are_written_together_in_order(served: P
             assert not log_files(project, ".*.tmp")
         files = log_files(project)
         assert len(files) == 1 and pq.read_metadata(files[0]).num_row_groups == 1  # one conversion, one write
-        log = read_prediction_log(project, "churn")
+        log = project.predictions("churn")
     assert log["request_id"].tolist() == ["r0", "r0", "r1", "r1", "r2", "r2", "r3", "r3"]
     assert log["record"].tolist() == [0, 1] * 4
     assert log["key.customer_id"].tolist() == [0, 10, 1, 11, 2, 12, 3, 13]

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 from keel.definitions._apply import ON_DEMAND, changed_keys
 from keel.definitions._discovery import discover, loaded_definitions
-from keel.errors import NotFoundError, ValidationError
-from keel.features import Definition, Entity, FeatureView, OnDemandFeatureView
+from keel.errors import KeelError, NotFoundError, ValidationError
+from keel.features import Definition, Entity, FeatureRef, FeatureView, OnDemandFeatureView
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from keel.catalog import Catalog, DefinitionRecord
 
 __all__ = ["Definitions"]
@@ -166,3 +168,60 @@ class Definitions:
     def join_keys(self, view: FeatureView) -> list[str]:
         """The view's join keys, resolving entity names through the registered entities."""
         return view.join_keys(self.entities())
+
+    def registered(self, view: FeatureView | str) -> tuple[FeatureView, int]:
+        """The registered view (given as an object or a name) and its definition version.
+
+        A :class:`FeatureView` object must match its registered definition; it is then kept as the live object
+        (so a view whose source is an in-memory DataFrame can be read).
+
+        Raises:
+            NotFoundError: the view is not registered.
+            ValidationError: the object differs from its registered definition (run ``keel apply``).
+        """
+        if isinstance(view, FeatureView):
+            _registered, record = self.feature_view(view.name)
+            if record.hash != view.definition_hash:
+                raise ValidationError(
+                    f"feature view {view.name!r} differs from its registered definition (v{record.version}); "
+                    "run `keel apply` (or project.apply()) first",
+                    field=view.name,
+                )
+            self.remember([view])
+            return view, record.version
+        if not isinstance(view, str):
+            raise ValidationError(f"expected a FeatureView or a view name, got {type(view).__name__}")
+        registered, record = self.feature_view(view)
+        return registered, record.version
+
+    def views_read(self, feature_refs: Sequence[str]) -> list[str]:
+        """The feature views that ``feature_refs`` read, an on-demand view's inputs included, in first-use order."""
+        views: list[str] = []
+        for text in feature_refs:
+            view = FeatureRef.parse(text).view
+            try:
+                on_demand = self.find_on_demand(view)
+            except KeelError:
+                on_demand = None
+            for name in [r.view for r in on_demand.inputs] if on_demand is not None else [view]:
+                if name not in views:
+                    views.append(name)
+        return views
+
+    def key_types(self, feature_refs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """``(join key, "int64" | "string")`` of every view ``feature_refs`` read, as the latest ingested version
+        records the key's type (a view no longer registered is skipped: its keys are unknown)."""
+        keys: dict[str, str] = {}
+        for view in self.views_read(feature_refs):
+            try:
+                names = self.join_keys(self.feature_view(view)[0])
+            except KeelError:
+                continue
+            try:
+                dtypes = dict(self._catalog.feature_version(view).columns.get("join_keys") or {})
+            except NotFoundError:
+                dtypes = {}
+            for name in names:
+                integer = str(dtypes.get(name, "")).startswith(("int", "uint"))
+                keys.setdefault(name, "int64" if integer else "string")
+        return tuple(keys.items())

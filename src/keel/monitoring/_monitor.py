@@ -136,9 +136,9 @@ def stored_profile(project: Project, run: RunRecord) -> ReferenceProfile:
 
 
 def _logged(project: Project, name: str, version: int, start: datetime, end: datetime) -> pd.DataFrame:
-    from keel.serving import read_prediction_log
+    from keel.prediction_log import log_root, read_prediction_log
 
-    return read_prediction_log(project, name, version=version, start=start, end=end)
+    return read_prediction_log(log_root(project.config.offline), name, version=version, start=start, end=end)
 
 
 def _log_features(log: pd.DataFrame, package: ModelPackage) -> pd.DataFrame:

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-from keel.prediction_log import read_prediction_log
 from keel.serving._app import create_service_app
 from keel.serving._features_app import create_feature_app
 from keel.serving._predict_app import create_prediction_app
@@ -24,5 +23,4 @@ __all__ = [
     "create_feature_app",
     "create_prediction_app",
     "create_service_app",
-    "read_prediction_log",
 ]

@@ -12,7 +12,7 @@ resolved input rows (the canonical JSON of each record's feature values, after t
 promotion, or a feature value pushed since, never serves a stale answer, and the online read stays cheap.
 
 Every prediction is appended, off the response path, to the prediction log in the offline store (the
-project's ``prediction_log`` setting; layout in :mod:`keel.prediction_log._log`).
+project's ``prediction_log`` setting; layout in :mod:`keel.prediction_log`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from keel.errors import KeelError, NotFoundError, ValidationError
 from keel.features._refs import FeatureRef
 from keel.models._package import MAX_CATEGORIES
 from keel.models._registry import parse_model_ref
-from keel.prediction_log._log import LogLayout, PredictionLog, build_layout, log_root
+from keel.prediction_log import LogLayout, PredictionLog, build_layout, log_root
 from keel.serving._app import DirectRoute, create_service_app
 from keel.serving._body import check_fields, json_type, read_json_object
 from keel.serving._cache import DEFAULT_CACHE_TTL_SECONDS, PredictionCache, open_cache
@@ -598,7 +598,12 @@ def create_prediction_app(
         key = (model.name, model.version, model.digest)
         layout = layouts.get(key)
         if layout is None:
-            layout = layouts[key] = build_layout(project, model.name, model.version, model.package)
+            layout = layouts[key] = build_layout(
+                model.name,
+                model.version,
+                model.package,
+                project.definitions.key_types(model.package.feature_refs),
+            )
         return layout
 
     def log_request(

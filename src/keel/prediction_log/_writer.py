@@ -1,43 +1,15 @@
-"""The prediction log: every prediction the service makes, appended to Parquet files in the offline store.
+"""The prediction log's writer: every prediction the service makes, appended to Parquet files off its response path.
 
 The request handler only puts the request's inputs and answer on a bounded queue; a background thread of
-each :class:`PredictionLog` turns them into rows and writes them, so the response path does no file I/O.
+each :class:`PredictionLog` turns them into rows (the columns of :mod:`keel.prediction_log._layout`) and writes
+them, so the response path does no file I/O.
 
-Layout (a contract: monitoring reads it)::
-
-    <offline>/_prediction_log/model=<name>/version=<version>/<YYYY-MM-DD>/part-<yyyymmddTHHMMSS>-<pid>-<hex8>.parquet
-
-The date and time are UTC, when the file was opened; ``pid`` is the writing process (each uvicorn worker writes
-its own files) and ``hex8`` 8 random hex digits (several apps in one process never clash). A file is written
-under a hidden temporary name (``.part-….parquet.tmp``) and renamed once complete, so a reader only ever sees
-complete files and a crash leaves no partial ``.parquet`` behind. A writer keeps one open file per model
-version and closes it when it exceeds ``max_bytes`` or ``max_seconds`` since it was opened (the project's
-``prediction_log`` setting), when the UTC date changes, and on :meth:`PredictionLog.close` (the app's
-shutdown, or ``atexit``), which writes everything queued before it returns.
-
-One row per scored record, with the columns:
-
-=====================  ==============================  =====================================================
-column                 type                            value
-=====================  ==============================  =====================================================
-``request_id``         string                          the request's id (``X-Request-ID``)
-``record``             int32                           the record's index in the request
-``predicted_at``       timestamp[us, tz=UTC]           when the request was scored
-``model``              string                          the model's name
-``version``            int32                           the model's version
-``key.<join key>``     int64 or string                 each join key of the model's feature views, as the
-                                                       record gave it (null when it gave raw values only)
-``feature.<input>``    float64, int64, bool, string    each input column of the model's schema: the value
-                       (timestamp[us, tz=UTC])         scored, after online lookup, on-demand computation
-                                                       and explicit overrides, before imputation (null
-                                                       stays null)
-``prediction``         float64 (regression); the       the prediction
-                       class's type (int64 or string)
-``proba.<class>``      float64                         a classifier's probability of each class
-=====================  ==============================  =====================================================
-
-:func:`read_prediction_log` reads it back (DuckDB, ``union_by_name``: files of other versions may have other
-columns).
+A file is written under a hidden temporary name (``.part-….parquet.tmp``) and published by an atomic rename
+once complete (:func:`keel._files.replace`: synced on a local disk), so a reader only ever sees complete files
+and a crash leaves no partial ``.parquet`` behind. A writer keeps one open file per model version and closes it
+when it exceeds ``max_bytes`` or ``max_seconds`` since it was opened (the project's ``prediction_log``
+setting), when the UTC date changes, and on :meth:`PredictionLog.close` (the app's shutdown, or ``atexit``),
+which writes everything queued before it returns.
 """
 
 from __future__ import annotations
@@ -52,55 +24,36 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from keel.errors import KeelError, NotFoundError
+from keel._files import discard, open_filesystem, replace
+from keel.prediction_log._layout import PART, TMP_SUFFIX, LogLayout
 
 if TYPE_CHECKING:
-    import pandas as pd
     import pyarrow as pa
 
-    from keel.models._package import ModelPackage
-    from keel.project import Project
-
 __all__ = [
-    "BASE_COLUMNS",
+    "DEFAULT_LINGER_SECONDS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_QUEUE_ROWS",
     "DEFAULT_MAX_SECONDS",
-    "LOG_FOLDER",
-    "LogLayout",
+    "DEFAULT_ROW_GROUP_ROWS",
     "PredictionLog",
-    "build_layout",
-    "log_root",
-    "read_prediction_log",
 ]
 
-#: The log's folder in the offline store.
-LOG_FOLDER = "_prediction_log"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 60.0
 #: Rows waiting to be written beyond which new rows are dropped (counted and logged) rather than block.
 DEFAULT_MAX_QUEUE_ROWS = 100_000
 #: Rows buffered per file before they are written as one row group.
 DEFAULT_ROW_GROUP_ROWS = 65_536
-#: Columns every file has, in this order, before its key, feature, prediction and probability columns.
-BASE_COLUMNS = ("request_id", "record", "predicted_at", "model", "version")
 _WARN_EVERY_SECONDS = 10.0
 #: After the first request arrives, the writer waits this long for more before converting them together: one
 #: conversion per batch of requests instead of one per request, and the serving threads are interrupted (for
 #: the GIL) a few times a second instead of at every request.
 DEFAULT_LINGER_SECONDS = 0.2
-_PART = "part-"
-_TMP_SUFFIX = ".tmp"
-
-
-def log_root(offline: str) -> str:
-    """The prediction log's root under the offline store ``offline`` (a directory or fsspec URI)."""
-    return f"{offline.rstrip('/')}/{LOG_FOLDER}"
 
 
 def _logger() -> Any:
@@ -109,110 +62,7 @@ def _logger() -> Any:
     return service_log
 
 
-# -- the columns ---------------------------------------------------------------------------------------------
-def _arrow_type(dtype: str) -> pa.DataType:
-    import pyarrow as pa
-
-    return {
-        "float64": pa.float64(),
-        "int64": pa.int64(),
-        "bool": pa.bool_(),
-        "string": pa.string(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-    }.get(dtype, pa.string())
-
-
-@dataclass(frozen=True)
-class LogLayout:
-    """The columns of one model version's log files.
-
-    Attributes:
-        model: the model's name.
-        version: its version.
-        keys: ``(join key, "int64" | "string")`` of the join keys of the model's feature views.
-        features: ``(input column, Keel dtype)`` of the model's input schema.
-        prediction: the prediction's type: ``float64`` (regression), ``int64`` or ``string`` (the classes').
-        classes: a classifier's classes, as the answer's probabilities name them (empty: no probabilities).
-    """
-
-    model: str
-    version: int
-    keys: tuple[tuple[str, str], ...]
-    features: tuple[tuple[str, str], ...]
-    prediction: str
-    classes: tuple[str, ...]
-
-    @cached_property
-    def schema(self) -> pa.Schema:
-        import pyarrow as pa
-
-        fields = [
-            pa.field("request_id", pa.string()),
-            pa.field("record", pa.int32()),
-            pa.field("predicted_at", pa.timestamp("us", tz="UTC")),
-            pa.field("model", pa.string()),
-            pa.field("version", pa.int32()),
-        ]
-        fields += [pa.field(f"key.{name}", _arrow_type(dtype)) for name, dtype in self.keys]
-        fields += [pa.field(f"feature.{name}", _arrow_type(dtype)) for name, dtype in self.features]
-        fields.append(pa.field("prediction", _arrow_type(self.prediction)))
-        fields += [pa.field(f"proba.{c}", pa.float64()) for c in self.classes]
-        return pa.schema(fields)
-
-
-def _views_read(project: Project, package: ModelPackage) -> list[str]:
-    """The feature views the package's features come from (an on-demand view's inputs included)."""
-    from keel.features._refs import FeatureRef
-
-    views: list[str] = []
-    for text in package.feature_refs:
-        view = FeatureRef.parse(text).view
-        try:
-            on_demand = project.definitions.find_on_demand(view)
-        except KeelError:
-            on_demand = None
-        for name in [r.view for r in on_demand.inputs] if on_demand is not None else [view]:
-            if name not in views:
-                views.append(name)
-    return views
-
-
-def _key_columns(project: Project, package: ModelPackage) -> tuple[tuple[str, str], ...]:
-    """Each join key of the model's feature views with its type, as the latest ingested version records it."""
-    keys: dict[str, str] = {}
-    for view in _views_read(project, package):
-        try:
-            names = project.definitions.join_keys(project.feature_view(view))
-        except KeelError:  # no longer registered: its keys are unknown, the model still serves by values
-            continue
-        try:
-            dtypes = dict(project.catalog.feature_version(view).columns.get("join_keys") or {})
-        except NotFoundError:
-            dtypes = {}
-        for name in names:
-            integer = str(dtypes.get(name, "")).startswith(("int", "uint"))
-            keys.setdefault(name, "int64" if integer else "string")
-    return tuple(keys.items())
-
-
-def build_layout(project: Project, name: str, version: int, package: ModelPackage) -> LogLayout:
-    """The log columns of ``name`` v``version`` (its package ``package``)."""
-    import numpy as np
-
-    classes: tuple[str, ...] = ()
-    prediction = "float64"
-    if package.task == "classification":
-        known = list(package.classes or [])
-        if known and all(isinstance(c, str) for c in known):
-            prediction = "string"
-        elif all(isinstance(c, int | np.integer) for c in known):
-            prediction = "int64"
-        if hasattr(package.estimator, "predict_proba"):
-            classes = tuple(str(c) for c in known)
-    features = tuple((f.name, f.dtype) for f in package.schema.features)
-    return LogLayout(name, version, _key_columns(project, package), features, prediction, classes)
-
-
+# -- rows ----------------------------------------------------------------------------------------------------
 def _converter(dtype: str) -> Callable[[Any], Any]:
     if dtype == "float64":
         return float
@@ -320,15 +170,6 @@ def _by_layout(entries: Sequence[_Entry]) -> list[list[_Entry]]:
 
 
 # -- the writer ----------------------------------------------------------------------------------------------
-def _filesystem(uri: str) -> tuple[Any, str, bool]:
-    """``uri``'s fsspec filesystem, its path there, and whether it is the local disk."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return fs, root.rstrip("/") or "/", "file" in protocol or "local" in protocol
-
-
 class _File:
     """One log file being written under its temporary name."""
 
@@ -339,9 +180,9 @@ class _File:
         self.layout = layout
         self.date = opened.strftime("%Y-%m-%d")
         folder = f"{log.root}/model={layout.model}/version={layout.version}/{self.date}"
-        name = f"{_PART}{opened:%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
+        name = f"{PART}{opened:%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
         self.final = f"{folder}/{name}"
-        self.tmp = f"{folder}/.{name}{_TMP_SUFFIX}"
+        self.tmp = f"{folder}/.{name}{TMP_SUFFIX}"
         log.fs.makedirs(folder, exist_ok=True)
         self.sink: Any = open(self.tmp, "wb") if log.is_local else log.fs.open(self.tmp, "wb")  # noqa: SIM115
         self.writer = pq.ParquetWriter(self.sink, layout.schema, compression="snappy")
@@ -386,10 +227,7 @@ class _File:
         if self.log.is_local:
             os.fsync(self.sink.fileno())
         self.sink.close()
-        if self.log.is_local:
-            os.rename(self.tmp, self.final)
-        else:
-            self.log.fs.mv(self.tmp, self.final)
+        replace(self.log.fs, self.tmp, self.final)
         return self.rows
 
     def discard(self) -> None:
@@ -397,8 +235,7 @@ class _File:
             self.writer.close()
         with contextlib.suppress(Exception):
             self.sink.close()
-        with contextlib.suppress(Exception):
-            self.log.fs.rm(self.tmp)
+        discard(self.log.fs, self.tmp)
 
 
 class PredictionLog:
@@ -434,7 +271,7 @@ class PredictionLog:
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self.uri = uri.rstrip("/")
-        self.fs, self.root, self.is_local = _filesystem(self.uri)
+        self.fs, self.root, self.is_local = open_filesystem(self.uri)
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.max_queue_rows = max_queue_rows
@@ -620,96 +457,3 @@ class PredictionLog:
             f.discard()
         if lost:
             self._dropped(lost)
-
-
-# -- reading -------------------------------------------------------------------------------------------------
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _empty() -> pd.DataFrame:
-    import pyarrow as pa
-
-    schema = pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("record", pa.int32()),
-            ("predicted_at", pa.timestamp("us", tz="UTC")),
-            ("model", pa.string()),
-            ("version", pa.int32()),
-            ("prediction", pa.float64()),
-        ]
-    )
-    return _frame(schema.empty_table())
-
-
-def _frame(table: pa.Table) -> pd.DataFrame:
-    import pandas as pd
-    import pyarrow as pa
-
-    mapping = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-    frame: pd.DataFrame = table.to_pandas(types_mapper=mapping.get)
-    return frame
-
-
-def read_prediction_log(
-    project: Project,
-    model: str,
-    *,
-    version: int | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-) -> pd.DataFrame:
-    """The logged predictions of ``model`` (every version, or ``version``) made in ``[start, end)``.
-
-    Only complete files are read (files still open in a running service are not visible yet). Naive
-    datetimes are taken as UTC. The frame has the log's columns (see :mod:`keel.prediction_log._log`),
-    the union over the versions read (a column a version lacks is null there), ordered by ``predicted_at``,
-    ``request_id`` and ``record``; integers and booleans have pandas' nullable dtypes (``Int32``, ``Int64``,
-    ``boolean``), ``predicted_at`` is ``datetime64[us, UTC]``. Nothing logged: an empty frame with the base
-    columns and ``prediction``.
-
-    Example:
-        >>> from keel.serving import read_prediction_log
-        >>> rows = read_prediction_log(project, "churn", version=3, start=datetime(2025, 6, 1))  # doctest: +SKIP
-    """
-    import duckdb
-
-    from keel.engines.local import fetch_arrow
-
-    if start is not None and end is not None and _utc(start) >= _utc(end):
-        return _empty()
-    fs, root, is_local = _filesystem(log_root(project.config.offline))
-    pattern = f"{root}/model={model}/version={'*' if version is None else int(version)}/*/{_PART}*.parquet"
-    files = sorted(fs.glob(pattern))
-    if not files:
-        return _empty()
-    if not is_local:
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        files = [f if "://" in f else f"{protocol}://{f.lstrip('/')}" for f in files]
-    where = []
-    if start is not None:
-        where.append(f"predicted_at >= {_quote(_utc(start).isoformat())}::TIMESTAMPTZ")
-    if end is not None:
-        where.append(f"predicted_at < {_quote(_utc(end).isoformat())}::TIMESTAMPTZ")
-    sql = (
-        f"SELECT * FROM read_parquet([{', '.join(_quote(f) for f in files)}], union_by_name=true, "
-        f"hive_partitioning=false)"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY predicted_at, request_id, record"
-    )
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        if not is_local:
-            con.register_filesystem(fs)
-        table = fetch_arrow(con, sql)
-    finally:
-        con.close()
-    if table.num_rows == 0:
-        return _frame(table) if table.num_columns else _empty()
-    return _frame(table)
