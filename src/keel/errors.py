@@ -14,6 +14,7 @@ __all__ = [
     "KeelError",
     "MissingExtraError",
     "NotFoundError",
+    "TrainingError",
     "ValidationError",
 ]
 
@@ -66,3 +67,7 @@ class MissingExtraError(KeelError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class TrainingError(KeelError):
+    """A training run failed while fitting or evaluating; it is recorded in the catalog as failed."""

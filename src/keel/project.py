@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -20,38 +19,19 @@ if TYPE_CHECKING:
 
     from keel.artifacts import ArtifactStore
     from keel.batch import BatchResult
-    from keel.catalog import Catalog, FeatureVersion, RunRecord
+    from keel.catalog import Catalog, FeatureVersion
     from keel.definitions import ApplyPlan, Definitions
     from keel.engines import Engine
     from keel.features import Entity
     from keel.models import ModelRegistry
     from keel.monitoring import MonitoringReport, MonitorSettings
-    from keel.offline import IngestResult, OfflineStore
-    from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore
+    from keel.offline import IngestResult, OfflineFeatureService, OfflineStore
+    from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore, PushResult
     from keel.online._service import EntityRows
     from keel.retraining import RetrainDecision
-    from keel.training import Runs, TrainingRun, TrainingSpec
+    from keel.training import Runs, Trainer, TrainingRun, TrainingSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """What a push did.
-
-    Attributes:
-        view: the feature view.
-        rows: rows received.
-        online_rows: rows applied to the online store (rows older than the stored ones are ignored).
-        offline_version: the new offline version, when pushed offline.
-        warnings: what was noticed and corrected (naive timestamps taken as UTC ...).
-    """
-
-    view: str
-    rows: int
-    online_rows: int
-    offline_version: int | None
-    warnings: list[str] = field(default_factory=list)
 
 
 class Project:
@@ -180,6 +160,13 @@ class Project:
 
         return Definitions(self.catalog, root=self.root, modules=self.config.modules)
 
+    @cached_property
+    def offline(self) -> OfflineFeatureService:
+        """The offline feature service behind :meth:`ingest`, :meth:`historical_features` and :meth:`verify`."""
+        from keel.offline import OfflineFeatureService
+
+        return OfflineFeatureService(self.definitions, self.catalog, self.offline_store, self.engine, self.root)
+
     # -- definitions ---------------------------------------------------------------------------------------
     def discover(self) -> list[Definition]:
         """The definitions declared in the project's modules (imported fresh)."""
@@ -230,22 +217,6 @@ class Project:
         return self.definitions.feature_view(name)[0]
 
     # -- offline store -------------------------------------------------------------------------------------
-    def _registered_view(self, view: FeatureView | str) -> tuple[FeatureView, int]:
-        if isinstance(view, FeatureView):
-            registered, record = self.definitions.feature_view(view.name)
-            if record.hash != view.definition_hash:
-                raise ValidationError(
-                    f"feature view {view.name!r} differs from its registered definition (v{record.version}); "
-                    "run `keel apply` (or project.apply()) first",
-                    field=view.name,
-                )
-            self.definitions.remember([view])
-            return view, record.version
-        if not isinstance(view, str):
-            raise ValidationError(f"expected a FeatureView or a view name, got {type(view).__name__}")
-        registered, record = self.definitions.feature_view(view)
-        return registered, record.version
-
     def ingest(self, view: FeatureView | str) -> IngestResult:
         """Read a view's source, validate it and store it as a new immutable version.
 
@@ -255,23 +226,11 @@ class Project:
             NotFoundError: the view is not registered, or its source file is missing.
             ValidationError: a row does not match the schema (the message names the row and column).
         """
-        from keel.offline import ingest_view
-
-        definition, definition_version = self._registered_view(view)
-        return ingest_view(
-            definition,
-            definition_version=definition_version,
-            join_keys=self.definitions.join_keys(definition),
-            catalog=self.catalog,
-            store=self.offline_store,
-            engine=self.engine,
-            root=self.root,
-        )
+        return self.offline.ingest(view)
 
     def feature_versions(self, view: str) -> list[FeatureVersion]:
         """Every ingested version of ``view``, oldest first."""
-        self.definitions.feature_view(view)
-        return self.catalog.feature_versions(view)
+        return self.offline.feature_versions(view)
 
     def verify(self, views: Iterable[str] | None = None) -> dict[str, list[str]]:
         """Re-hash the files of every ingested version (of ``views``, default all) against the catalog.
@@ -280,14 +239,7 @@ class Project:
             ``{"view@version": [files whose content no longer matches, or that are missing]}`` for each
             damaged version; an empty dict when everything is intact.
         """
-        names = list(views) if views is not None else [v.name for v in self.feature_views()]
-        damaged: dict[str, list[str]] = {}
-        for name in names:
-            for version in self.feature_versions(name):
-                bad = self.offline_store.verify(version)
-                if bad:
-                    damaged[f"{name}@{version.version}"] = bad
-        return damaged
+        return self.offline.verify(views)
 
     def historical_features(
         self,
@@ -317,19 +269,8 @@ class Project:
         Returns:
             A DataFrame; ``df.attrs["keel_feature_versions"]`` maps each view to the version that served it.
         """
-        from keel.offline import historical_features, plan_request
-
-        refs = [features] if isinstance(features, str) else list(features)
-        resolved = plan_request(
-            refs,
-            view_lookup=lambda name: self.definitions.feature_view(name)[0],
-            version_lookup=self.catalog.feature_version,
-            keys_lookup=self.definitions.join_keys,
-            full_feature_names=full_feature_names,
-            on_demand_lookup=self.definitions.find_on_demand,
-        )
-        return historical_features(
-            entity_df, resolved, store=self.offline_store, engine=self.engine, timestamp=timestamp
+        return self.offline.historical_features(
+            entity_df, features, timestamp=timestamp, full_feature_names=full_feature_names
         )
 
     # -- online store ----------------------------------------------------------------------------------------
@@ -350,36 +291,19 @@ class Project:
             start: only event times after this (default: where the last run stopped).
             end: only event times up to this (default: now).
         """
-        from keel.online import materialize_view
+        from keel.online import materialize_views
 
-        if views is None:
-            chosen = [v for v in self.feature_views() if v.online]
-            explicit = False
-        else:
-            chosen = [self._registered_view(v)[0] for v in views]
-            explicit = True
-        results = []
-        for view in chosen:
-            try:
-                version = self.catalog.feature_version(view.name)
-            except NotFoundError:
-                if explicit:
-                    raise
-                continue  # nothing ingested yet: nothing to materialize
-            results.append(
-                materialize_view(
-                    view,
-                    version,
-                    self.definitions.join_keys(view),
-                    catalog=self.catalog,
-                    engine=self.engine,
-                    offline_store=self.offline_store,
-                    online_store=self.online_store,
-                    store_id=self.online_store_id,
-                    start=start,
-                    end=end,
-                )
-            )
+        results = materialize_views(
+            views,
+            definitions=self.definitions,
+            catalog=self.catalog,
+            engine=self.engine,
+            offline_store=self.offline_store,
+            online_store=self.online_store,
+            store_id=self.online_store_id,
+            start=start,
+            end=end,
+        )
         if "online" in self.__dict__:
             self.online.refresh()
         return results
@@ -425,53 +349,9 @@ class Project:
             to: ``"online"`` (upsert into the online store; older rows than stored are ignored),
                 ``"offline"`` (a new immutable version: the latest one plus these rows) or ``"both"``.
         """
-        import warnings
+        from keel.online import push_rows
 
-        import pandas as pd
-        import pyarrow as pa
-
-        from keel.offline import append_version, validate_table
-
-        if to not in ("online", "offline", "both"):
-            raise ValidationError(f"push: to must be 'online', 'offline' or 'both', got {to!r}", field="to")
-        if not isinstance(df, pd.DataFrame):
-            raise ValidationError(f"push: expected a pandas DataFrame of rows, got {type(df).__name__}")
-        if df.empty:
-            raise ValidationError(f"push to {view if isinstance(view, str) else view.name!r}: no rows")
-        definition, definition_version = self._registered_view(view)
-        keys = self.definitions.join_keys(definition)
-        try:
-            raw = pa.Table.from_pandas(df, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValidationError(f"push to {definition.name!r}: cannot read the rows: {exc}") from exc
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            validated = validate_table(raw, definition, keys)
-        noticed = [str(w.message) for w in caught]
-        online_rows = 0
-        offline_version = None
-        # Offline first: it is the one that can refuse (a changed definition, a key of another type), and a
-        # refused push must leave both stores untouched.
-        if to in ("offline", "both"):
-            offline_version = append_version(
-                definition,
-                validated,
-                definition_version=definition_version,
-                catalog=self.catalog,
-                store=self.offline_store,
-                engine=self.engine,
-                warnings=noticed,
-            ).version.version
-        if to in ("online", "both"):
-            online_rows = self.online_store.write_batch(
-                definition.name,
-                validated.table,
-                keys=keys,
-                features=definition.feature_names,
-                timestamp=validated.timestamp,
-                ttl=definition.ttl,
-            )
-        return PushResult(definition.name, len(df), online_rows, offline_version, noticed)
+        return push_rows(view, df, to=to, definitions=self.definitions, offline=self.offline, store=self.online_store)
 
     # -- training and models ---------------------------------------------------------------------------------
     def training_spec(self, name: str) -> TrainingSpec:
@@ -500,36 +380,23 @@ class Project:
             The :class:`~keel.training.TrainingRun` (record and fitted package); register it with
             ``project.models.register(run)``.
         """
-        from keel.training import TrainingSpec, train
+        return self.trainer.train(self.training_spec(spec) if isinstance(spec, str) else spec, on_step=on_step)
 
-        resolved = self.training_spec(spec) if isinstance(spec, str) else spec
-        if not isinstance(resolved, TrainingSpec):
-            raise ValidationError(f"train() takes a TrainingSpec or its name, got {type(spec).__name__}")
-        return train(
-            resolved,
+    @cached_property
+    def trainer(self) -> Trainer:
+        """The trainer behind :meth:`train` (runs recorded in the catalog, mirrored to MLflow when configured)."""
+        from keel.training import Trainer
+        from keel.training._mlflow import mirror_for
+
+        return Trainer(
             root=self.root,
-            build_training_set=self.historical_features,
-            feature_version_digest=lambda view, version: self.catalog.feature_version(view, version).data_digest,
             catalog=self.catalog,
             artifacts=self.artifacts,
-            on_step=on_step,
-            mirror=self._mlflow_mirror(),
+            build_training_set=self.historical_features,
+            feature_version_digest=lambda view, version: self.catalog.feature_version(view, version).data_digest,
+            mirror=mirror_for(self.config.mlflow_uri, self.config.name),
             package_format=self.config.package_format,
         )
-
-    def _mlflow_mirror(self) -> Callable[[RunRecord, bytes | None, str | None], None] | None:
-        """With ``mlflow_uri`` configured, a function that copies each run to that MLflow server."""
-        uri = self.config.mlflow_uri
-        if not uri:
-            return None
-        from keel.training._mlflow import mirror_run
-
-        experiment = self.config.name
-
-        def mirror(record: RunRecord, blob: bytes | None, fmt: str | None) -> None:
-            mirror_run(uri, record, package_blob=blob, package_format=fmt, experiment=experiment)
-
-        return mirror
 
     @cached_property
     def runs(self) -> Runs:

@@ -56,7 +56,8 @@ def _writer(uri: str, stop: Any, errors: Any, written: Any) -> None:
         ids = np.arange(ENTITIES)
         number = 0
         deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:
+        # At least a dozen batches, however loaded the machine: the readers must race several commits.
+        while number < 12 or time.monotonic() < deadline:
             number += 1
             write(store, "v", batch(ids, float(number), T0 + timedelta(seconds=number)))
         written.value = number

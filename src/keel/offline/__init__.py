@@ -4,6 +4,7 @@ from keel.offline._digest import table_digest
 from keel.offline._ingest import IngestResult, ingest_view
 from keel.offline._push import append_version
 from keel.offline._retrieval import VERSIONS_ATTR, ResolvedView, historical_features, plan_request
+from keel.offline._service import OfflineFeatureService
 from keel.offline._store import OfflineStore
 from keel.offline._validate import NaiveTimestampWarning, ValidatedTable, validate_table
 
@@ -11,6 +12,7 @@ __all__ = [
     "VERSIONS_ATTR",
     "IngestResult",
     "NaiveTimestampWarning",
+    "OfflineFeatureService",
     "OfflineStore",
     "ResolvedView",
     "ValidatedTable",

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from keel._time import checked_utc
 from keel.engines import PointInTimeSource
-from keel.errors import ValidationError
+from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pyarrow as pa
 
     from keel.catalog import Catalog, FeatureVersion, Materialization
+    from keel.definitions import Definitions
     from keel.engines import Engine
     from keel.features import FeatureView
     from keel.offline import OfflineStore
@@ -60,14 +64,6 @@ class MaterializeResult:
             return f"{self.view}: {self.skipped}"
         rebuilt = f" (rebuilt: {self.rebuilt})" if self.rebuilt else ""
         return f"{self.view}: v{self.version}, {self.rows:,} entities in {self.seconds:.2f}s{rebuilt}"
-
-
-def _utc(value: datetime | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise ValidationError(f"materialize: {what} must be a datetime, got {value!r}", field=what)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -116,8 +112,8 @@ def materialize_view(
     the whole TTL window again, so values older than that window are not missed.
     """
     started = time.perf_counter()
-    end_utc = _utc(end, "end") or datetime.now(UTC)
-    start_utc = _utc(start, "start")
+    end_utc = checked_utc(end, "end") or datetime.now(UTC)
+    start_utc = checked_utc(start, "start")
     if start_utc is not None and start_utc >= end_utc:
         raise ValidationError(f"materialize: start ({start_utc}) must be before end ({end_utc})", field="start")
     floor = _ttl_bound(view.ttl, end_utc)
@@ -263,3 +259,51 @@ def _rebuild_reason(
         f"{count:,} entit{'y' if count == 1 else 'ies'} of v{previous.version} "
         f"{'has' if count == 1 else 'have'} no row as recent in v{version.version}"
     )
+
+
+def materialize_views(
+    views: Iterable[FeatureView | str] | None,
+    *,
+    definitions: Definitions,
+    catalog: Catalog,
+    engine: Engine,
+    offline_store: OfflineStore,
+    online_store: OnlineStore,
+    store_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[MaterializeResult]:
+    """:func:`materialize_view` of each view (default: every registered view with ``online=True`` and data).
+
+    A view named explicitly must have ingested data (``NotFoundError`` otherwise); among the default views,
+    those with nothing ingested yet are skipped.
+    """
+    if views is None:
+        chosen = [v for v in definitions.feature_views() if v.online]
+        explicit = False
+    else:
+        chosen = [definitions.registered(v)[0] for v in views]
+        explicit = True
+    results = []
+    for view in chosen:
+        try:
+            version = catalog.feature_version(view.name)
+        except NotFoundError:
+            if explicit:
+                raise
+            continue  # nothing ingested yet: nothing to materialize
+        results.append(
+            materialize_view(
+                view,
+                version,
+                definitions.join_keys(view),
+                catalog=catalog,
+                engine=engine,
+                offline_store=offline_store,
+                online_store=online_store,
+                store_id=store_id,
+                start=start,
+                end=end,
+            )
+        )
+    return results

@@ -6,6 +6,7 @@ and the model package as a ``pyfunc`` model that predicts through :class:`~keel.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from keel.errors import BackendError, MissingExtraError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from keel.catalog import RunRecord
 
 #: MLflow caps param values at this length.
@@ -41,6 +44,17 @@ def _python_model_class() -> Any:
             return self.package.predict(model_input)
 
     return KeelPackageModel
+
+
+def mirror_for(uri: str | None, experiment: str) -> Callable[[RunRecord, bytes | None, str | None], None] | None:
+    """With an MLflow ``uri``, a function copying each finished run to that server's ``experiment``; else ``None``."""
+    if not uri:
+        return None
+    return functools.partial(_mirror, uri, experiment)
+
+
+def _mirror(uri: str, experiment: str, record: RunRecord, blob: bytes | None, fmt: str | None) -> None:
+    mirror_run(uri, record, package_blob=blob, package_format=fmt, experiment=experiment)
 
 
 def mirror_run(

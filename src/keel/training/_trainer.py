@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel._tables import read_table
-from keel.errors import KeelError, ValidationError
+from keel.errors import KeelError, TrainingError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
 from keel.models._serialization import dumps
 from keel.profiles._reference import reference_profile
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from keel.catalog import Catalog, RunRecord
 
 BuildTrainingSet = Callable[..., "pd.DataFrame"]
-
-
-class TrainingError(KeelError):
-    """A run failed while fitting or evaluating; it is recorded in the catalog as failed."""
 
 
 @dataclass(frozen=True)
@@ -510,3 +506,53 @@ def _search(
             "cv": spec.cv,
         },
     )
+
+
+class Trainer:
+    """Runs training specs against one project's stores: what :meth:`keel.Project.train` delegates to.
+
+    Args:
+        root: the project folder (labels given as relative paths are read from there).
+        catalog: the catalog recording runs.
+        artifacts: the artifact store receiving packages and reference profiles.
+        build_training_set: ``(labels, features, timestamp=...) -> DataFrame``, the point-in-time join
+            (:meth:`keel.offline.OfflineFeatureService.historical_features`).
+        feature_version_digest: ``(view, version) -> data digest`` of the ingested versions used.
+        mirror: called with each finished run (its record, package bytes and format), e.g. the MLflow mirror.
+        package_format: the preferred package format (``keel``, ``skops`` or ``joblib``).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path | None,
+        catalog: Catalog,
+        artifacts: ArtifactStore,
+        build_training_set: BuildTrainingSet,
+        feature_version_digest: Callable[[str, int], str],
+        mirror: Callable[[RunRecord, bytes | None, str | None], None] | None = None,
+        package_format: str = "keel",
+    ) -> None:
+        self.root = root
+        self.catalog = catalog
+        self.artifacts = artifacts
+        self.build_training_set = build_training_set
+        self.feature_version_digest = feature_version_digest
+        self.mirror = mirror
+        self.package_format = package_format
+
+    def train(self, spec: TrainingSpec, *, on_step: Callable[[str], None] | None = None) -> TrainingRun:
+        """Run ``spec`` once and record it (see :func:`train`)."""
+        if not isinstance(spec, TrainingSpec):
+            raise ValidationError(f"train() takes a TrainingSpec or its name, got {type(spec).__name__}")
+        return train(
+            spec,
+            root=self.root,
+            build_training_set=self.build_training_set,
+            feature_version_digest=self.feature_version_digest,
+            catalog=self.catalog,
+            artifacts=self.artifacts,
+            on_step=on_step,
+            mirror=self.mirror,
+            package_format=self.package_format,
+        )
