@@ -515,6 +515,7 @@ class Project:
             on_step=on_step,
             mirror=self._mlflow_mirror(),
             package_format=self.config.package_format,
+            trusted_types=self.config.trusted_types,
         )
 
     def _mlflow_mirror(self) -> Callable[[RunRecord, bytes | None, str | None], None] | None:
@@ -543,7 +544,7 @@ class Project:
         """The model registry: ``register(run)``, ``load("churn@champion")``, aliases, ``diff``."""
         from keel.models import ModelRegistry
 
-        return ModelRegistry(self.catalog, self.artifacts)
+        return ModelRegistry(self.catalog, self.artifacts, trusted_types=self.config.trusted_types)
 
     def monitor(
         self,
