@@ -56,6 +56,8 @@ SKLEARN_ESTIMATOR_MODULES = (
     "sklearn.dummy",
     "sklearn.ensemble",
     "sklearn.feature_extraction",
+    "sklearn.feature_extraction.image",
+    "sklearn.feature_extraction.text",
     "sklearn.feature_selection",
     "sklearn.frozen",
     "sklearn.gaussian_process",
