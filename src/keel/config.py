@@ -91,7 +91,7 @@ class KeelConfig(BaseModel):
             skipping hidden, virtual-environment, test and data folders).
         partition_rows: ingested versions larger than this are partitioned by month of event time.
         prediction_log: the prediction service's log of every prediction (on by default).
-        package_format: how packages of trusted types are stored: ``keel`` (default; loads fastest) or
+        package_format: how packages of allowlisted types are stored: ``keel`` (default; loads fastest) or
             ``skops``. Neither unpickles; a package holding other types falls back to joblib (pickle).
         trusted_types: full names of your own classes (and, for skops, functions) that packages may hold
             beyond Keel's allowlist, e.g. ``[mypkg.transformers.Winsorizer]``: packages holding them are stored

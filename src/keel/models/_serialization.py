@@ -112,7 +112,7 @@ def _skops_dumps(parts: dict[str, Any], trusted: frozenset[str]) -> tuple[bytes 
     return blob, ""
 
 
-#: The formats a project can prefer for packages of trusted types (``package_format`` in ``keel.yaml``).
+#: The formats a project can prefer for packages of allowlisted types (``package_format`` in ``keel.yaml``).
 SAFE_FORMATS = ("keel", "skops")
 
 
