@@ -21,6 +21,7 @@ classes in a package (the schema and metadata are plain values), so none is list
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -161,6 +162,8 @@ class _Index:
         self.functions: dict[tuple[str, str], Any] = {}
         self.loaded: set[str] = set()
         self.numpy_done = False
+        # a package loads in serving threads too: one thread builds, the others wait for a complete table
+        self.lock = threading.Lock()
 
     def lookup(self, module: str, qualname: str, kind: Kind) -> Any | None:
         table = self.classes if kind == "class" else self.functions
@@ -171,17 +174,18 @@ class _Index:
         if top == "builtins":
             cls = _BUILTINS.get(qualname)
             return cls if kind == "class" else None
-        if top == "numpy" and not self.numpy_done:
-            self._numpy()
-        for public in _public_modules_of(module):
-            if public not in self.loaded:
-                self._public(public)
-        full = f"{module}.{qualname}"
-        if full in (HELPER_CLASSES if kind == "class" else HELPER_FUNCTIONS):
-            obj = _import(module, qualname)
-            if obj is not None and (isinstance(obj, type) == (kind == "class")):
-                table[(module, qualname)] = obj
-        return table.get((module, qualname))
+        with self.lock:
+            if top == "numpy" and not self.numpy_done:
+                self._numpy()
+            for public in _public_modules_of(module):
+                if public not in self.loaded:
+                    self._public(public)
+            full = f"{module}.{qualname}"
+            if full in (HELPER_CLASSES if kind == "class" else HELPER_FUNCTIONS):
+                obj = _import(module, qualname)
+                if obj is not None and (isinstance(obj, type) == (kind == "class")):
+                    table[(module, qualname)] = obj
+            return table.get((module, qualname))
 
     def _add(self, obj: Any, kind: Kind, *aliases: tuple[str, str]) -> None:
         table = self.classes if kind == "class" else self.functions
