@@ -93,6 +93,14 @@ def test_the_process_environment_is_read_when_none_is_given(project_dir: Path, m
     assert config.spark.master == "local[3]"
 
 
+def test_trusted_types_come_from_keel_yaml_or_a_yaml_list_in_the_environment(project_dir: Path) -> None:
+    (project_dir / "keel.yaml").write_text("trusted_types: [mypkg.steps.Winsorizer]\n")
+
+    assert load_config(project_dir, environ={}).trusted_types == ["mypkg.steps.Winsorizer"]
+    environ = {"KEEL_TRUSTED_TYPES": "[mypkg.A, mypkg.B]"}
+    assert load_config(project_dir, environ=environ).trusted_types == ["mypkg.A", "mypkg.B"]
+
+
 def test_overrides_win_over_environment_variables(project_dir: Path) -> None:
     config = load_config(project_dir, environ={"KEEL_CACHE": "none"}, overrides={"cache": "redis://r:6379/1"})
 

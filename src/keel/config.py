@@ -91,8 +91,11 @@ class KeelConfig(BaseModel):
             skipping hidden, virtual-environment, test and data folders).
         partition_rows: ingested versions larger than this are partitioned by month of event time.
         prediction_log: the prediction service's log of every prediction (on by default).
-        package_format: how packages of trusted types are stored: ``keel`` (default; loads fastest) or
+        package_format: how packages of allowlisted types are stored: ``keel`` (default; loads fastest) or
             ``skops``. Neither unpickles; a package holding other types falls back to joblib (pickle).
+        trusted_types: full names of your own classes (and, for skops, functions) that packages may hold
+            beyond Keel's allowlist, e.g. ``[mypkg.transformers.Winsorizer]``: packages holding them are stored
+            in the safe formats and load without pickle. Name only code you trust: loading rebuilds them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -109,6 +112,7 @@ class KeelConfig(BaseModel):
     partition_rows: int = Field(default=1_000_000, gt=0)
     mlflow_uri: str | None = None
     package_format: Literal["keel", "skops"] = "keel"
+    trusted_types: list[str] = Field(default_factory=list)
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
     def resolved(self, root: Path) -> KeelConfig:
@@ -150,7 +154,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         target = out
         for part in path[:-1]:
             target = target.setdefault(part, {})
-        if path[-1] in ("partition_rows", "modules"):
+        if path[-1] in ("partition_rows", "modules", "trusted_types"):
             try:
                 target[path[-1]] = yaml.safe_load(value)
             except yaml.YAMLError as exc:

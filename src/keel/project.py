@@ -396,6 +396,7 @@ class Project:
             feature_version_digest=lambda view, version: self.catalog.feature_version(view, version).data_digest,
             mirror=mirror_for(self.config.mlflow_uri, self.config.name),
             package_format=self.config.package_format,
+            trusted_types=self.config.trusted_types,
         )
 
     @cached_property
@@ -410,7 +411,7 @@ class Project:
         """The model registry: ``register(run)``, ``load("churn@champion")``, aliases, ``diff``."""
         from keel.models import ModelRegistry
 
-        return ModelRegistry(self.catalog, self.artifacts)
+        return ModelRegistry(self.catalog, self.artifacts, trusted_types=self.config.trusted_types)
 
     def monitor(
         self,

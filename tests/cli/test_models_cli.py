@@ -108,6 +108,7 @@ def run_ids(root: Path) -> list[str]:
         ["models", "promote"],
         ["models", "rollback"],
         ["models", "tag"],
+        ["models", "verify"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

@@ -353,6 +353,7 @@ def predict_batch(
             artifacts_uri=None if in_memory else store.uri,
             blob=store.get_bytes(record.package_digest, name=label) if in_memory else None,
             allow_pickle=allow_pickle,
+            trusted_types=project.models.trusted_types,
         )
         return _Pool(workers, model_source, parts_uri, id_column, probabilities, threads)
 

@@ -38,6 +38,7 @@ class ModelSource:
     artifacts_uri: str | None = None
     blob: bytes | None = None
     allow_pickle: bool = False
+    trusted_types: tuple[str, ...] = ()  # the registry's: a worker loads what the parent process loads
 
     def load(self) -> ModelPackage:
         """The package, its SHA-256 verified before it is deserialized."""
@@ -53,7 +54,7 @@ class ModelSource:
 
             assert self.artifacts_uri is not None
             blob = ArtifactStore(self.artifacts_uri).get_bytes(self.digest, name=self.label)
-        return loads(blob, self.fmt, allow_pickle=self.allow_pickle, what=self.label)
+        return loads(blob, self.fmt, allow_pickle=self.allow_pickle, trusted_types=self.trusted_types, what=self.label)
 
 
 @dataclass(frozen=True)

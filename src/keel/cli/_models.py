@@ -1,16 +1,19 @@
-"""Training and model commands: train, runs list/show/compare, models list/show/diff/promote/rollback/tag."""
+"""Training and model commands: train, runs list/show/compare, models list/show/diff/promote/rollback/tag/verify."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from keel.cli._common import ProjectOption, console, open_project
 from keel.errors import ValidationError
+
+if TYPE_CHECKING:
+    from keel.models import PackageVerification
 
 runs_app = typer.Typer(help="Training runs: list, show, compare.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry: versions, aliases, lineage.", no_args_is_help=True)
@@ -256,3 +259,50 @@ def models_tag(
     console.print(
         f"{v.name} v{v.version}: tags {v.tags or '{}'}" + (f", description: {v.description}" if v.description else "")
     )
+
+
+#: The exit code of ``keel models verify`` when the package is altered, names a type outside the allowlist, or is
+#: a pickle (which cannot be verified without running it).
+EXIT_UNVERIFIED = 3
+
+
+@models_app.command("verify")
+def models_verify(
+    ref: Annotated[str, typer.Argument(help="The version to audit (churn@champion, churn:3).")],
+    trust_type: Annotated[
+        list[str] | None,
+        typer.Option(help="A class or function of your own to count as allowed (repeatable); adds to keel.yaml's."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Audit a stored package without loading it: its hash against the catalog, its format, and every type and
+    function it names, allowed or not. Exit codes: 0 verified, 3 not (altered, a refused name, or pickle), 1 an
+    error."""
+    with open_project(project) as proj:
+        result = proj.models.verify(ref, trusted_types=trust_type)
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+    else:
+        _print_verification(result)
+    if not result.ok:
+        raise typer.Exit(EXIT_UNVERIFIED)
+
+
+def _print_verification(result: PackageVerification) -> None:
+    audit = result.audit
+    table = Table(title=f"{result.name} v{result.version}: {len(audit.references)} names in a {audit.format} package")
+    for column in ("name", "kind", "allowed"):
+        table.add_column(column)
+    for reference in audit.references:
+        table.add_row(reference.name, reference.kind, "yes" if reference.allowed else "[red]no[/]")
+    console.print(table)
+    if result.hash_matches:
+        console.print(f"hash: {result.digest} [green]matches[/] the catalog")
+    else:
+        console.print(f"hash: [red]{result.actual_digest} does not match[/] the catalog's {result.digest}")
+    if audit.note:
+        console.print(f"[yellow]{audit.note}[/]")
+    if audit.refused:
+        console.print(f"[red]refused[/]: {', '.join(audit.refused)} (a load would refuse the package)")
+    console.print("[green]verified[/]" if result.ok else "[red]not verified[/]")

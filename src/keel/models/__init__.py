@@ -1,8 +1,9 @@
-"""Models: the model package and the model registry."""
+"""Models: the model package, its formats and the allowlist they load from, and the model registry."""
 
+from keel.models._audit import PackageAudit, PackageVerification, Reference
 from keel.models._package import FeatureSchema, InputSchema, ModelPackage
 from keel.models._registry import ModelDiff, ModelRegistry, parse_model_ref
-from keel.models._serialization import dumps, loads
+from keel.models._serialization import SerializedPackage, dumps, loads, serialize
 
 __all__ = [
     "FeatureSchema",
@@ -10,7 +11,12 @@ __all__ = [
     "ModelDiff",
     "ModelPackage",
     "ModelRegistry",
+    "PackageAudit",
+    "PackageVerification",
+    "Reference",
+    "SerializedPackage",
     "dumps",
     "loads",
     "parse_model_ref",
+    "serialize",
 ]

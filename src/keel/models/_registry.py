@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import IntegrityError, NotFoundError, ValidationError
+from keel.models._audit import PackageAudit, PackageVerification, audit
 from keel.models._serialization import loads
+from keel.models._trust import trusted_set
 
 if TYPE_CHECKING:
     from keel.artifacts import ArtifactStore
@@ -74,12 +78,27 @@ class ModelRegistry:
         catalog: where versions, aliases and runs are recorded.
         artifacts: where packages are stored, by SHA-256.
         allow_pickle: load pickle-based (joblib) packages without asking each time.
+        trusted_types: full names of the user's own classes (and functions) packages may hold beyond Keel's
+            allowlist (``["mypkg.MyTransformer"]``); every load trusts them.
     """
 
-    def __init__(self, catalog: Catalog, artifacts: ArtifactStore, *, allow_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        artifacts: ArtifactStore,
+        *,
+        allow_pickle: bool = False,
+        trusted_types: Iterable[str] | None = None,
+    ) -> None:
         self._catalog = catalog
         self._artifacts = artifacts
         self._allow_pickle = allow_pickle
+        self._trusted = trusted_set(trusted_types)
+
+    @property
+    def trusted_types(self) -> tuple[str, ...]:
+        """The names every load trusts beyond the allowlist (for a process that loads a package itself)."""
+        return tuple(sorted(self._trusted))
 
     # -- registering -----------------------------------------------------------------------------------------
     def _run(self, run: TrainingRun | RunRecord | str) -> RunRecord:
@@ -145,18 +164,55 @@ class ModelRegistry:
         """The run that produced a version."""
         return self._catalog.run(self.get(ref).run_id)
 
-    def load(self, ref: str, *, allow_pickle: bool | None = None) -> ModelPackage:
+    def load(
+        self, ref: str, *, allow_pickle: bool | None = None, trusted_types: Iterable[str] | None = None
+    ) -> ModelPackage:
         """The package of ``ref``, its SHA-256 verified against the catalog before it is deserialized.
 
+        Only classes on Keel's allowlist are rebuilt, plus ``trusted_types`` (added to the registry's own).
+
         Raises:
-            IntegrityError: the stored package does not match its recorded hash.
+            IntegrityError: the stored package does not match its recorded hash, or names a type outside the
+                allowlist and the trusted types (the message names it).
             ValidationError: the package is pickle-based and pickle was not allowed.
         """
         version = self.get(ref)
         label = f"model {version.name} v{version.version}"
         blob = self._artifacts.get_bytes(version.package_digest, name=label)
         allow = self._allow_pickle if allow_pickle is None else allow_pickle
-        return loads(blob, version.package_format, allow_pickle=allow, what=label)
+        trusted = self._trusted | trusted_set(trusted_types)
+        return loads(blob, version.package_format, allow_pickle=allow, trusted_types=trusted, what=label)
+
+    def verify(self, ref: str, *, trusted_types: Iterable[str] | None = None) -> PackageVerification:
+        """Audit the stored package of ``ref`` without loading it: its hash against the catalog's, its format,
+        and every type and function it names, each allowed or not (``keel models verify``).
+
+        Nothing the package names is imported unless it is allowlisted, and nothing is built; a pickle-based
+        package is listed (its opcodes' globals) but cannot be verified.
+
+        Raises:
+            NotFoundError: no such version, or its package is missing from the artifact store.
+        """
+        version = self.get(ref)
+        label = f"model {version.name} v{version.version}"
+        blob = self._stored_bytes(version.package_digest, label)
+        trusted = self._trusted | trusted_set(trusted_types)
+        try:
+            report = audit(blob, version.package_format, trusted=trusted, what=label)
+        except IntegrityError as exc:  # the bytes are not a package of the recorded format
+            report = PackageAudit(version.package_format, [], False, str(exc))
+        return PackageVerification(
+            version.name, version.version, version.package_digest, hashlib.sha256(blob).hexdigest(), report
+        )
+
+    def _stored_bytes(self, digest: str, label: str) -> bytes:
+        """The stored bytes, as they are: verifying reports a wrong hash instead of refusing to read it."""
+        try:
+            with self._artifacts.fs.open(self._artifacts.path(digest), "rb") as f:
+                data: bytes = f.read()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"the package of {label} ({digest}) is missing from {self._artifacts.uri!r}") from exc
+        return data
 
     # -- aliases ---------------------------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> AliasChange:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ import numpy as np
 from keel._tables import read_table
 from keel.errors import KeelError, TrainingError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
-from keel.models._serialization import dumps
+from keel.models._serialization import serialize
 from keel.profiles._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
 from keel.training._metrics import compute_metrics, default_metrics
@@ -195,6 +195,7 @@ def train(
     on_step: Callable[[str], None] | None = None,
     mirror: Callable[[RunRecord, bytes | None, str | None], None] | None = None,
     package_format: str = "keel",
+    trusted_types: Sequence[str] = (),
 ) -> TrainingRun:
     """Run ``spec`` once and record it; see :meth:`keel.Project.train`."""
     step = on_step or (lambda _name: None)
@@ -312,7 +313,10 @@ def train(
         durations["profile"] = time.perf_counter() - profile_started
         step("storing the package")
         package_started = time.perf_counter()
-        blob, fmt = dumps(package, prefer=package_format)
+        serialized = serialize(package, prefer=package_format, trusted_types=trusted_types)
+        blob, fmt = serialized.blob, serialized.format
+        lineage["package_format"] = fmt
+        lineage["package_format_reason"] = serialized.reason  # why not the preferred format (None: it is)
         digest = artifacts.put_bytes(blob)
         durations["package"] = time.perf_counter() - package_started
         durations["total"] = time.perf_counter() - started
