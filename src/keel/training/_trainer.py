@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keel._tables import read_table
 from keel.errors import KeelError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
 from keel.models._serialization import dumps
@@ -20,7 +19,7 @@ from keel.profiles._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
 from keel.training._metrics import compute_metrics, default_metrics
 from keel.training._preprocessing import auto_preprocessor
-from keel.training._spec import RandomSplit, TimeSplit, TrainingSpec
+from keel.training._spec import RandomSplit, TimeSplit, TrainingSpec, load_labels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,23 +64,6 @@ class TrainingRun:
     def __repr__(self) -> str:
         shown = {k: round(v, 4) for k, v in self.metrics.items() if isinstance(v, float)}
         return f"TrainingRun({self.id[:8]}, spec={self.record.spec!r}, metrics={shown})"
-
-
-def load_labels(spec: TrainingSpec, root: Path | None) -> pd.DataFrame:
-    """The spec's labels as a DataFrame (a path is read relative to the project)."""
-    import pandas as pd
-
-    if isinstance(spec.labels, pd.DataFrame):
-        return spec.labels
-    path = Path(spec.labels)
-    if not path.is_absolute() and root is not None:
-        path = root / path
-    if not path.exists():
-        raise ValidationError(f"training spec {spec.name!r}: no labels file at {path}", field="labels")
-    try:
-        return read_table(path)
-    except ValidationError as exc:
-        raise ValidationError(f"training spec {spec.name!r}: labels: {exc}", field="labels") from exc
 
 
 def infer_task(y: pd.Series) -> str:
