@@ -37,7 +37,7 @@ def timestamp_column(
     named: str | None = None,
     *,
     prefer: Sequence[str] = TIME_COLUMNS,
-    what: str = "the table",
+    what: str = "table",
 ) -> str | None:
     """The column of ``frame`` that holds its times, by one rule for every table Keel is handed.
 
@@ -46,7 +46,8 @@ def timestamp_column(
     applies (no datetime column and no preferred name, or several datetime columns and no preferred name).
 
     Raises:
-        ValidationError: ``frame`` has no column ``named`` (the message names ``what`` and lists its columns).
+        ValidationError: ``frame`` has no column ``named`` (the message starts with ``what`` and lists the
+            columns).
 
     Example:
         >>> import pandas as pd
@@ -61,7 +62,7 @@ def timestamp_column(
     if named is not None:
         if named not in frame.columns:
             raise ValidationError(
-                f"{what} has no timestamp column {named!r}; it has: {', '.join(map(str, frame.columns))}",
+                f"{what}: no timestamp column {named!r}; the columns are: {', '.join(map(str, frame.columns))}",
                 field=named,
             )
         return named

@@ -255,7 +255,7 @@ class TrainingSpec(Definition):
                 field="labels_window",
             )
         labels = load_labels(self, root)
-        column = timestamp_column(labels, self.timestamp, what=f"the labels of training spec {self.name!r}")
+        column = timestamp_column(labels, self.timestamp, what=f"training spec {self.name!r}, labels")
         if column is None:
             raise ValidationError(
                 f"training spec {self.name!r}: labels_window needs timestamped labels", field="labels_window"
