@@ -7,6 +7,7 @@ integer); one label row per customer, an hour after its feature row, over 60 day
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,49 @@ def push_fresh_online(project: keel.Project, customers: int) -> None:
         fresh = frame.assign(event_time=now)
         fresh["event_time"] = fresh["event_time"].astype("datetime64[us, UTC]")
         project.push(view, fresh, to="online")
+
+
+# -- services without a project folder ------------------------------------------------------------------------
+@dataclass
+class Services:
+    """An in-memory catalog, a ``memory://`` artifact store and a registry over them, and a ``train`` function
+    that joins features from an in-memory frame: what training, monitoring and retraining use, without a
+    project folder."""
+
+    catalog: Any
+    artifacts: Any
+    registry: Any
+    features: pd.DataFrame
+
+    def build_training_set(
+        self, labels: pd.DataFrame, refs: list[str], *, timestamp: str | None = None
+    ) -> pd.DataFrame:
+        """Each label row with its customer's features (the view's name dropped from each reference)."""
+        names = [ref.split(":", 1)[1] for ref in refs]
+        return labels.merge(self.features[["customer_id", *names]], on="customer_id", how="left")
+
+    def train(self, spec: Any, *, on_step: Any = None) -> Any:
+        from keel.training import train
+
+        return train(
+            spec,
+            root=None,
+            build_training_set=self.build_training_set,
+            feature_version_digest=lambda _view, _version: "",
+            catalog=self.catalog,
+            artifacts=self.artifacts,
+            on_step=on_step,
+        )
+
+
+def in_memory_services(features: pd.DataFrame) -> Services:
+    """:class:`Services` whose training sets join ``features`` (one row per ``customer_id``)."""
+    import uuid
+
+    from keel.artifacts import ArtifactStore
+    from keel.catalog import SqlCatalog
+    from keel.models import ModelRegistry
+
+    catalog = SqlCatalog("sqlite://")
+    artifacts = ArtifactStore(f"memory://keel-tests-{uuid.uuid4().hex}")
+    return Services(catalog, artifacts, ModelRegistry(catalog, artifacts), features)

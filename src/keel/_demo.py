@@ -953,7 +953,7 @@ def step_monitor(project: Project, *, customers: int, seed: int, console: Consol
         # The window: the drifted traffic only (not the serve step's hand-made requests, absurd values included).
         window = datetime.now(UTC) - traffic_started + timedelta(seconds=1)
         report = project.monitor(ref, labels=pd.DataFrame(truth), settings=MonitorSettings(window=window))
-        html = write_html(report, default_html_path(project, report))
+        html = write_html(report, default_html_path(project.root, report))
         drift = report.drift
         table = Table("feature", "method", "statistic", "threshold", "drifted", title="drift of the logged inputs")
         table.title_justify = "left"

@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from keel.engines import Engine
     from keel.features import Entity
     from keel.models import ModelRegistry
-    from keel.monitoring import MonitoringReport, MonitorSettings
+    from keel.monitoring import Monitor, MonitoringReport, MonitorSettings
     from keel.offline import IngestResult, OfflineFeatureService, OfflineStore
     from keel.online import MaterializeResult, OnlineFeatures, OnlineFeatureService, OnlineStore, PushResult
     from keel.online._service import EntityRows
-    from keel.retraining import RetrainDecision
+    from keel.retraining import RetrainDecision, Retrainer
     from keel.training import Runs, Trainer, TrainingRun, TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -413,6 +413,21 @@ class Project:
 
         return ModelRegistry(self.catalog, self.artifacts, trusted_types=self.config.trusted_types)
 
+    @cached_property
+    def monitoring(self) -> Monitor:
+        """The monitoring service behind :meth:`monitor`: the registry, the artifacts, the catalog, the log."""
+        from keel.monitoring import Monitor
+        from keel.prediction_log import log_root
+
+        return Monitor(self.models, self.artifacts, self.catalog, log_root(self.config.offline))
+
+    @cached_property
+    def retrainer(self) -> Retrainer:
+        """The retraining service behind :meth:`retrain`, training with :meth:`train`."""
+        from keel.retraining import Retrainer
+
+        return Retrainer(self.models, self.train, self.training_spec, self.catalog, self.root)
+
     def monitor(
         self,
         model: str,
@@ -439,19 +454,9 @@ class Project:
         Returns:
             The :class:`~keel.monitoring.MonitoringReport`; ``report.crossed`` says whether a threshold was crossed.
         """
-        from keel.monitoring import monitor
-
-        report, _record = monitor(
-            self,
-            model,
-            end=end,
-            reference=reference,
-            current=current,
-            labels=labels,
-            settings=settings,
-            store=store,
-        )
-        return report
+        return self.monitoring.check(
+            model, end=end, reference=reference, current=current, labels=labels, settings=settings, store=store
+        )[0]
 
     def retrain(
         self,
@@ -465,18 +470,10 @@ class Project:
     ) -> RetrainDecision:
         """Retrain the spec of ``model`` (``churn@champion``), compare on the same later holdout, promote a winner.
 
-        See :func:`keel.retraining.retrain`; every step is an audit event (``keel monitor history``).
+        See :class:`keel.retraining.Retrainer`; every step is an audit event (``keel monitor history``).
         """
-        from keel.retraining import retrain
-
-        return retrain(
-            self,
-            model,
-            margin=margin,
-            metric=metric,
-            labels_window=labels_window,
-            report_id=report_id,
-            on_step=on_step,
+        return self.retrainer.retrain(
+            model, margin=margin, metric=metric, labels_window=labels_window, report_id=report_id, on_step=on_step
         )
 
     def predictions(

@@ -84,5 +84,6 @@ def test_events_append_in_order_and_filter_by_kind(catalog: SqlCatalog) -> None:
     assert events[2].details == {"challenger": 0.81} and events[2].version == 2
     assert [e.kind for e in catalog.monitoring_events("churn", kinds=("compared",))] == ["compared"]
     assert [e.kind for e in catalog.monitoring_events("churn", limit=2)] == ["threshold_crossed", "compared"]
-    with pytest.raises(ValueError, match="unknown monitoring event kind"):
+    with pytest.raises(ValidationError, match="unknown monitoring event kind") as caught:
         catalog.add_monitoring_event(name="churn", kind="exploded", message="?")
+    assert caught.value.field == "kind"

@@ -89,7 +89,7 @@ def test_a_shifted_feature_is_drift_and_an_audit_event(
     assert report.quality is not None and any("enterprise" in issue for issue in report.quality.issues)
     kinds = [e.kind for e in project.catalog.monitoring_events("churn")]
     assert kinds == ["checked", "threshold_crossed"]
-    page = write_html(report, default_html_path(project, report)).read_text()
+    page = write_html(report, default_html_path(project.root, report)).read_text()
     assert "spend" in page and "<svg" in page
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from keel.errors import ValidationError
 from keel.retraining import Schedule
 
 
@@ -57,5 +58,7 @@ def test_sigterm_stops_after_the_current_check_without_waiting_for_the_next_tick
 
 
 def test_a_period_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="positive"):
-        Schedule(timedelta(0), lambda: None)
+    for period in (timedelta(0), timedelta(seconds=-1)):
+        with pytest.raises(ValidationError, match="positive") as caught:
+            Schedule(period, lambda: None)
+        assert caught.value.field == "every"

@@ -5,6 +5,7 @@ teams. Both run the same code and pass the same conformance suite.
 """
 
 from keel.catalog._migrations import MIGRATIONS, Migration, latest_version
+from keel.catalog._monitoring import MonitoringCatalog
 from keel.catalog._records import (
     AliasChange,
     DefinitionRecord,
@@ -28,6 +29,7 @@ __all__ = [
     "Materialization",
     "Migration",
     "ModelVersionRecord",
+    "MonitoringCatalog",
     "MonitoringEvent",
     "MonitoringReportRecord",
     "RunRecord",

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from keel.catalog import _schema
 from keel.catalog._records import MonitoringEvent, MonitoringReportRecord
-from keel.errors import NotFoundError
+from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     T = TypeVar("T")
@@ -146,7 +146,9 @@ class MonitoringCatalog:
     ) -> MonitoringEvent:
         """Append one audit event to the trail of model ``name``."""
         if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown monitoring event kind {kind!r}; kinds: {', '.join(EVENT_KINDS)}")
+            raise ValidationError(
+                f"unknown monitoring event kind {kind!r}; kinds: {', '.join(EVENT_KINDS)}", field="kind"
+            )
         details = dict(details or {})
         _check_json("monitoring event", details=details)
         t = _schema.monitoring_events

@@ -111,7 +111,7 @@ def _check(
     from keel.monitoring import default_html_path, write_html
 
     report = proj.monitor(model, reference=reference, current=current, labels=labels, settings=settings)
-    path = write_html(report, html or default_html_path(proj, report))
+    path = write_html(report, html or default_html_path(proj.root, report))
     decision = None
     if retrain and report.crossed:
         from rich.status import Status

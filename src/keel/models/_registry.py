@@ -7,7 +7,7 @@ import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from keel.errors import IntegrityError, NotFoundError, ValidationError
 from keel.models._audit import PackageAudit, PackageVerification, audit
@@ -215,8 +215,15 @@ class ModelRegistry:
         return data
 
     # -- aliases ---------------------------------------------------------------------------------------------
-    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> AliasChange:
-        """Point ``alias`` at ``version`` of ``name``, atomically; the move is kept in the alias history."""
+    def set_alias(
+        self, name: str, alias: str, version: int, *, reason: str = "", expect: int | Literal["any"] | None = "any"
+    ) -> AliasChange:
+        """Point ``alias`` at ``version`` of ``name``, atomically; the move is kept in the alias history.
+
+        Args:
+            expect: move only if the alias points at this version now (``None``: at nothing), else a
+                :class:`~keel.errors.ConflictError`; ``"any"`` (the default) moves it from wherever.
+        """
         if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
             raise ValidationError(
                 f"invalid alias {alias!r}: letters, digits, '_', '.' and '-', starting with a letter or '_' "
@@ -226,7 +233,7 @@ class ModelRegistry:
         given: object = version  # callers pass anything: check it
         if isinstance(given, bool) or not isinstance(given, numbers.Integral) or int(given) < 1:
             raise ValidationError(f"version must be a number from 1, got {version!r}", field="version")
-        return self._catalog.set_alias(name, alias, int(version), reason=reason)
+        return self._catalog.set_alias(name, alias, int(version), reason=reason, expect=expect)
 
     def promote(self, name: str, version: int, *, alias: str = "champion", reason: str = "") -> AliasChange:
         """Move ``alias`` (``champion`` by default) to ``version``."""

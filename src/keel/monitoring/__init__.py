@@ -1,19 +1,21 @@
 """Monitoring: reference profiles, drift statistics, data quality, performance over time and the HTML report.
 
 The statistics are pure functions of a stored :class:`ReferenceProfile` and a current window of data;
-:func:`monitor` runs one check of a model version (reading the prediction log, storing the report and audit
-events in the catalog); :mod:`keel.retraining` acts on the verdict, and ``keel monitor`` puts both on the
-command line.
+:class:`Monitor` runs one check of a model version (reading the prediction log, storing the report and audit
+events in the catalog) from the registry, the artifact store, the catalog and the log it is given;
+:mod:`keel.retraining` acts on the verdict, and ``keel monitor`` puts both on the command line.
 """
 
 from keel.monitoring._drift import DriftConfig, DriftResult, FeatureDrift, detect_drift
 from keel.monitoring._html import render_html
 from keel.monitoring._monitor import (
+    Monitor,
     MonitoringReport,
     MonitorSettings,
+    PredictionReader,
     default_html_path,
     join_labels,
-    monitor,
+    stored_profile,
     write_html,
 )
 from keel.monitoring._performance import MetricEstimate, WindowMetrics, overall, performance_over_time
@@ -35,8 +37,10 @@ __all__ = [
     "FeatureDrift",
     "KindChange",
     "MetricEstimate",
+    "Monitor",
     "MonitorSettings",
     "MonitoringReport",
+    "PredictionReader",
     "QualityResult",
     "ReferenceProfile",
     "WindowMetrics",
@@ -46,11 +50,11 @@ __all__ = [
     "detect_drift",
     "feature_kinds",
     "join_labels",
-    "monitor",
     "overall",
     "performance_over_time",
     "prediction_values",
     "reference_profile",
     "render_html",
+    "stored_profile",
     "write_html",
 ]

@@ -7,28 +7,39 @@ ones). Its time-later validation rows are the holdout: the champion is scored on
 same feature values, so the comparison is fair. The challenger is always registered (and given the
 ``challenger`` alias); the champion alias moves only if the challenger beats it by ``margin``. Every step is an
 audit event in the catalog (``keel monitor history``).
+
+:class:`Retrainer` holds what a retraining touches: the model registry, a function that trains a spec, a
+function that finds a spec by name, the catalog's audit trail, and the project's folder (labels files are read
+relative to it).
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from keel.errors import ConflictError, ValidationError
-from keel.models._registry import parse_model_ref
+from keel.models import parse_model_ref
 from keel.training import primary_metric, worse_by
 
 if TYPE_CHECKING:
-    from keel.models._package import ModelPackage
-    from keel.project import Project
-    from keel.training import TrainingSpec
+    from keel.catalog import ModelVersionRecord, MonitoringCatalog
+    from keel.models import ModelPackage, ModelRegistry
+    from keel.training import TrainingRun, TrainingSpec
 
-__all__ = ["RetrainDecision", "retrain"]
+__all__ = ["RetrainDecision", "Retrainer", "Train"]
+
+
+class Train(Protocol):
+    """Trains a spec once and records the run: ``project.train``, or a trainer's ``train``."""
+
+    def __call__(self, spec: TrainingSpec, /, *, on_step: Callable[[str], None] | None = None) -> TrainingRun: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,17 @@ class RetrainDecision:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class _Contest:
+    """The champion and the challenger scored on the challenger's holdout (``None``: undefined there)."""
+
+    metric: str
+    holdout_rows: int
+    champion_score: float | None
+    challenger_score: float | None
+    why_unscored: str = ""
+
+
 def _score(package: ModelPackage, holdout: pd.DataFrame, metric: str) -> float | None:
     from keel.training._metrics import compute_metrics
 
@@ -78,144 +100,189 @@ def _score(package: ModelPackage, holdout: pd.DataFrame, metric: str) -> float |
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _recent_labels(project: Project, spec: TrainingSpec, window: timedelta) -> TrainingSpec:
-    """``spec`` with only the labels of the last ``window`` (before the newest label)."""
-    from keel.training._trainer import _timestamp_column, _utc, load_labels
-
-    labels = load_labels(spec, project.root)
-    column = _timestamp_column(labels, spec.timestamp)
-    if column is None:
-        raise ValidationError(
-            f"training spec {spec.name!r}: labels_window needs timestamped labels", field="labels_window"
-        )
-    stamps = _utc(labels[column])
-    kept = labels[stamps >= stamps.max() - pd.Timedelta(window)].reset_index(drop=True)
-    recent = copy.copy(spec)
-    recent.labels = kept
-    return recent
+def _score_text(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
 
 
-def retrain(
-    project: Project,
-    ref: str,
-    *,
-    margin: float = 0.0,
-    metric: str | None = None,
-    labels_window: timedelta | None = None,
-    report_id: str | None = None,
-    on_step: Any = None,
-) -> RetrainDecision:
-    """Retrain the spec of the version ``ref`` names (``churn@champion``) and promote the challenger if it wins.
-
-    Args:
-        ref: the champion, by alias (the alias is the one competed for) or by version (then ``champion``).
-        margin: the challenger must be better than the champion by more than this share of the champion's
-            score (0: any improvement wins; 0.01: at least 1% better).
-        metric: the metric compared (default: ROC AUC for classifiers, RMSE for regressors).
-        labels_window: train only on labels from the last ``labels_window`` (default: every label).
-        report_id: the monitoring report that triggered it, recorded on every audit event.
-
-    Raises:
-        KeelError: the retraining failed (recorded as ``retrain_failed`` first).
-    """
-    if margin < 0:
-        raise ValidationError(f"margin must be at least 0, got {margin}", field="margin")
-    name, _version, alias = parse_model_ref(ref)
-    alias = alias if alias not in (None, "latest") else "champion"
-    champion = project.models.get(ref)
-    champion_run = project.models.run_of(f"{name}:{champion.version}")
-    catalog = project.catalog
-
-    def event(kind: str, message: str, version: int | None = None, **details: Any) -> None:
-        catalog.add_monitoring_event(
-            name=name, kind=kind, version=version, report_id=report_id, message=message, details=details
-        )
-
-    event(
-        "retrain_started",
-        f"retraining spec {champion_run.spec!r} to challenge v{champion.version} ({alias})",
-        champion.version,
-        spec=champion_run.spec,
-        labels_window=str(labels_window) if labels_window else None,
-    )
-    try:
-        spec = project.training_spec(champion_run.spec)
-        if labels_window is not None:
-            spec = _recent_labels(project, spec, labels_window)
-        run = project.train(spec, on_step=on_step)
-        challenger = project.models.register(
-            run, name=name, tags={"trigger": "retrain", "report": report_id, "challenges": str(champion.version)}
-        )
-        project.models.set_alias(name, "challenger", challenger.version, reason="retrained")
-    except Exception as exc:
-        event("retrain_failed", f"retraining failed: {type(exc).__name__}: {exc}", champion.version)
-        raise
-
+def _contest(champion: ModelPackage, run: TrainingRun, metric: str | None) -> _Contest:
+    """Score both packages on the new run's holdout, with ``metric`` (default: the task's primary metric)."""
     holdout = run.holdout if run.holdout is not None else pd.DataFrame()
-    package = project.models.load(f"{name}:{champion.version}")
     chosen = metric or primary_metric(run.package.task, run.metrics)
-    missing = [c for c in package.schema.names if c not in holdout.columns]
+    missing = [c for c in champion.schema.names if c not in holdout.columns]
+    challenger_score = _score(run.package, holdout, chosen) if not holdout.empty else None
     if missing or holdout.empty:
-        champion_score = None
         why = (
             f"the champion's inputs {', '.join(missing)} are not in the new training set"
             if missing
             else "the new run has no holdout rows"
         )
-    else:
-        champion_score = _score(package, holdout, chosen)
-        why = ""
-    challenger_score = _score(run.package, holdout, chosen) if not holdout.empty else None
-    event(
-        "compared",
-        f"on {len(holdout):,} holdout rows, {chosen}: challenger v{challenger.version} "
-        f"{_fmt(challenger_score)} vs champion v{champion.version} {_fmt(champion_score)}",
-        challenger.version,
-        metric=chosen,
-        challenger=challenger_score,
-        champion=champion_score,
-        holdout_rows=len(holdout),
-        margin=margin,
-    )
+        return _Contest(chosen, len(holdout), None, challenger_score, why)
+    return _Contest(chosen, len(holdout), _score(champion, holdout, chosen), challenger_score)
+
+
+def _judge(contest: _Contest, challenger: int, margin: float) -> tuple[bool, str]:
+    """Whether the challenger wins by more than ``margin``, and the sentence that says why."""
+    metric, champion_score, challenger_score = contest.metric, contest.champion_score, contest.challenger_score
     if challenger_score is None:
-        promoted, reason = False, f"the challenger's {chosen} is undefined on the holdout; the champion stays"
-    elif champion_score is None:
-        promoted, reason = False, f"the champion could not be scored ({why or chosen + ' undefined'}); it stays"
-    else:
-        better = -worse_by(chosen, champion_score, challenger_score)
-        if better > margin:
-            promoted = True
-            reason = (
-                f"challenger v{challenger.version} wins on {chosen}: {challenger_score:.4f} vs {champion_score:.4f} "
-                f"({better:+.1%}, margin {margin:.1%})"
-            )
-        else:
-            promoted = False
-            reason = (
-                f"challenger v{challenger.version} does not win by the margin on {chosen}: {challenger_score:.4f} vs "
-                f"{champion_score:.4f} ({better:+.1%}, margin {margin:.1%}); the champion stays"
-            )
-    if promoted:
+        return False, f"the challenger's {metric} is undefined on the holdout; the champion stays"
+    if champion_score is None:
+        return False, f"the champion could not be scored ({contest.why_unscored or metric + ' undefined'}); it stays"
+    better = -worse_by(metric, champion_score, challenger_score)
+    scores = f"{challenger_score:.4f} vs {champion_score:.4f} ({better:+.1%}, margin {margin:.1%})"
+    if better > margin:
+        return True, f"challenger v{challenger} wins on {metric}: {scores}"
+    return False, f"challenger v{challenger} does not win by the margin on {metric}: {scores}; the champion stays"
+
+
+class Retrainer:
+    """Retrains a model's spec, compares the challenger with the champion, and promotes a clear winner.
+
+    Args:
+        registry: the model registry (versions, runs, packages, aliases).
+        train: trains a spec and records the run (``project.train``).
+        specs: the training spec of a name (``project.training_spec``).
+        events: where the audit events are recorded (the catalog).
+        root: the project's folder; a spec's labels path is read relative to it (``labels_window``).
+
+    Example:
+        >>> retrainer = Retrainer(registry, project.train, project.training_spec, catalog, root)  # doctest: +SKIP
+        >>> retrainer.retrain("churn@champion", margin=0.01).promoted  # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        train: Train,
+        specs: Callable[[str], TrainingSpec],
+        events: MonitoringCatalog,
+        root: str | Path | None = None,
+    ) -> None:
+        self.registry = registry
+        self.train = train
+        self.specs = specs
+        self.events = events
+        self.root = Path(root) if root is not None else None
+
+    def retrain(
+        self,
+        ref: str,
+        *,
+        margin: float = 0.0,
+        metric: str | None = None,
+        labels_window: timedelta | None = None,
+        report_id: str | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> RetrainDecision:
+        """Retrain the spec of the version ``ref`` names (``churn@champion``) and promote the challenger if it wins.
+
+        Args:
+            ref: the champion, by alias (the alias is the one competed for) or by version (then ``champion``).
+            margin: the challenger must be better than the champion by more than this share of the champion's
+                score (0: any improvement wins; 0.01: at least 1% better).
+            metric: the metric compared (default: ROC AUC for classifiers, RMSE for regressors).
+            labels_window: train only on labels from the last ``labels_window`` (default: every label).
+            report_id: the monitoring report that triggered it, recorded on every audit event.
+            on_step: called with the name of each training step as it starts (progress display).
+
+        Raises:
+            ValidationError: ``margin`` is negative.
+            KeelError: the retraining failed (recorded as ``retrain_failed`` first).
+        """
+        if margin < 0:
+            raise ValidationError(f"margin must be at least 0, got {margin}", field="margin")
+        name, _version, alias = parse_model_ref(ref)
+        alias = alias if alias not in (None, "latest") else "champion"
+        champion = self.registry.get(ref)
+        run, challenger = self._challenger(champion, alias, labels_window, report_id, on_step)
+        contest = _contest(self.registry.load(f"{name}:{champion.version}"), run, metric)
+        self._event(
+            champion,
+            "compared",
+            f"on {contest.holdout_rows:,} holdout rows, {contest.metric}: challenger v{challenger.version} "
+            f"{_score_text(contest.challenger_score)} vs champion v{champion.version} "
+            f"{_score_text(contest.champion_score)}",
+            report_id,
+            version=challenger.version,
+            metric=contest.metric,
+            challenger=contest.challenger_score,
+            champion=contest.champion_score,
+            holdout_rows=contest.holdout_rows,
+            margin=margin,
+        )
+        promoted, reason = _judge(contest, challenger.version, margin)
+        if promoted:
+            try:
+                self.registry.set_alias(name, alias, challenger.version, reason=reason, expect=champion.version)
+            except ConflictError as exc:  # someone moved the alias meanwhile: theirs stands
+                promoted, reason = False, f"not promoted: {exc}"
+        winner = challenger.version if promoted else champion.version
+        self._event(champion, "promoted" if promoted else "kept", reason, report_id, version=winner)
+        return RetrainDecision(
+            model=name,
+            alias=alias,
+            champion=champion.version,
+            challenger=challenger.version,
+            run_id=run.id,
+            metric=contest.metric,
+            champion_score=contest.champion_score,
+            challenger_score=contest.challenger_score,
+            margin=margin,
+            holdout_rows=contest.holdout_rows,
+            promoted=promoted,
+            reason=reason,
+        )
+
+    def _challenger(
+        self,
+        champion: ModelVersionRecord,
+        alias: str,
+        labels_window: timedelta | None,
+        report_id: str | None,
+        on_step: Callable[[str], None] | None,
+    ) -> tuple[TrainingRun, ModelVersionRecord]:
+        """Train the champion's spec again, register the run and give it the ``challenger`` alias; a failure is
+        recorded as ``retrain_failed`` and raised."""
+        name = champion.name
+        spec_name = self.registry.run_of(f"{name}:{champion.version}").spec
+        self._event(
+            champion,
+            "retrain_started",
+            f"retraining spec {spec_name!r} to challenge v{champion.version} ({alias})",
+            report_id,
+            spec=spec_name,
+            labels_window=str(labels_window) if labels_window else None,
+        )
         try:
-            catalog.set_alias(name, alias, challenger.version, reason=reason, expect=champion.version)
-        except ConflictError as exc:  # someone moved the alias meanwhile: theirs stands
-            promoted, reason = False, f"not promoted: {exc}"
-    event("promoted" if promoted else "kept", reason, challenger.version if promoted else champion.version)
-    return RetrainDecision(
-        model=name,
-        alias=alias,
-        champion=champion.version,
-        challenger=challenger.version,
-        run_id=run.id,
-        metric=chosen,
-        champion_score=champion_score,
-        challenger_score=challenger_score,
-        margin=margin,
-        holdout_rows=len(holdout),
-        promoted=promoted,
-        reason=reason,
-    )
+            spec = self.specs(spec_name)
+            if labels_window is not None:
+                spec = spec.with_recent_labels(labels_window, self.root)
+            run = self.train(spec, on_step=on_step)
+            tags = {"trigger": "retrain", "report": report_id, "challenges": str(champion.version)}
+            challenger = self.registry.register(run, name=name, tags=tags)
+            self.registry.set_alias(name, "challenger", challenger.version, reason="retrained")
+        except Exception as exc:
+            self._event(champion, "retrain_failed", f"retraining failed: {type(exc).__name__}: {exc}", report_id)
+            raise
+        return run, challenger
 
-
-def _fmt(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.4f}"
+    def _event(
+        self,
+        champion: ModelVersionRecord,
+        kind: str,
+        message: str,
+        report_id: str | None,
+        /,
+        *,
+        version: int | None = None,
+        **details: Any,
+    ) -> None:
+        """One audit event of the champion's model (about ``version``, by default the champion)."""
+        self.events.add_monitoring_event(
+            name=champion.name,
+            kind=kind,
+            version=champion.version if version is None else version,
+            report_id=report_id,
+            message=message,
+            details=details,
+        )

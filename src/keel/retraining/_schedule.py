@@ -17,6 +17,8 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+from keel.errors import ValidationError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Schedule"]
@@ -30,11 +32,14 @@ class Schedule:
         check: one check; its return value is kept as :attr:`last` (an exception is logged, counted in
             :attr:`failures`, and the schedule goes on).
         max_runs: stop after this many checks (None: never).
+
+    Raises:
+        ValidationError: ``every`` is not a positive duration.
     """
 
     def __init__(self, every: timedelta, check: Callable[[], Any], *, max_runs: int | None = None) -> None:
-        if every <= timedelta(0):
-            raise ValueError("the period must be positive")
+        if not isinstance(every, timedelta) or every <= timedelta(0):
+            raise ValidationError(f"the period must be a positive duration, got {every!r}", field="every")
         self.every = every.total_seconds()
         self.check = check
         self.max_runs = max_runs

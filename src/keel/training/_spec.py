@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from keel._tables import read_table, timestamp_column
 from keel.errors import ValidationError
 from keel.features._definitions import Definition, check_name
 from keel.features._refs import FeatureRef
@@ -236,6 +238,34 @@ class TrainingSpec(Definition):
             )
         return estimator
 
+    def with_recent_labels(self, window: timedelta, root: Path | None) -> TrainingSpec:
+        """A copy of this spec that trains only on the labels of the last ``window`` before the newest label.
+
+        The labels' time column is chosen as training chooses it (``timestamp``, else their only datetime
+        column, else ``event_timestamp``/``event_time``/``timestamp``); a path is read relative to ``root``.
+
+        Raises:
+            ValidationError: ``window`` is not positive, or the labels have no time column.
+        """
+        import pandas as pd
+
+        if not isinstance(window, timedelta) or window <= timedelta(0):
+            raise ValidationError(
+                f"training spec {self.name!r}: labels_window must be a positive duration, got {window!r}",
+                field="labels_window",
+            )
+        labels = load_labels(self, root)
+        column = timestamp_column(labels, self.timestamp, what=f"training spec {self.name!r}, labels")
+        if column is None:
+            raise ValidationError(
+                f"training spec {self.name!r}: labels_window needs timestamped labels", field="labels_window"
+            )
+        # Parsed as the point-in-time join parses entity times: ISO 8601 text or datetimes, naive ones as UTC.
+        stamps = pd.to_datetime(labels[column], utc=True, errors="coerce", format="ISO8601")
+        recent = copy.copy(self)
+        recent.labels = labels[stamps >= stamps.max() - pd.Timedelta(window)].reset_index(drop=True)
+        return recent
+
     def spec(self) -> dict[str, Any]:
         labels = str(self.labels) if not hasattr(self.labels, "columns") else {"dataframe": list(self.labels.columns)}
         preprocessing = (
@@ -261,3 +291,20 @@ class TrainingSpec(Definition):
 
     def __repr__(self) -> str:
         return f"TrainingSpec({self.name!r}, label={self.label!r}, features={self.features})"
+
+
+def load_labels(spec: TrainingSpec, root: Path | None) -> pd.DataFrame:
+    """``spec``'s labels as a DataFrame (a path is read relative to ``root``, the project's folder)."""
+    import pandas as pd
+
+    if isinstance(spec.labels, pd.DataFrame):
+        return spec.labels
+    path = Path(spec.labels)
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    if not path.exists():
+        raise ValidationError(f"training spec {spec.name!r}: no labels file at {path}", field="labels")
+    try:
+        return read_table(path)
+    except ValidationError as exc:
+        raise ValidationError(f"training spec {spec.name!r}: labels: {exc}", field="labels") from exc

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keel._tables import read_table
 from keel.errors import KeelError, TrainingError, ValidationError
 from keel.models._package import InputSchema, ModelPackage
 from keel.models._serialization import serialize
@@ -20,7 +19,7 @@ from keel.profiles._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
 from keel.training._metrics import compute_metrics, default_metrics
 from keel.training._preprocessing import auto_preprocessor
-from keel.training._spec import RandomSplit, TimeSplit, TrainingSpec
+from keel.training._spec import RandomSplit, TimeSplit, TrainingSpec, load_labels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,23 +60,6 @@ class TrainingRun:
     def __repr__(self) -> str:
         shown = {k: round(v, 4) for k, v in self.metrics.items() if isinstance(v, float)}
         return f"TrainingRun({self.id[:8]}, spec={self.record.spec!r}, metrics={shown})"
-
-
-def load_labels(spec: TrainingSpec, root: Path | None) -> pd.DataFrame:
-    """The spec's labels as a DataFrame (a path is read relative to the project)."""
-    import pandas as pd
-
-    if isinstance(spec.labels, pd.DataFrame):
-        return spec.labels
-    path = Path(spec.labels)
-    if not path.is_absolute() and root is not None:
-        path = root / path
-    if not path.exists():
-        raise ValidationError(f"training spec {spec.name!r}: no labels file at {path}", field="labels")
-    try:
-        return read_table(path)
-    except ValidationError as exc:
-        raise ValidationError(f"training spec {spec.name!r}: labels: {exc}", field="labels") from exc
 
 
 def infer_task(y: pd.Series) -> str:
@@ -524,6 +506,7 @@ class Trainer:
         feature_version_digest: ``(view, version) -> data digest`` of the ingested versions used.
         mirror: called with each finished run (its record, package bytes and format), e.g. the MLflow mirror.
         package_format: the preferred package format (``keel``, ``skops`` or ``joblib``).
+        trusted_types: the user's own classes a package may hold and still be stored in a safe format.
     """
 
     def __init__(
@@ -536,6 +519,7 @@ class Trainer:
         feature_version_digest: Callable[[str, int], str],
         mirror: Callable[[RunRecord, bytes | None, str | None], None] | None = None,
         package_format: str = "keel",
+        trusted_types: Sequence[str] = (),
     ) -> None:
         self.root = root
         self.catalog = catalog
@@ -544,6 +528,7 @@ class Trainer:
         self.feature_version_digest = feature_version_digest
         self.mirror = mirror
         self.package_format = package_format
+        self.trusted_types = tuple(trusted_types)
 
     def train(self, spec: TrainingSpec, *, on_step: Callable[[str], None] | None = None) -> TrainingRun:
         """Run ``spec`` once and record it (see :func:`train`)."""
@@ -559,4 +544,5 @@ class Trainer:
             on_step=on_step,
             mirror=self.mirror,
             package_format=self.package_format,
+            trusted_types=self.trusted_types,
         )
