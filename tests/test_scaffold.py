@@ -11,7 +11,14 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-from keel._scaffold import STARTER_FEATURES, example_dir, known_examples, scaffold
+from keel._scaffold import (
+    STARTER_FEATURES,
+    example_dir,
+    generate_example_data,
+    known_examples,
+    load_example_module,
+    scaffold,
+)
 from keel.config import DEFAULT_YAML
 from keel.errors import ConflictError, NotFoundError, ValidationError
 from keel.project import Project
@@ -103,7 +110,7 @@ def test_example_is_found_and_unknown_ones_are_listed() -> None:
 def test_init_with_example_generates_data_that_applies_and_ingests(tmp_path: Path) -> None:
     root = scaffold(tmp_path / "churn", example="churn", customers=150, seed=3)
 
-    for name in ("keel.yaml", "features.py", "training.py", "generate.py", "README.md", ".gitignore"):
+    for name in ("keel.yaml", "features.py", "training.py", "generate.py", "yardstick.py", "README.md", ".gitignore"):
         assert (root / name).is_file(), name
     assert not list(root.rglob("__pycache__"))
     assert not (root / ".keep").exists()
@@ -146,6 +153,47 @@ def test_init_with_bad_example_options_leaves_nothing_behind(tmp_path: Path) -> 
         scaffold(tmp_path / "b", example="churn", customers=20, drift_after="not a date")
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "b").exists()
+
+
+def test_example_modules_import_their_own_siblings_and_leave_no_trace(tmp_path: Path) -> None:
+    roots = []
+    for value in (1, 2):
+        root = tmp_path / f"project{value}"
+        root.mkdir()
+        (root / "helper.py").write_text(f"VALUE = {value}\n")
+        (root / "main.py").write_text("from helper import VALUE\n")
+        roots.append(root)
+    stale = ModuleType("helper")  # another project's helper, already imported in this process
+    sys.modules["helper"] = stale
+    try:
+        loaded = [load_example_module(root, "main") for root in roots]
+        assert sys.modules["helper"] is stale
+    finally:
+        sys.modules.pop("helper", None)
+
+    assert [module.VALUE for module in loaded if module is not None] == [1, 2]
+    assert str(roots[0]) not in sys.path and str(roots[1]) not in sys.path
+    assert not [name for name in sys.modules if name.startswith("_keel_example_main_")]
+    assert load_example_module(roots[0], "missing") is None
+
+
+def test_example_data_is_regenerated_with_drift_in_place(tmp_path: Path) -> None:
+    root = scaffold(tmp_path / "churn", example="churn", customers=40, seed=2)
+    before = _read(root / "data")
+
+    counts = generate_example_data(root, customers=40, seed=2, drift_after="2025-09-01")
+
+    after = _read(root / "data")
+    assert counts == {name: len(frame) for name, frame in after.items()}
+    cut = pd.Timestamp("2025-09-01", tz="UTC")
+    old, new = before["activity.parquet"], after["activity.parquet"]
+    old_before, new_before = (f[f["event_time"] < cut].reset_index(drop=True) for f in (old, new))
+    old_after, new_after = (f[f["event_time"] >= cut].reset_index(drop=True) for f in (old, new))
+    pd.testing.assert_frame_equal(old_before, new_before)
+    assert not old_after.equals(new_after)
+    with pytest.raises(ValidationError, match="cannot generate"):
+        generate_example_data(root, customers=0, seed=2, drift_after=None)
+    assert generate_example_data(tmp_path, customers=40, seed=2, drift_after=None) == {}
 
 
 # -- the generator -------------------------------------------------------------------------------------------

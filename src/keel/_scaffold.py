@@ -8,12 +8,20 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from keel.config import CONFIG_FILE, DEFAULT_YAML
 from keel.errors import ConflictError, NotFoundError, ValidationError
 
-__all__ = ["STARTER_FEATURES", "example_dir", "known_examples", "scaffold"]
+__all__ = [
+    "STARTER_FEATURES",
+    "example_dir",
+    "generate_example_data",
+    "known_examples",
+    "load_example_module",
+    "scaffold",
+]
 
 #: What an example folder may hold that is never copied: generated data, local state, caches.
 _NOT_COPIED = ("__pycache__", "*.pyc", ".keel", "data", ".keep")
@@ -130,28 +138,58 @@ def _copy_example(source: Path, root: Path, *, force: bool) -> None:
     shutil.copytree(source, root, ignore=ignore, dirs_exist_ok=True)
 
 
-def _generate_data(root: Path, *, customers: int, seed: int, drift_after: str | None) -> dict[str, int]:
-    """Run the copied example's ``generate.py`` to write ``data/``."""
-    script = root / "generate.py"
-    if not script.is_file():
-        return {}
-    # A unique name: the project's own discovery later imports the same file as ``generate``, and two
-    # examples scaffolded in one process must not share a module object.
-    module_name = f"_keel_example_generate_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, script)
+def load_example_module(root: Path, name: str) -> ModuleType | None:
+    """The project's ``name.py``, executed as a fresh module under a private name; ``None`` when there is none.
+
+    The project folder leads ``sys.path`` meanwhile, as it does while discovery imports the project, so the
+    example's files import each other by name (``from generate import churn_logit``). The modules of those names
+    are set aside first and restored after: a module of another project (or of an earlier run) that happens to
+    share a name is never used, and what this load imported does not linger.
+    """
+    path = root / f"{name}.py"
+    # A unique name: the project's own discovery imports the same file under its plain name, and two projects
+    # loaded in one process must not share a module object.
+    module_name = f"_keel_example_{name}_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(module_name, path) if path.is_file() else None
     if spec is None or spec.loader is None:
-        raise ValidationError(f"cannot load {script} as a Python module", field=str(script))
+        return None
+    siblings = {p.stem for p in root.glob("*.py")} - set(sys.stdlib_module_names) - {"keel"}
+    saved = {key: sys.modules.pop(key) for key in _modules_named(siblings)}
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses resolve their module's annotations through sys.modules
+    sys.path.insert(0, str(root))
     try:
         spec.loader.exec_module(module)
-        generate: Any = module.generate
-        try:
-            counts: dict[str, int] = generate(root / "data", customers=customers, seed=seed, drift_after=drift_after)
-        except ValueError as exc:
-            raise ValidationError(f"cannot generate the example's data: {exc}") from exc
     finally:
-        sys.modules.pop(module_name, None)
+        sys.path.remove(str(root))
+        for key in [*_modules_named(siblings), module_name]:
+            sys.modules.pop(key, None)
+        sys.modules.update(saved)
+    return module
+
+
+def _modules_named(names: set[str]) -> list[str]:
+    """The keys of ``sys.modules`` that are one of ``names`` or a submodule of one."""
+    return [key for key in list(sys.modules) if key.split(".", 1)[0] in names]
+
+
+def generate_example_data(root: Path, *, customers: int, seed: int, drift_after: str | None) -> dict[str, int]:
+    """Run the project's ``generate.py`` (an example's data generator) to write ``root/data``.
+
+    Returns:
+        The rows written per file name; empty when the project has no ``generate.py``.
+
+    Raises:
+        ValidationError: the generator refuses an option (``customers``, ``seed``, ``drift_after``).
+    """
+    module = load_example_module(root, "generate")
+    if module is None:
+        return {}
+    generate: Any = module.generate
+    try:
+        counts: dict[str, int] = generate(root / "data", customers=customers, seed=seed, drift_after=drift_after)
+    except ValueError as exc:
+        raise ValidationError(f"cannot generate the example's data: {exc}") from exc
     return counts
 
 
@@ -208,7 +246,7 @@ def scaffold(
             _scaffold_empty(root)
         else:
             _copy_example(source, root, force=force)
-            _generate_data(root, customers=customers, seed=seed, drift_after=drift_after)
+            generate_example_data(root, customers=customers, seed=seed, drift_after=drift_after)
     except BaseException:
         # A folder this call created is removed again rather than left half-written.
         if created:

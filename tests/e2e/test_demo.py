@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from keel._demo import BEFORE_DRIFT, CHAMPION, DEMO_FEATURES, DEMO_SPEC, run_demo
+from keel.demo import BEFORE_DRIFT, CHAMPION, DEMO_SPEC, DRIFT_AFTER, run_demo
 from keel.errors import ConflictError
 from keel.project import Project
 from keel.training import TrainingSpec
@@ -25,6 +25,8 @@ SEED = 5
 #: generator's own formula scores about the same): a floor well below that still fails a model that learned
 #: nothing (0.5) or trained on leaked or shuffled features.
 ROC_AUC_FLOOR = 0.7
+#: The training set the demo builds: every feature of the example's two views.
+DEMO_FEATURES = ["customer_profile:*", "customer_activity:*"]
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -105,7 +107,7 @@ def test_demo_training_set_is_point_in_time_correct(demo: tuple[Path, dict[str, 
     root, _, _ = demo
     labels = pd.read_parquet(root / "data" / "labels.parquet")
     with Project.open(root) as project:
-        train = project.historical_features(labels, list(DEMO_FEATURES))
+        train = project.historical_features(labels, DEMO_FEATURES)
     expected = _reference(root)
 
     # The reference never uses a row from after the label's time...
@@ -366,7 +368,7 @@ def test_the_loop_step_detects_the_drift_retrains_promotes_and_hot_reloads(
     # The files as they were before the drift are kept; rows before the date are identical in both worlds.
     before = pd.read_parquet(root / "data" / BEFORE_DRIFT / "activity.parquet")
     after = pd.read_parquet(root / "data" / "activity.parquet")
-    cut = pd.Timestamp("2025-08-01", tz="UTC")
+    cut = pd.Timestamp(DRIFT_AFTER, tz="UTC")
     pd.testing.assert_frame_equal(
         before[before["event_time"] <= cut].reset_index(drop=True),
         after[after["event_time"] <= cut].reset_index(drop=True),

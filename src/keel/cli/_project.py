@@ -95,6 +95,6 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
     """Run the end-to-end example on the embedded defaults and print a summary."""
-    from keel._demo import run_demo
+    from keel.demo import run_demo
 
     run_demo(directory, customers=customers, seed=seed, console=console)
