@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import secrets
 import threading
@@ -56,10 +57,12 @@ _WARN_EVERY_SECONDS = 10.0
 DEFAULT_LINGER_SECONDS = 0.2
 
 
-def _logger() -> Any:
-    from keel.serving._logging import service_log
+#: A child of the service's logger: the writer runs inside the prediction service, and its lines belong there.
+_log = logging.getLogger("keel.serving.prediction_log")
 
-    return service_log
+
+def _logger() -> logging.Logger:
+    return _log
 
 
 # -- rows ----------------------------------------------------------------------------------------------------
