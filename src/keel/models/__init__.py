@@ -1,7 +1,8 @@
 """Models: the model package and the model registry."""
 
-from keel.models._package import FeatureSchema, InputSchema, ModelPackage
+from keel.models._package import ModelPackage
 from keel.models._registry import ModelDiff, ModelRegistry, parse_model_ref
+from keel.models._schema import FeatureSchema, InputSchema
 from keel.models._serialization import dumps, loads
 
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 
 from keel._tables import read_table
 from keel.errors import KeelError, ValidationError
-from keel.models._package import InputSchema, ModelPackage
+from keel.models import InputSchema, ModelPackage
 from keel.models._serialization import dumps
 from keel.profiles._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
