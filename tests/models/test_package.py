@@ -424,7 +424,7 @@ def test_an_all_numeric_model_gets_the_fast_path_in_the_preprocessors_own_memory
 def test_small_batches_walk_all_trees_at_once_and_give_the_same_floats(classes: int) -> None:
     """The NumPy walk of every tree together (small batches) against scikit-learn's tree-by-tree walk: the same
     raw scores bit for bit, so the same predictions and probabilities, on values at the thresholds and missing."""
-    from keel.models._package import SMALL_BATCH_ROWS, _Forest, _joint_hgb
+    from keel.models._forest import SMALL_BATCH_ROWS, _Forest, _joint_hgb
 
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2000, 7))
@@ -446,7 +446,7 @@ def test_small_batches_walk_all_trees_at_once_and_give_the_same_floats(classes: 
 
 
 def test_categorical_splits_keep_scikit_learns_own_walk() -> None:
-    from keel.models._package import _Forest
+    from keel.models._forest import _Forest
 
     rng = np.random.default_rng(12)
     x = np.c_[rng.integers(0, 5, 500).astype(float), rng.standard_normal(500)]

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from keel.definitions._discovery import unique_definitions
 from keel.errors import KeelError, ValidationError
 from keel.features._definitions import Definition, Entity, FeatureView
-from keel.features._on_demand import OnDemandFeatureView, resolve_inputs
+from keel.features._on_demand import OnDemandFeatureView
+from keel.features._on_demand_plan import resolve_inputs
 
 if TYPE_CHECKING:
     from keel.catalog import Catalog, DefinitionRecord

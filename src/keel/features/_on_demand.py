@@ -3,6 +3,10 @@
 The same function, given frames built by the same conversion, runs inside ``historical_features`` (training)
 and ``online_features`` (serving); its output is checked against its declared schema and cast to it in both
 places. That is what keeps training and serving consistent.
+
+This module holds the declaration (:class:`RequestSource`, :class:`OnDemandFeatureView`, the decorator, the
+capture of the function's source); :mod:`keel.features._on_demand_plan` plans a view's run inside a retrieval,
+and :func:`keel.features._dtypes.to_arrow` converts its inputs and outputs.
 """
 
 from __future__ import annotations
@@ -11,31 +15,20 @@ import ast
 import functools
 import inspect
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from keel.errors import ValidationError
 from keel.features._definitions import Definition, FeatureView, Field, check_name, find_field, schema_fields
-from keel.features._dtypes import arrow_type, dtype_of_arrow, pandas_type
+from keel.features._dtypes import arrow_type, pandas_type, to_arrow
+from keel.features._on_demand_plan import _check_names, resolve_inputs
 from keel.features._refs import FeatureRef
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = [
-    "OnDemandFeatureView",
-    "OnDemandStep",
-    "RequestSource",
-    "on_demand_feature_view",
-    "plan_on_demand",
-    "resolve_inputs",
-    "to_arrow",
-]
-
-#: Prefix of the columns a retrieval reads only as on-demand inputs (no user column can start with ``__keel``).
-HIDDEN_INPUT = "__keel_input__"
+__all__ = ["OnDemandFeatureView", "RequestSource", "on_demand_feature_view"]
 
 #: The function an on-demand feature view wraps: one DataFrame in (one row per entity), one DataFrame out.
 Transform = Callable[["pd.DataFrame"], "pd.DataFrame"]
@@ -451,231 +444,3 @@ def on_demand_feature_view(
         )
 
     return decorate
-
-
-# -- shared by declaration, apply and both retrieval paths ------------------------------------------------------
-@dataclass(frozen=True)
-class OnDemandStep:
-    """One on-demand view of a retrieval (offline or online): where its inputs are, where its outputs go.
-
-    Attributes:
-        view: the on-demand view.
-        inputs: per input, the function's column, the retrieved column holding it and its Keel dtype.
-        outputs: per requested output, the output feature and the result column.
-    """
-
-    view: OnDemandFeatureView
-    inputs: tuple[tuple[str, str, str], ...]
-    outputs: tuple[tuple[str, str], ...]
-
-    def run(self, retrieved: Any, request: Mapping[str, Any], *, rows: int, where: str) -> dict[str, pa.Array]:
-        """The result columns, computed from ``retrieved[column]`` (a table or a dict of lists) and ``request``."""
-        outputs = self.view.compute(
-            {name: retrieved[column] for name, column, _ in self.inputs},
-            {name: dtype for name, _, dtype in self.inputs},
-            request,
-            rows=rows,
-            where=where,
-        )
-        return {column: outputs[feature] for feature, column in self.outputs}
-
-
-def plan_on_demand(
-    view: OnDemandFeatureView,
-    features: Sequence[str],
-    *,
-    full_feature_names: bool,
-    reads: MutableMapping[str, list[tuple[str, str]]],
-    dtypes: Mapping[str, Mapping[str, str]],
-    label: Callable[[str], str],
-) -> OnDemandStep:
-    """Plan one on-demand view of a retrieval.
-
-    Args:
-        view: the on-demand view.
-        features: the outputs requested (``"*"`` for all).
-        full_feature_names: name result columns ``view__feature``.
-        reads: per source view, the ``(feature, column)`` pairs the retrieval reads. An input read already is
-            taken from its column; another is appended under a hidden column name.
-        dtypes: per source view, the Keel dtype of each feature it has where the retrieval reads it.
-        label: how messages name a source view (``feature view 'activity' (version 3)``).
-    """
-    chosen = view.feature_names if "*" in features else list(features)
-    for f in chosen:
-        view.field(f)  # raises, listing the outputs
-    inputs = []
-    for source, feature in view.resolve_inputs(lambda v: list(dtypes[v]), label=label):
-        column = next((c for f, c in reads[source] if f == feature), None)
-        if column is None:
-            column = f"{HIDDEN_INPUT}{source}__{feature}"
-            reads[source].append((feature, column))
-        inputs.append((feature, column, dtypes[source][feature]))
-    outputs = tuple((f, f"{view.name}__{f}" if full_feature_names else f) for f in chosen)
-    return OnDemandStep(view, tuple(inputs), outputs)
-
-
-def _check_names(
-    name: str, inputs: Sequence[tuple[str, str]], request: Mapping[str, Any], outputs: Sequence[Field] | Sequence[str]
-) -> None:
-    """Refuse two inputs with one column name, and an output named like an input."""
-    what = f"on-demand feature view {name!r}"
-    seen: dict[str, str] = {}
-    for view, feature in inputs:
-        other = seen.get(feature)
-        if other is not None and other != view:
-            raise ValidationError(
-                f"{what}: input feature {feature!r} comes from both {other!r} and {view!r}; the function's frame "
-                "names columns by feature, so list only one of them in inputs",
-                field=feature,
-            )
-        seen[feature] = view
-    for field in request:
-        if field in seen:
-            raise ValidationError(
-                f"{what}: request field {field!r} has the name of feature {seen[field]}:{field}; rename one of them",
-                field=field,
-            )
-    for out in outputs:
-        out_name = out.name if isinstance(out, Field) else out
-        if out_name in seen or out_name in request:
-            origin = f"input feature {seen[out_name]}:{out_name}" if out_name in seen else f"request field {out_name!r}"
-            raise ValidationError(
-                f"{what}: output {out_name!r} has the name of its {origin}; give the output another name",
-                field=out_name,
-            )
-
-
-def resolve_inputs(
-    name: str,
-    inputs: Sequence[str],
-    request: Mapping[str, Any],
-    outputs: Sequence[str],
-    available: Callable[[str], Sequence[str]],
-    label: Callable[[str], str] | None = None,
-) -> list[tuple[str, str]]:
-    """The ``(view, feature)`` pairs of an on-demand view's ``inputs``, checked against ``available(view)``.
-
-    Works from a definition's spec as well as from the object, so ``apply`` checks registered on-demand views
-    against the views it changes.
-    """
-    describe = label or (lambda v: f"feature view {v!r}")
-    pairs: list[tuple[str, str]] = []
-    for text in inputs:
-        ref = FeatureRef.parse(text)
-        have = list(available(ref.view))
-        if ref.feature == "*":
-            pairs.extend((ref.view, f) for f in have)
-        elif ref.feature in have:
-            pairs.append((ref.view, ref.feature))
-        else:
-            raise ValidationError(
-                f"on-demand feature view {name!r} reads {text!r}, but {describe(ref.view)} has no feature "
-                f"{ref.feature!r}; it has: {', '.join(have) or 'no feature'}",
-                field=text,
-            )
-    pairs = list(dict.fromkeys(pairs))
-    _check_names(name, pairs, request, outputs)
-    return pairs
-
-
-_PY_TYPES: dict[str, str] = {
-    "int64": "an integer",
-    "float64": "a number",
-    "bool": "a boolean",
-    "string": "a string",
-    "timestamp": "a timestamp",
-    "list[float64]": "a list of numbers",
-}
-
-
-def _fits(value: Any, dtype: str) -> bool:
-    """Whether one Python value can be a value of ``dtype`` (nulls always can)."""
-    import datetime as dt
-    import numbers
-
-    import numpy as np
-
-    if value is None or (isinstance(value, float) and value != value):
-        return True
-    if isinstance(value, bool | np.bool_):
-        return dtype == "bool"
-    if dtype == "float64":
-        return isinstance(value, numbers.Real)
-    if dtype == "int64":
-        return isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
-    if dtype == "string":
-        return isinstance(value, str)
-    if dtype == "timestamp":
-        return isinstance(value, dt.date | str | np.datetime64)
-    if dtype == "list[float64]":
-        return isinstance(value, list | tuple | np.ndarray) and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value
-        )
-    return False
-
-
-def _bad_value(values: Any, dtype: str, what: str, field: str | None) -> ValidationError:
-    """The error for the first value of ``values`` that is not of ``dtype`` (or a general one)."""
-    items = values.tolist() if hasattr(values, "tolist") else list(values)
-    for row, value in enumerate(items):
-        if not _fits(value, dtype):
-            return ValidationError(
-                f"{what}: row {row} has {value!r}, which is not {_PY_TYPES[dtype]} ({dtype})", field=field, row=row
-            )
-    return ValidationError(f"{what}: values do not convert to {dtype}", field=field)
-
-
-def to_arrow(values: Any, dtype: str, *, what: str, field: str | None = None) -> pa.Array:
-    """``values`` (an Arrow array, a pandas Series, a list) as an Arrow array of the Keel ``dtype``.
-
-    Only conversions that keep the meaning are made: integers to floats, integral floats to integers, naive
-    timestamps taken as UTC, ISO 8601 strings and dates to timestamps, NaN to null. Anything else (text
-    where numbers are declared, fractional numbers where integers are) is a :class:`ValidationError` naming
-    ``what`` and, when it can be found, the row.
-    """
-    import pandas as pd
-    import pyarrow as pa
-
-    target = arrow_type(dtype)
-    if isinstance(values, pa.ChunkedArray):
-        arr = values.combine_chunks()
-    elif isinstance(values, pa.Array):
-        arr = values
-    else:
-        try:
-            arr = pa.array(values, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            raise _bad_value(values, dtype, what, field) from exc
-    if arr.type == target:
-        return arr
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), target)
-    natural = dtype_of_arrow(arr.type)
-    if dtype == "timestamp" and natural == "string":
-        try:
-            parsed = pd.to_datetime(pd.Series(arr.to_pylist(), dtype=object), utc=True, format="ISO8601")
-        except (ValueError, TypeError) as exc:
-            raise ValidationError(f"{what}: {exc}; write timestamps in ISO 8601", field=field) from exc
-        arr = pa.array(parsed, from_pandas=True)
-        natural = "timestamp"
-    compatible = natural == dtype or (natural, dtype) in {("int64", "float64"), ("float64", "int64")}
-    if not compatible:
-        raise ValidationError(
-            f"{what} holds {natural or arr.type} values, not {dtype}; convert them (or declare {natural or arr.type})",
-            field=field,
-        )
-    try:
-        return arr.cast(target, safe=dtype != "timestamp")  # timestamps: nanoseconds truncated, as on ingest
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        if dtype == "int64" and natural == "float64":
-            raise _first_fraction(arr, what, field) from exc
-        raise ValidationError(f"{what}: cannot convert to {dtype}: {exc}", field=field) from exc
-
-
-def _first_fraction(arr: pa.Array, what: str, field: str | None) -> ValidationError:
-    for row, value in enumerate(arr.to_pylist()):
-        if value is not None and not float(value).is_integer():
-            return ValidationError(f"{what}: row {row} has {value!r}, which is not an integer", field=field, row=row)
-    return ValidationError(f"{what}: values out of the int64 range", field=field)

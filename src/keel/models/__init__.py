@@ -1,8 +1,11 @@
-"""Models: the model package, its formats and the allowlist they load from, and the model registry."""
+"""Models: the model package, its formats and the allowlist they load from, references to it by verified digest,
+and the model registry."""
 
 from keel.models._audit import PackageAudit, PackageVerification, Reference
-from keel.models._package import FeatureSchema, InputSchema, ModelPackage
+from keel.models._package import ModelPackage
+from keel.models._package_ref import PackageRef
 from keel.models._registry import ModelDiff, ModelRegistry, parse_model_ref
+from keel.models._schema import FeatureSchema, InputSchema
 from keel.models._serialization import SerializedPackage, dumps, loads, serialize
 
 __all__ = [
@@ -12,6 +15,7 @@ __all__ = [
     "ModelPackage",
     "ModelRegistry",
     "PackageAudit",
+    "PackageRef",
     "PackageVerification",
     "Reference",
     "SerializedPackage",

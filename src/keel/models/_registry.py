@@ -7,10 +7,11 @@ import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from keel.errors import IntegrityError, NotFoundError, ValidationError
 from keel.models._audit import PackageAudit, PackageVerification, audit
+from keel.models._package_ref import PackageRef
 from keel.models._serialization import loads
 from keel.models._trust import trusted_set
 
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from keel.artifacts import ArtifactStore
     from keel.catalog import AliasChange, Catalog, ModelVersionRecord, RunRecord
     from keel.models._package import ModelPackage
-    from keel.training import TrainingRun
 
 _REF = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?:(?P<sep>[@:])(?P<what>[A-Za-z0-9_.-]+))?$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -71,6 +71,17 @@ class ModelDiff:
     libraries: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
+class RegistrableRun(Protocol):
+    """What :meth:`ModelRegistry.register` needs of a run object: its catalog record.
+
+    A training run (``keel.training.TrainingRun``) is one; the registry reads the run's status, package digest
+    and format again from the catalog by the record's id, so the object carries nothing else it relies on.
+    """
+
+    @property
+    def record(self) -> RunRecord: ...
+
+
 class ModelRegistry:
     """Register runs as model versions, move aliases, load packages (verified), compare versions.
 
@@ -101,21 +112,27 @@ class ModelRegistry:
         return tuple(sorted(self._trusted))
 
     # -- registering -----------------------------------------------------------------------------------------
-    def _run(self, run: TrainingRun | RunRecord | str) -> RunRecord:
+    def _run(self, run: RegistrableRun | RunRecord | str) -> RunRecord:
         if isinstance(run, str):
             return self._catalog.run(run)
-        record = getattr(run, "record", run)
+        record = run if not hasattr(run, "record") else run.record
         return self._catalog.run(record.id)
 
     def register(
         self,
-        run: TrainingRun | RunRecord | str,
+        run: RegistrableRun | RunRecord | str,
         *,
         name: str | None = None,
         description: str = "",
         tags: dict[str, str | None] | None = None,
     ) -> ModelVersionRecord:
         """Register a finished run's package as the next version of ``name`` (default: the run's spec).
+
+        Args:
+            run: the run: a training run, its catalog record, or its id.
+            name: the model's name (default: the run's spec).
+            description: a description of the version.
+            tags: the version's tags.
 
         Raises:
             ValidationError: the run did not finish, or has no package.
@@ -213,6 +230,16 @@ class ModelRegistry:
         except FileNotFoundError as exc:
             raise NotFoundError(f"the package of {label} ({digest}) is missing from {self._artifacts.uri!r}") from exc
         return data
+
+    def ref(self, ref: str, *, allow_pickle: bool | None = None) -> PackageRef:
+        """A picklable reference to the package of ``ref``, for loading it in other processes.
+
+        :meth:`PackageRef.load` verifies the bytes against the digest recorded here and deserializes the
+        package once per process.
+        """
+        version = self.get(ref)
+        allow = self._allow_pickle if allow_pickle is None else allow_pickle
+        return PackageRef.for_version(version, self._artifacts, allow_pickle=allow, trusted=self.trusted_types)
 
     # -- aliases ---------------------------------------------------------------------------------------------
     def set_alias(

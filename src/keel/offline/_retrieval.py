@@ -17,7 +17,7 @@ from keel.engines import ROW, TS, PointInTimeSource
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef, parse_refs
 from keel.features._dtypes import pandas_type as _pandas_type
-from keel.features._on_demand import HIDDEN_INPUT, OnDemandStep, plan_on_demand
+from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
 from keel.offline._validate import NaiveTimestampWarning, parse_timestamps
 
 if TYPE_CHECKING:

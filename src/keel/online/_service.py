@@ -17,7 +17,7 @@ import numpy as np
 
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef
-from keel.features._on_demand import HIDDEN_INPUT, OnDemandStep, plan_on_demand
+from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -40,8 +40,8 @@ from starlette.responses import Response
 
 from keel.errors import KeelError, NotFoundError, ValidationError
 from keel.features._refs import FeatureRef
-from keel.models._package import MAX_CATEGORIES
 from keel.models._registry import parse_model_ref
+from keel.models._schema import MAX_CATEGORIES
 from keel.prediction_log import LogLayout, PredictionLog, build_layout, log_root
 from keel.serving._app import DirectRoute, create_service_app
 from keel.serving._body import check_fields, json_type, read_json_object
@@ -50,7 +50,7 @@ from keel.serving._http import RequestTooLargeError, json_bytes, request_id_of, 
 from keel.serving._schemas import ErrorResponse
 
 if TYPE_CHECKING:
-    from keel.models._package import FeatureSchema, ModelPackage
+    from keel.models import FeatureSchema, ModelPackage
     from keel.project import Project
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel.errors import KeelError, TrainingError, ValidationError
-from keel.models._package import InputSchema, ModelPackage
+from keel.models import InputSchema, ModelPackage
 from keel.models._serialization import serialize
 from keel.profiles._reference import reference_profile
 from keel.training._lineage import frame_digest, git_commit, json_safe, library_versions
