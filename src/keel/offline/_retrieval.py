@@ -59,20 +59,13 @@ class RetrievalPlan:
 
 
 def resolve_entity_timestamp(entity_df: pd.DataFrame, timestamp: str | None) -> str:
-    """The entity frame's timestamp column: the one named, or the only datetime-typed one."""
-    if timestamp is not None:
-        if timestamp not in entity_df.columns:
-            raise ValidationError(
-                f"entity frame has no timestamp column {timestamp!r}; it has: {', '.join(map(str, entity_df.columns))}",
-                field=timestamp,
-            )
-        return timestamp
+    """The entity frame's timestamp column, by the one rule of :func:`keel._tables.timestamp_column`."""
+    from keel._tables import timestamp_column
+
+    column = timestamp_column(entity_df, timestamp, what="entity frame")
+    if column is not None:
+        return column
     candidates = [str(c) for c in entity_df.columns if pd.api.types.is_datetime64_any_dtype(entity_df[c])]
-    if len(candidates) == 1:
-        return candidates[0]
-    for name in ("event_timestamp", "event_time", "timestamp"):
-        if name in entity_df.columns:
-            return name
     raise ValidationError(
         "cannot tell which column of the entity frame holds the timestamps "
         f"({'several datetime columns: ' + ', '.join(candidates) if candidates else 'no datetime column'}); "
