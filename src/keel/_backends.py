@@ -1,17 +1,24 @@
-"""The plug-in table: which class serves which URI scheme, per interface.
+"""The plug-in table: which class (or builder) serves which URI scheme, per interface.
 
 Heavy dependencies are imported only when a backend is built, so ``import keel`` stays fast and a missing
-extra surfaces as a clear error naming it.
+extra surfaces as a clear error naming it. Engines are made by builders, ``(config, filesystems) -> Engine``,
+so that each engine reads its own settings (``spark: {master, conf}``) and no engine's constructor has to
+match another's.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import ConfigError
 
-#: interface -> scheme -> "module:attribute"
+if TYPE_CHECKING:
+    from keel.config import KeelConfig
+    from keel.engines import Engine
+
+#: interface -> scheme -> "module:attribute" (a class, or for engines a builder)
 BACKENDS: dict[str, dict[str, str]] = {
     "catalog": {
         "sqlite": "keel.catalog._sql:SqlCatalog",
@@ -25,7 +32,7 @@ BACKENDS: dict[str, dict[str, str]] = {
         "rediss": "keel.online._redis:RedisOnlineStore",
     },
     "engine": {
-        "local": "keel.engines.local:LocalEngine",
+        "local": "keel._backends:build_local_engine",
     },
 }
 
@@ -38,7 +45,8 @@ def scheme_of(uri: str) -> str:
 
 
 def backend_class(interface: str, uri: str) -> Any:
-    """The class registered for ``uri``'s scheme; a :class:`ConfigError` listing valid schemes otherwise."""
+    """The class (or builder) registered for ``uri``'s scheme; a :class:`ConfigError` listing valid schemes
+    otherwise."""
     table = BACKENDS.get(interface)
     if table is None:
         raise ConfigError(
@@ -58,3 +66,25 @@ def open_catalog(uri: str) -> Any:
     """Build the catalog for ``uri`` (``memory://`` is SQLite in memory)."""
     cls = backend_class("catalog", uri)
     return cls("sqlite://" if scheme_of(uri) == "memory" else uri)
+
+
+def open_engine(config: KeelConfig, filesystems: Sequence[Any] = ()) -> Engine:
+    """Build the compute engine ``config.engine`` names, from the settings it reads.
+
+    Args:
+        config: the project's resolved configuration.
+        filesystems: fsspec filesystems the engine must read through (the offline store's, when not local).
+
+    Raises:
+        ConfigError: no engine of that name is registered (the message lists the valid ones).
+    """
+    build = backend_class("engine", config.engine)
+    engine: Engine = build(config, list(filesystems))
+    return engine
+
+
+def build_local_engine(config: KeelConfig, filesystems: list[Any]) -> Engine:
+    """The local engine (DuckDB in this process); it needs no settings of its own."""
+    from keel.engines.local import LocalEngine
+
+    return LocalEngine(filesystems=filesystems)

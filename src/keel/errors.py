@@ -1,7 +1,27 @@
 """The one exception tree of Keel.
 
 Every error a user can meet derives from :class:`KeelError`. Messages say what was wrong, where, and what to
-do about it; the cause, when there is one, is chained with ``raise ... from exc``.
+do about it; the cause, when there is one, is chained with ``raise ... from exc``. The tree::
+
+    KeelError
+    ├── ConfigError
+    ├── ValidationError (also a ValueError)
+    │   └── MalformedRequestError          HTTP layer (keel.serving._http): a body that is not JSON, 400
+    │       └── RequestTooLargeError       HTTP layer: a body over the size limit, 413
+    ├── NotFoundError (also a LookupError)
+    ├── ConflictError
+    ├── IntegrityError
+    ├── BackendError
+    └── MissingExtraError (also an ImportError)
+
+The two HTTP-layer classes live beside the service that raises them, because only the HTTP status differs;
+code that catches :class:`ValidationError` catches them too.
+
+Backends raise from this tree through their base classes: :class:`~keel.online.OnlineStore` (``read``,
+``write_batch``, ``drop_view``) and :class:`~keel.engines.EngineBase` (every engine operation) turn whatever
+their library raises into a :class:`BackendError` (or, for an engine given data that does not fit the query, a
+:class:`ValidationError`) naming the backend, what it was doing and the library's message, so that every
+backend says the same thing for the same failure.
 """
 
 from __future__ import annotations

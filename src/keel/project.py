@@ -146,12 +146,10 @@ class Project:
     @cached_property
     def engine(self) -> Engine:
         """The compute engine of the heavy data operations."""
-        from keel._backends import backend_class
+        from keel._backends import open_engine
 
-        cls = backend_class("engine", self.config.engine)
         store = self.offline_store
-        engine: Engine = cls(filesystems=[] if store.is_local else [store.fs])
-        return engine
+        return open_engine(self.config, filesystems=[] if store.is_local else [store.fs])
 
     @cached_property
     def definitions(self) -> Definitions:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from keel.errors import ConflictError, ValidationError
+from keel.errors import BackendError, ConflictError, KeelError, ValidationError
 from keel.online import MemoryOnlineStore, OnlineStore, RedisOnlineStore, SqliteOnlineStore
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -426,3 +426,54 @@ def test_invalid_rows_are_refused_naming_the_problem(store: OnlineStore) -> None
     with pytest.raises(ValidationError, match="invalid"):
         store.drop_view("v:*")
     assert values(store, "v", [1], ["a"]) == {"a": [None]}  # nothing was half-written
+
+
+# -- backend failures: one error, naming the store, the view and the action
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def failing_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
+    """A store of each backend with storage behind it, whose storage then fails: a SQLite file overwritten
+    with garbage under the open store, a Redis URL at a port nothing listens on."""
+    store: OnlineStore
+    if request.param == "sqlite":
+        path = tmp_path / "online.db"
+        store = SqliteOnlineStore(f"sqlite:///{path}")
+        write(store, "v", rows([1], a=[1.0]), ["a"])
+        import sqlite3
+
+        checkpoint = sqlite3.connect(path)  # move the WAL into the file, so that the damage is what is read
+        checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpoint.close()
+        path.write_bytes(b"not a database! " * (path.stat().st_size // 16))
+    else:
+        store = RedisOnlineStore("redis://127.0.0.1:1/15?socket_connect_timeout=1")
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("action", "call"),
+    [
+        ("reading", lambda s: s.read("v", [(1,), (2,)], ["a"])),
+        ("reading", lambda s: s.read("v", [(1,)], ["a"])),
+        ("writing", lambda s: write(s, "v", rows([1, 2], a=[1.0, 2.0]), ["a"])),
+        ("dropping the view", lambda s: s.drop_view("v")),
+    ],
+)
+def test_a_failing_backend_raises_a_backend_error_naming_the_store_the_view_and_the_action(
+    failing_store: OnlineStore, action: str, call: Callable[[OnlineStore], Any]
+) -> None:
+    with pytest.raises(BackendError) as err:
+        call(failing_store)
+
+    assert str(err.value).startswith(f"{failing_store.description}: view 'v': {action} failed: ")
+    cause = err.value.__cause__
+    assert cause is not None and not isinstance(cause, KeelError)  # the library's own exception, chained
+
+
+def test_bad_input_is_a_validation_error_even_when_the_backend_fails(failing_store: OnlineStore) -> None:
+    with pytest.raises(ValidationError, match="'missing' is missing"):
+        write(failing_store, "v", rows([1], a=[1.0]), ["missing"])
+    with pytest.raises(ValidationError, match="feature view name 'bad name' is invalid"):
+        failing_store.drop_view("bad name")

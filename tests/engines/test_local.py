@@ -240,5 +240,7 @@ def test_point_in_time_join_on_a_column_the_files_lack_is_a_validation_error(
 ) -> None:
     path = write(tmp_path / "v.parquet", pa.table({"k": [1], "t": at(0), "x": [1.0]}))
 
-    with pytest.raises(ValidationError, match="point-in-time join failed"):
+    with pytest.raises(
+        ValidationError, match=r"local engine \(DuckDB\): point-in-time join of feature view 'v' failed: "
+    ):
         engine.point_in_time_join(entity_table([1], [1]), [source([path], features=(("nope", "nope"),))])

@@ -1,19 +1,20 @@
 """A content-addressed blob store on any fsspec filesystem.
 
-Blobs live at ``<root>/sha256/<ab>/<digest>``. A write goes to ``<root>/tmp/<random>`` and is renamed into
-place only when complete, so a reader never sees half a blob; a read re-hashes the bytes and refuses a
-mismatch before anything is deserialized.
+Blobs live at ``<root>/sha256/<ab>/<digest>``. A blob is written under a hidden temporary name beside its final
+one and renamed into place only when complete (:func:`keel._files.atomic_open`: on a local disk its bytes and
+the rename are synced, so a stored blob survives a power cut), so a reader never sees half a blob; a read
+re-hashes the bytes and refuses a mismatch before anything is deserialized.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
-import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from keel._files import atomic_open, open_filesystem
 from keel.errors import BackendError, IntegrityError, NotFoundError, ValidationError
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -27,6 +28,14 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+class _Mismatch(Exception):
+    """The bytes copied do not hash to the digest they are copied under (a private signal, never raised out)."""
+
+
+class _AlreadyStored(Exception):
+    """A concurrent writer published the same blob first (a private signal, never raised out)."""
 
 
 class ArtifactStore:
@@ -43,17 +52,12 @@ class ArtifactStore:
     """
 
     def __init__(self, uri: str | Path) -> None:
-        import fsspec
-
         self.uri = str(uri)
         try:
-            self.fs, root = fsspec.core.url_to_fs(self.uri)
-        except (ImportError, ValueError) as exc:
-            raise BackendError(f"artifact store {self.uri!r}: cannot open its filesystem: {exc}") from exc
-        self.root = root.rstrip("/") if root not in ("", "/") else root
-        self._local = self.fs.protocol in ("file", "local") or (
-            isinstance(self.fs.protocol, tuple) and "file" in self.fs.protocol
-        )
+            self.fs, root, _ = open_filesystem(self.uri)
+        except BackendError as exc:
+            raise BackendError(f"artifact store: {exc}") from exc.__cause__
+        self.root = root.rstrip("/")  # "/" (the disk's root) becomes "", so that paths do not start with "//"
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.uri!r})"
@@ -69,9 +73,6 @@ class ArtifactStore:
         """Where the blob ``digest`` lives in the store's filesystem."""
         self._check(digest)
         return f"{self.root}/sha256/{digest[:2]}/{digest}"
-
-    def _tmp(self) -> str:
-        return f"{self.root}/tmp/{uuid.uuid4().hex}"
 
     def exists(self, digest: str) -> bool:
         """Whether the blob is stored."""
@@ -89,28 +90,34 @@ class ArtifactStore:
         return h.hexdigest() == digest
 
     # -- writes ----------------------------------------------------------------------------------------------
-    def _discard(self, tmp: str) -> None:
-        """Remove a temporary file after a failure (best effort: the failure itself is what gets reported)."""
-        try:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-        except OSError:
-            pass
+    def _store(self, digest: str, chunks: Iterable[bytes | bytearray | memoryview]) -> str:
+        """Write ``chunks`` as the blob ``digest`` unless an intact copy is stored already.
 
-    def _commit(self, tmp: str, digest: str) -> str:
-        final = self.path(digest)
+        A damaged copy is replaced (the rename over it is still atomic). Bytes that do not hash to ``digest``
+        are never published.
+        """
+        if self._intact(digest):  # the same content is stored: keep the first copy, write nothing
+            return digest
+        h = hashlib.sha256()
         try:
-            if self._intact(digest):  # same content already stored: keep the first copy
-                self.fs.rm(tmp)
-                return digest
-            # absent, or corrupt: the verified new copy replaces it (a rename over it, still atomic)
-            parent = final.rsplit("/", 1)[0]
-            self.fs.makedirs(parent, exist_ok=True)
-            self.fs.mv(tmp, final)
-            if self._local:
-                _fsync_dir(parent)  # the rename itself is durable only once its folder is synced
+            with atomic_open(self.fs, self.path(digest)) as f:
+                for chunk in chunks:
+                    h.update(chunk)
+                    f.write(chunk)
+                if h.hexdigest() != digest:
+                    raise _Mismatch
+                if self._intact(digest):
+                    # Published meanwhile by a concurrent writer: keep its copy rather than replace it (on an
+                    # object store a replacement removes the object first, and a reader could miss it).
+                    raise _AlreadyStored
+        except _AlreadyStored:
+            pass
+        except _Mismatch:
+            raise BackendError(
+                f"artifact store {self.uri!r}: the content changed while it was stored as blob {digest}; "
+                "nothing was stored. Store it again once it no longer changes."
+            ) from None
         except OSError as exc:
-            self._discard(tmp)
             raise BackendError(f"artifact store {self.uri!r}: cannot store blob {digest}: {exc}") from exc
         return digest
 
@@ -121,50 +128,27 @@ class ArtifactStore:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ValidationError(f"put_bytes takes bytes, got {type(data).__name__}; encode text first")
-        digest = hashlib.sha256(data).hexdigest()
-        if self._intact(digest):
-            return digest
-        tmp = self._tmp()
-        try:
-            self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
-            with self.fs.open(tmp, "wb") as f:
-                f.write(data)
-                if self._local:
-                    f.flush()
-                    _fsync(f)
-        except BaseException as exc:
-            self._discard(tmp)
-            if isinstance(exc, OSError):
-                raise BackendError(f"artifact store {self.uri!r}: cannot write: {exc}") from exc
-            raise
-        return self._commit(tmp, digest)
+        return self._store(hashlib.sha256(data).hexdigest(), [data])
 
     def put_file(self, path: str | Path) -> str:
-        """Store a local file, streaming it; returns its SHA-256."""
-        h = hashlib.sha256()
-        tmp = self._tmp()
+        """Store a local file, streaming it; returns its SHA-256.
+
+        The file is hashed first, so a file already stored is not written again; it is then copied while
+        hashed once more, and refused if it changed in between.
+        """
         try:
             src = open(path, "rb")  # noqa: SIM115 - closed below; opened first so a missing file writes nothing
         except FileNotFoundError as exc:
             raise NotFoundError(f"cannot store {str(path)!r} as an artifact: no such file") from exc
         except OSError as exc:
             raise BackendError(f"cannot store {str(path)!r} as an artifact: cannot read it: {exc}") from exc
-        try:
-            with src:
-                self.fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
-                with self.fs.open(tmp, "wb") as dst:
-                    while chunk := src.read(_CHUNK):
-                        h.update(chunk)
-                        dst.write(chunk)
-                    if self._local:
-                        dst.flush()
-                        _fsync(dst)
-        except BaseException as exc:
-            self._discard(tmp)
-            if isinstance(exc, OSError):
-                raise BackendError(f"artifact store {self.uri!r}: cannot write: {exc}") from exc
-            raise
-        return self._commit(tmp, h.hexdigest())
+        with src:
+            try:
+                digest = hashlib.file_digest(src, "sha256").hexdigest()
+                src.seek(0)
+            except OSError as exc:
+                raise BackendError(f"cannot store {str(path)!r} as an artifact: cannot read it: {exc}") from exc
+            return self._store(digest, iter(lambda: src.read(_CHUNK), b""))
 
     # -- reads -----------------------------------------------------------------------------------------------
     def get_bytes(self, digest: str, *, name: str | None = None) -> bytes:
@@ -195,33 +179,31 @@ class ArtifactStore:
         return data
 
     def get_file(self, digest: str, dest: str | Path, *, name: str | None = None) -> Path:
-        """Copy the blob to a local file, verified; the file appears only once verified."""
+        """Copy the blob to a local file, verified; the file appears only once verified (atomically, and
+        durably, as :func:`keel._files.atomic_open` writes)."""
+        import fsspec
+
         dest = Path(dest)
         self._check(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
         label = f"artifact {name} ({digest})" if name else f"artifact {digest}"
+        local = fsspec.filesystem("file")
         h = hashlib.sha256()
         try:
-            with self.fs.open(self.path(digest), "rb") as src, open(tmp, "wb") as dst:
+            with self.fs.open(self.path(digest), "rb") as src, atomic_open(local, str(dest)) as dst:
                 while chunk := src.read(_CHUNK):
                     h.update(chunk)
                     dst.write(chunk)
-        except FileNotFoundError as exc:
-            tmp.unlink(missing_ok=True)
-            raise NotFoundError(f"{label} is not in the artifact store {self.uri!r}") from exc
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise BackendError(f"artifact store {self.uri!r}: cannot copy {label} to {dest}: {exc}") from exc
-            raise
-        if h.hexdigest() != digest:
-            tmp.unlink(missing_ok=True)
+                if h.hexdigest() != digest:
+                    raise _Mismatch
+        except _Mismatch:
             raise IntegrityError(
                 f"{label} in {self.uri!r} is corrupt: its content hashes to {h.hexdigest()}; it was refused. "
                 "Restore it from a backup or re-create it."
-            )
-        tmp.replace(dest)
+            ) from None
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{label} is not in the artifact store {self.uri!r}") from exc
+        except OSError as exc:
+            raise BackendError(f"artifact store {self.uri!r}: cannot copy {label} to {dest}: {exc}") from exc
         return dest
 
     def open_verified(self, digest: str, *, name: str | None = None) -> BinaryIO:
@@ -229,27 +211,3 @@ class ArtifactStore:
         import io
 
         return io.BytesIO(self.get_bytes(digest, name=name))
-
-
-def _fsync(f: Any) -> None:
-    import os
-
-    fileno = getattr(f, "fileno", None)
-    if fileno is None:
-        return
-    with contextlib.suppress(OSError, ValueError):  # io.UnsupportedOperation: not backed by a real file
-        os.fsync(fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    import os
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some filesystems cannot sync a folder
-            os.fsync(fd)
-    finally:
-        os.close(fd)

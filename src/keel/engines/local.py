@@ -7,8 +7,8 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from keel.engines._base import ROW, TS, PointInTimeSource
-from keel.errors import BackendError, ValidationError
+from keel.engines._base import ROW, TS, EngineBase, PointInTimeSource
+from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,8 +51,12 @@ def _interval(ttl: timedelta) -> str:
     return f"INTERVAL ({micros}) MICROSECONDS"
 
 
-class LocalEngine:
+class LocalEngine(EngineBase):
     """Heavy data operations on DuckDB, in the calling process.
+
+    DuckDB's conversion and binder errors (a value that does not cast, a column that is absent) are
+    :class:`~keel.errors.ValidationError`; its other errors are :class:`~keel.errors.BackendError`
+    (see :class:`~keel.engines.EngineBase`).
 
     Args:
         filesystems: fsspec filesystems DuckDB should read through (for offline stores that are not local).
@@ -64,6 +68,18 @@ class LocalEngine:
     def __init__(self, filesystems: list[Any] | None = None, threads: int | None = None) -> None:
         self._filesystems = list(filesystems or [])
         self._threads = threads
+
+    @property
+    def description(self) -> str:
+        """How messages name this engine."""
+        return "local engine (DuckDB)"
+
+    def _error_type(self, exc: Exception) -> type[KeelError]:
+        import duckdb
+
+        if isinstance(exc, duckdb.ConversionException | duckdb.BinderException):
+            return ValidationError
+        return BackendError
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB connection, UTC, with the configured filesystems registered."""
@@ -120,7 +136,7 @@ class LocalEngine:
         )
 
     # -- latest value per entity (materialization) -------------------------------------------------------------
-    def latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
+    def _latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
         """Per entity, the row with the latest event time in ``(start, end]``; ties broken as in retrieval.
 
         Returns the join keys, the event-time column and the stored feature columns.
@@ -144,14 +160,10 @@ class LocalEngine:
         con = self.connect()
         try:
             return fetch_arrow(con, sql)
-        except Exception as exc:
-            raise BackendError(
-                f"local engine (DuckDB): latest values of feature view {src.view!r} failed: {exc}"
-            ) from exc
         finally:
             con.close()
 
-    def point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
+    def _point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
         con = self.connect()
         try:
             con.register("__keel_entities", entities)
@@ -170,15 +182,11 @@ class LocalEngine:
                     selects.append(f"{value} AS {q(out)}")
             sql = f"SELECT {', '.join(selects)} FROM __keel_entities e {' '.join(joins)} ORDER BY e.{q(ROW)}"
             return fetch_arrow(con, sql)
-        except Exception as exc:
-            if "Conversion Error" in str(exc) or "Binder Error" in str(exc):
-                raise ValidationError(f"point-in-time join failed: {exc}") from exc
-            raise BackendError(f"local engine (DuckDB): point-in-time join failed: {exc}") from exc
         finally:
             con.close()
 
     # -- statistics ------------------------------------------------------------------------------------------
-    def column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    def _column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
         con = self.connect()
         try:
             con.register("__keel_t", table)
@@ -248,7 +256,7 @@ class LocalEngine:
         finally:
             con.close()
 
-    def count_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int:
+    def _count_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int:
         con = self.connect()
         try:
             con.register("__keel_t", table)

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from keel.engines import ROW, TS, PointInTimeSource
-from keel.errors import NotFoundError, ValidationError
+from keel.errors import BackendError, NotFoundError, ValidationError
 from keel.features import FeatureRef, parse_refs
 from keel.features._dtypes import pandas_type as _pandas_type
 from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
@@ -332,7 +332,10 @@ def historical_features(
     entities = pa.table(columns)
     joined = engine.point_in_time_join(entities, sources)
     if joined.num_rows != len(entity_df):
-        raise AssertionError(f"point-in-time join returned {joined.num_rows} rows for {len(entity_df)}")
+        raise BackendError(
+            f"{engine.name} engine: the point-in-time join returned {joined.num_rows} rows for "
+            f"{len(entity_df)} entity rows; an engine must return one row per entity row (an engine bug)"
+        )
     if plan.on_demand:
         features = _with_on_demand(joined, entity_df, plan)
     else:

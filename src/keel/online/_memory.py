@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from keel.features._definitions import check_name
 from keel.online._batch import Batch, ViewSchema
 from keel.online._keys import encode_keys
 from keel.online._store import OnlineRead, OnlineStore, empty_read
@@ -69,8 +68,7 @@ class MemoryOnlineStore(OnlineStore):
                 written += 1
             return written
 
-    def read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
-        """See :meth:`OnlineStore.read`."""
+    def _read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
         names = tuple(features)
         keys = encode_keys(entity_keys)
         data = self._space.get((self.prefix, view))
@@ -83,9 +81,7 @@ class MemoryOnlineStore(OnlineStore):
             [[None if row is None else _copy(row[1].get(name)) for row in found] for name in names],
         )
 
-    def drop_view(self, view: str) -> None:
-        """See :meth:`OnlineStore.drop_view`."""
-        check_name(view, f"{self.description}: feature view")
+    def _drop_view(self, view: str) -> None:
         with _LOCK:
             self._space.pop((self.prefix, view), None)
 

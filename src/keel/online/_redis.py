@@ -27,7 +27,6 @@ from operator import itemgetter
 from typing import Any
 
 from keel.errors import BackendError, MissingExtraError
-from keel.features._definitions import check_name
 from keel.online._batch import Batch, ViewSchema, list_blobs
 from keel.online._keys import encode_key, encode_keys
 from keel.online._store import OnlineRead, OnlineStore, empty_read
@@ -191,7 +190,6 @@ class RedisOnlineStore(OnlineStore):
             import redis
         except ImportError as exc:
             raise MissingExtraError("redis", "redis", "a Redis online store") from exc
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         try:
             # Any: redis-py's annotations (bytes | str for every reply) do not know decode_responses=False.
             self._client: Any = redis.Redis.from_url(uri)
@@ -201,9 +199,6 @@ class RedisOnlineStore(OnlineStore):
         #: layout id bytes -> layout; layouts are content-addressed, so entries never go stale
         self._layouts: dict[bytes, _Layout] = {}
         self._readers: dict[tuple[bytes, tuple[str, ...]], Callable[[bytes], tuple[Any, ...]]] = {}
-
-    def _error(self, view: str, action: str, exc: BaseException) -> BackendError:
-        return BackendError(f"{self.description}: view {view!r}: {action} failed: {exc}")
 
     def _meta_key(self, view: str) -> str:
         return f"{self.prefix}:{view}"
@@ -237,39 +232,36 @@ class RedisOnlineStore(OnlineStore):
 
     def _write(self, batch: Batch, ttl: timedelta | None) -> int:
         view = batch.view
-        try:
-            layout = self._register(batch)
-            if not batch.num_rows:
-                return 0
-            rows = layout.pack(batch)
-            base = f"{self.prefix}:{view}:"
-            keys = [f"{base}{k}" for k in batch.keys]
-            expire_ms = None
-            if ttl is not None:
-                ttl_ms = ttl // timedelta(milliseconds=1)
-                expire_ms = [us // 1000 + ttl_ms for us in batch.event_us]
-            written = 0
-            pipe = self._client.pipeline(transaction=False)
-            pending = 0
-            for start in range(0, len(keys), _WRITE_CHUNK):
-                stop = start + _WRITE_CHUNK
-                args: list[Any]
-                if expire_ms is None:
-                    args = [1, *rows[start:stop]]
-                else:
-                    args = [2]
-                    for value, at in zip(rows[start:stop], expire_ms[start:stop], strict=True):
-                        args += (value, at)
-                self._upsert(keys=keys[start:stop], args=args, client=pipe)
-                pending += 1
-                if pending == _CHUNKS_PER_ROUND_TRIP:
-                    written += sum(pipe.execute())
-                    pending = 0
-            if pending:
+        layout = self._register(batch)
+        if not batch.num_rows:
+            return 0
+        rows = layout.pack(batch)
+        base = f"{self.prefix}:{view}:"
+        keys = [f"{base}{k}" for k in batch.keys]
+        expire_ms = None
+        if ttl is not None:
+            ttl_ms = ttl // timedelta(milliseconds=1)
+            expire_ms = [us // 1000 + ttl_ms for us in batch.event_us]
+        written = 0
+        pipe = self._client.pipeline(transaction=False)
+        pending = 0
+        for start in range(0, len(keys), _WRITE_CHUNK):
+            stop = start + _WRITE_CHUNK
+            args: list[Any]
+            if expire_ms is None:
+                args = [1, *rows[start:stop]]
+            else:
+                args = [2]
+                for value, at in zip(rows[start:stop], expire_ms[start:stop], strict=True):
+                    args += (value, at)
+            self._upsert(keys=keys[start:stop], args=args, client=pipe)
+            pending += 1
+            if pending == _CHUNKS_PER_ROUND_TRIP:
                 written += sum(pipe.execute())
-            return written
-        except self._errors as exc:
-            raise self._error(view, "writing", exc) from exc
+                pending = 0
+        if pending:
+            written += sum(pipe.execute())
+        return written
 
     def _layout_of(self, batch: Batch) -> _Layout:
         fields = tuple((name, batch.dtype(i)) for i, name in enumerate(batch.features))
@@ -293,34 +285,34 @@ class RedisOnlineStore(OnlineStore):
         reader = self._readers[(layout_id, names)] = layout.reader(names)
         return reader
 
-    def read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
-        """See :meth:`OnlineStore.read`. One round trip: ``GET`` for one entity, ``MGET`` for more."""
+    def _read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
+        """One round trip: ``GET`` for one entity, ``MGET`` for more."""
         names = features if type(features) is tuple else tuple(features)
         n = len(entity_keys)
         base = f"{self.prefix}:{view}:"
-        try:
-            if n == 1:
-                key = entity_keys[0]
-                if type(key) is tuple and len(key) == 1 and (type(key[0]) is int or type(key[0]) is str):
-                    raw: list[bytes | None] = [self._client.get(f"{base}{key[0]}")]
-                else:
-                    raw = [self._client.get(f"{base}{encode_key(key)}")]
-            elif n == 0:
-                return empty_read(names, 0)
+        if n == 1:
+            key = entity_keys[0]
+            if type(key) is tuple and len(key) == 1 and (type(key[0]) is int or type(key[0]) is str):
+                raw: list[bytes | None] = [self._client.get(f"{base}{key[0]}")]
             else:
-                keys = [f"{base}{k}" for k in encode_keys(entity_keys)]
-                if n <= _READ_CHUNK:
-                    raw = self._client.mget(keys)
-                else:
-                    pipe = self._client.pipeline(transaction=False)
-                    for start in range(0, n, _READ_CHUNK):
-                        pipe.mget(keys[start : start + _READ_CHUNK])
-                    raw = [value for chunk in pipe.execute() for value in chunk]
-            missing = (None,) * (len(names) + 1)
-            readers = self._readers
-            rows = []
-            last_layout: bytes | None = None
-            reader: Callable[[bytes], tuple[Any, ...]] | None = None
+                raw = [self._client.get(f"{base}{encode_key(key)}")]
+        elif n == 0:
+            return empty_read(names, 0)
+        else:
+            keys = [f"{base}{k}" for k in encode_keys(entity_keys)]
+            if n <= _READ_CHUNK:
+                raw = self._client.mget(keys)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for start in range(0, n, _READ_CHUNK):
+                    pipe.mget(keys[start : start + _READ_CHUNK])
+                raw = [value for chunk in pipe.execute() for value in chunk]
+        missing = (None,) * (len(names) + 1)
+        readers = self._readers
+        rows = []
+        last_layout: bytes | None = None
+        reader: Callable[[bytes], tuple[Any, ...]] | None = None
+        try:
             for buf in raw:
                 if buf is None:
                     rows.append(missing)
@@ -330,32 +322,25 @@ class RedisOnlineStore(OnlineStore):
                     reader = readers.get((layout_id, names)) or self._reader(view, layout_id, names)
                     last_layout = layout_id
                 rows.append(missing if reader is None else reader(buf))
-        except self._errors as exc:
-            raise self._error(view, "reading", exc) from exc
         except struct.error as exc:
-            raise self._error(view, "decoding a stored row", exc) from exc
+            raise self._failure(view, "decoding a stored row", exc) from exc
         columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
         event_us = columns[0]
         del columns[0]
         return OnlineRead(names, event_us, columns)
 
     # -- dropping
-    def drop_view(self, view: str) -> None:
-        """See :meth:`OnlineStore.drop_view`. Scans the view's keys (``SCAN`` + ``UNLINK``), without blocking
-        the server."""
-        check_name(view, f"{self.description}: feature view")
-        try:
-            doomed: list[bytes] = []
-            for key in self._client.scan_iter(match=f"{self.prefix}:{view}:*", count=1_000):
-                doomed.append(key)
-                if len(doomed) == 1_000:
-                    self._client.unlink(*doomed)
-                    doomed = []
-            if doomed:
+    def _drop_view(self, view: str) -> None:
+        """Scans the view's keys (``SCAN`` + ``UNLINK``), without blocking the server."""
+        doomed: list[bytes] = []
+        for key in self._client.scan_iter(match=f"{self.prefix}:{view}:*", count=1_000):
+            doomed.append(key)
+            if len(doomed) == 1_000:
                 self._client.unlink(*doomed)
-            self._client.unlink(self._meta_key(view))
-        except self._errors as exc:
-            raise self._error(view, "dropping the view", exc) from exc
+                doomed = []
+        if doomed:
+            self._client.unlink(*doomed)
+        self._client.unlink(self._meta_key(view))
 
     def close(self) -> None:
         """Close the connection pool."""

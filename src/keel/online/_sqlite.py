@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import BackendError, ConfigError
-from keel.features._definitions import check_name
 from keel.online._batch import Batch, ViewSchema
 from keel.online._keys import encode_key, encode_keys
 from keel.online._store import OnlineRead, OnlineStore, empty_read
@@ -181,11 +180,10 @@ class SqliteOnlineStore(OnlineStore):
         self._local = threading.local()
         self._plans.clear()
 
-    def _error(self, view: str, action: str, exc: BaseException) -> BackendError:
-        hint = ""
-        if "locked" in str(exc) or "busy" in str(exc):
-            hint = f" (another connection held the write lock for more than {self.timeout:g}s)"
-        return BackendError(f"{self.description}: view {view!r}: {action} failed: {exc}{hint}")
+    def _hint(self, exc: BaseException) -> str:
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            return f" (another connection held the write lock for more than {self.timeout:g}s)"
+        return ""
 
     # -- metadata
     def _view_row(self, conn: sqlite3.Connection, view: str) -> tuple[str, ViewSchema] | None:
@@ -201,29 +199,25 @@ class SqliteOnlineStore(OnlineStore):
 
     # -- writes
     def _write(self, batch: Batch, ttl: timedelta | None) -> int:
-        view = batch.view
         # Convert before taking the write lock: readers are never blocked, but other writers are.
         values = [batch.sqlite_values(i) for i in range(len(batch.features))]
-        with self._transaction(view, "writing") as conn:
+        with self._transaction() as conn:
             return self._write_locked(conn, batch, values)
 
     @contextmanager
-    def _transaction(self, view: str, action: str) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed at the end, rolled back on any error; SQLite errors are reported
-        as a :class:`BackendError` naming the store, the view and the action."""
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed at the end, rolled back on any error (which the base class reports
+        as a :class:`BackendError` naming the store, the view and the action)."""
         conn = self._connection()
+        # IMMEDIATE takes the write lock now, so a busy database fails here rather than mid-batch.
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            # IMMEDIATE takes the write lock now, so a busy database fails here rather than mid-batch.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise self._error(view, action, exc) from exc
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _write_locked(self, conn: sqlite3.Connection, batch: Batch, values: list[list[Any]]) -> int:
         view = batch.view
@@ -296,27 +290,24 @@ class SqliteOnlineStore(OnlineStore):
             self._plans[(view, features)] = plan
         return plan
 
-    def read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
-        """See :meth:`OnlineStore.read`. Reads all keys in one query (chunked at SQLite's variable limit)."""
+    def _read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
+        """Read all keys in one query (chunked at SQLite's variable limit)."""
         names = features if type(features) is tuple else tuple(features)
         try:
             conn = self._local.conn
         except AttributeError:
             conn = self._connect()
+        plan = self._plans.get((view, names)) or self._plan(conn, view, names)
         try:
-            plan = self._plans.get((view, names)) or self._plan(conn, view, names)
-            try:
-                return self._read(conn, plan, names, entity_keys)
-            except sqlite3.OperationalError as exc:
-                if not (plan.cached and "no such table" in str(exc)):
-                    raise
-                # The view was dropped (and maybe written again) by another connection: plan afresh, once.
-                self._forget(view)
-                return self._read(conn, self._plan(conn, view, names), names, entity_keys)
-        except sqlite3.Error as exc:
-            raise self._error(view, "reading", exc) from exc
+            return self._query(conn, plan, names, entity_keys)
+        except sqlite3.OperationalError as exc:
+            if not (plan.cached and "no such table" in str(exc)):
+                raise
+            # The view was dropped (and maybe written again) by another connection: plan afresh, once.
+            self._forget(view)
+            return self._query(conn, self._plan(conn, view, names), names, entity_keys)
 
-    def _read(
+    def _query(
         self,
         conn: sqlite3.Connection,
         plan: _Plan,
@@ -371,11 +362,9 @@ class SqliteOnlineStore(OnlineStore):
         return OnlineRead(names, event_us, columns)
 
     # -- dropping
-    def drop_view(self, view: str) -> None:
-        """See :meth:`OnlineStore.drop_view`."""
-        check_name(view, f"{self.description}: feature view")
+    def _drop_view(self, view: str) -> None:
         try:
-            with self._transaction(view, "dropping the view") as conn:
+            with self._transaction() as conn:
                 current = self._view_row(conn, view)
                 if current is not None:
                     conn.execute(f"DROP TABLE IF EXISTS {_quote(current[0])}")

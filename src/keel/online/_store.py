@@ -10,7 +10,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from keel.errors import ValidationError
+from keel.errors import BackendError, KeelError, ValidationError
+from keel.features._definitions import check_name
 from keel.online._batch import Batch, check_prefix, prepare_batch
 from keel.online._values import datetime_from_us
 
@@ -73,8 +74,12 @@ class OnlineRead:
 class OnlineStore(ABC):
     """Latest feature values per entity key, per feature view.
 
-    A backend implements :meth:`_write` (given a validated :class:`~keel.online._batch.Batch`), :meth:`read`,
-    :meth:`drop_view` and :meth:`close`; :meth:`write_batch` validates the rows once for all of them.
+    A backend implements :meth:`_write` (given a validated :class:`~keel.online._batch.Batch`), :meth:`_read`,
+    :meth:`_drop_view` and :meth:`close`. The public :meth:`write_batch`, :meth:`read` and :meth:`drop_view`
+    are template methods around them (Kedro's ``load``/``_load``): they validate the input once for every
+    backend, and turn whatever the backend's library raises into one :class:`~keel.errors.BackendError` naming
+    the store, the view and the action, with the library's exception as its ``__cause__``. Keel errors raised
+    inside a backend (a conflict, a bad key) pass through as they are.
 
     Semantics every backend keeps (the conformance suite checks them):
 
@@ -144,13 +149,17 @@ class OnlineStore(ABC):
         if ttl is not None and (not isinstance(ttl, timedelta) or ttl <= timedelta(0)):
             raise ValidationError(f"{self.description}: ttl must be a positive timedelta, got {ttl!r}", field="ttl")
         batch = prepare_batch(self.description, view, rows, keys=keys, features=features, timestamp=timestamp)
-        return self._write(batch, ttl)
+        try:
+            return self._write(batch, ttl)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(view, "writing", exc) from exc
 
     @abstractmethod
     def _write(self, batch: Batch, ttl: timedelta | None) -> int:
         """Write a validated batch (see :meth:`write_batch`); return the number of rows applied."""
 
-    @abstractmethod
     def read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
         """The stored values of ``features`` for each entity, in request order.
 
@@ -166,10 +175,44 @@ class OnlineStore(ABC):
             ValidationError: an entity key is not a tuple of integers and strings.
             BackendError: the backend failed.
         """
+        # The serving hot path: on CPython 3.11+ a try block costs nothing until something raises.
+        try:
+            return self._read(view, entity_keys, features)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(view, "reading", exc) from exc
 
     @abstractmethod
+    def _read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
+        """Read the stored values (see :meth:`read`); bad entity keys raise :class:`ValidationError`."""
+
     def drop_view(self, view: str) -> None:
-        """Delete everything stored for ``view`` under this store's prefix (nothing happens when absent)."""
+        """Delete everything stored for ``view`` under this store's prefix (nothing happens when absent).
+
+        Raises:
+            ValidationError: ``view`` is not a valid feature view name.
+            BackendError: the backend failed.
+        """
+        check_name(view, f"{self.description}: feature view")
+        try:
+            self._drop_view(view)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(view, "dropping the view", exc) from exc
+
+    @abstractmethod
+    def _drop_view(self, view: str) -> None:
+        """Delete the (validly named) view's data (see :meth:`drop_view`)."""
+
+    def _failure(self, view: str, action: str, exc: BaseException) -> BackendError:
+        """The error of a backend failure: the store, the view, the action and the library's message."""
+        return BackendError(f"{self.description}: view {view!r}: {action} failed: {exc}{self._hint(exc)}")
+
+    def _hint(self, exc: BaseException) -> str:
+        """What a backend can add to the message of a failure of its library (what it likely means)."""
+        return ""
 
     @abstractmethod
     def close(self) -> None:
