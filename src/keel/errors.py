@@ -12,6 +12,7 @@ do about it; the cause, when there is one, is chained with ``raise ... from exc`
     ├── ConflictError
     ├── IntegrityError
     ├── BackendError
+    ├── TrainingError                      a run failed while fitting or evaluating (recorded as failed)
     └── MissingExtraError (also an ImportError)
 
 The two HTTP-layer classes live beside the service that raises them, because only the HTTP status differs;
