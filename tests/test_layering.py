@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "_time": {"errors"},
     "_files": {"errors"},
     "_tables": {"errors", "_time"},
-    "_backends": set(),
+    "_backends": {"config", "engines"},  # the plug-in table: builders import their backend lazily
     "config": set(),
     "_scaffold": {"config"},
     "catalog": set(),

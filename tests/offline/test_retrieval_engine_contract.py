@@ -35,7 +35,7 @@ def test_an_engine_returning_the_wrong_number_of_rows_is_a_backend_error_naming_
     with keel.Project.open(project_dir) as project:
         project.apply([CUSTOMER, view])
         project.ingest(view)
-        project.engine = _OneRowShort()  # type: ignore[misc]
+        project.offline.engine = _OneRowShort()
 
         with pytest.raises(BackendError, match=r"buggy engine: the point-in-time join returned 1 rows for 2 entity"):
             project.historical_features(entities, ["activity:spend"])
