@@ -91,7 +91,8 @@ class InputFeatures:
         self.warnings: list[str] = []
 
     def columns(self, available: Sequence[str]) -> list[str]:
-        missing = [c for c in self.features if c not in set(available)]
+        have = set(available)
+        missing = [c for c in self.features if c not in have]
         if missing:
             raise ValidationError(
                 f"the input lacks feature column(s) {missing} of model {self.model!r}, which needs: "
@@ -131,7 +132,8 @@ class _KeyedJoin:
         self.warnings: list[str] = []
 
     def columns(self, available: Sequence[str]) -> list[str]:
-        missing = [k for k in self.keys if k not in set(available)]
+        have = set(available)
+        missing = [k for k in self.keys if k not in have]
         if missing:
             raise ValidationError(
                 f"the input lacks entity key column(s) {missing} needed to look up the features of model "
@@ -182,7 +184,7 @@ class OfflineJoin(_KeyedJoin):
             self.read_all = True
 
     def columns(self, available: Sequence[str]) -> list[str]:
-        if self.timestamp is not None and self.timestamp not in set(available):
+        if self.timestamp is not None and self.timestamp not in available:
             raise ValidationError(
                 f"the input has no timestamp column {self.timestamp!r}; columns: {', '.join(available)}",
                 field=self.timestamp,
