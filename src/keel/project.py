@@ -505,6 +505,7 @@ class Project:
         allow_pickle: bool = False,
         probabilities: bool = True,
         on_progress: Callable[[int, int | None], None] | None = None,
+        feature_source: str | None = None,
     ) -> BatchResult:
         """Score a Parquet or CSV file (local or fsspec URI) by chunks into a Parquet file, in input order.
 
@@ -519,33 +520,80 @@ class Project:
                 processes, each loading the package once by its digest.
             chunk_rows: rows per chunk.
             id_column: an input column copied to the output as its id (default: ``row_number``, from 0).
-            features: ``input`` (the input holds the feature columns), ``offline`` (joined point in time for
-                the entity keys as of ``timestamp``) or ``online`` (looked up by entity keys).
+            features: the earlier name of ``feature_source`` (kept working).
             timestamp: with ``offline``, the as-of column (default: the input's only timestamp column).
             resume: reuse the chunks an interrupted run with the same input, model and settings finished.
             allow_pickle: load a pickle-based package.
             probabilities: add a classifier's ``proba_<class>`` columns (off: predictions only, about half the
                 work for models whose probabilities cost as much as their predictions).
             on_progress: called with (rows done, total rows or ``None``) after each chunk.
+            feature_source: ``input`` (the default: the input holds the feature columns), ``offline`` (joined
+                point in time for the entity keys as of ``timestamp``) or ``online`` (looked up by entity keys).
 
         Returns:
             :class:`~keel.batch.BatchResult`, listing the chunks that failed twice with their row ranges.
         """
-        from keel.batch import predict_batch
+        from keel.batch import BatchOptions, OfflineJoin, OnlineJoin, predict_batch
 
-        return predict_batch(
-            self,
-            model,
-            input,
-            output,
+        if feature_source is not None and features not in ("input", feature_source):
+            raise ValidationError(
+                f"features={features!r} and feature_source={feature_source!r} disagree; give feature_source only",
+                field="feature_source",
+            )
+        options = BatchOptions(
             workers=workers,
             chunk_rows=chunk_rows,
             id_column=id_column,
-            features=features,
+            feature_source=feature_source or features,
             timestamp=timestamp,
             resume=resume,
             allow_pickle=allow_pickle,
             probabilities=probabilities,
+        )
+        join: OfflineJoin | OnlineJoin | None = None
+        if options.feature_source != "input":
+            record = self.models.get(model)
+            model = f"{record.name}:{record.version}"  # the version whose features are joined is the one scored
+            package = self.models.load(model, allow_pickle=allow_pickle)
+            keys: list[str] = []
+            read_all = False  # an on-demand view's request fields come from the input: every column is read
+            for ref in package.feature_refs:
+                try:
+                    view = self.definitions.feature_view(FeatureRef.parse(ref).view)[0]
+                except NotFoundError:
+                    read_all = True
+                    continue
+                keys += [k for k in self.definitions.join_keys(view) if k not in keys]
+            names, refs = package.feature_names, package.feature_refs
+            if options.feature_source == "offline":
+                join = OfflineJoin(
+                    self.historical_features,
+                    refs,
+                    keys,
+                    timestamp,
+                    features=names,
+                    read_all=read_all,
+                    id_column=id_column,
+                    model=package.name,
+                )
+            else:
+                join = OnlineJoin(
+                    self.online_features,
+                    refs,
+                    keys,
+                    features=names,
+                    read_all=read_all,
+                    id_column=id_column,
+                    model=package.name,
+                )
+        return predict_batch(
+            model,
+            input,
+            output,
+            registry=self.models,
+            artifacts=self.artifacts,
+            join=join,
+            options=options,
             on_progress=on_progress,
         )
 

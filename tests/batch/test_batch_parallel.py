@@ -24,6 +24,7 @@ import keel
 from _training_fixtures import build_project
 from keel.batch import ROW_COLUMN
 from keel.batch import _io as batch_io
+from keel.batch import _lanes as batch_lanes
 from keel.batch import _runner as batch_runner
 from keel.batch import _worker as batch_worker
 from keel.errors import ValidationError
@@ -114,14 +115,14 @@ class Pools:
     """Captures the worker pools a run starts."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.started: list[batch_runner._Pool] = []
-        original = batch_runner._Pool.__init__
+        self.started: list[batch_lanes.Pool] = []
+        original = batch_lanes.Pool.__init__
 
-        def init(pool: batch_runner._Pool, *args: Any, **kwargs: Any) -> None:
+        def init(pool: batch_lanes.Pool, *args: Any, **kwargs: Any) -> None:
             original(pool, *args, **kwargs)
             self.started.append(pool)
 
-        monkeypatch.setattr(batch_runner._Pool, "__init__", init)
+        monkeypatch.setattr(batch_lanes.Pool, "__init__", init)
 
 
 # -- threads of this process ----------------------------------------------------------------------------------
@@ -133,14 +134,14 @@ def test_numeric_inputs_are_scored_on_threads_without_processes(
     spy = Spy(monkeypatch)
     pools = Pools(monkeypatch)
     threads: set[str] = set()
-    original = batch_runner._Threads.submit
+    original = batch_lanes.Threads.submit
 
-    def submit(lanes: batch_runner._Threads, *args: Any) -> Any:
+    def submit(lanes: batch_lanes.Threads, *args: Any) -> Any:
         future = original(lanes, *args)
         future.add_done_callback(lambda _: threads.add(threading.current_thread().name))
         return future
 
-    monkeypatch.setattr(batch_runner._Threads, "submit", submit)
+    monkeypatch.setattr(batch_lanes.Threads, "submit", submit)
     result = project.predict_batch(NUMERIC, source, tmp_path / "out.parquet", workers=2, chunk_rows=50)
     assert result.ok and (result.rows, result.chunks) == (240, 5)
     check(tmp_path / "out.parquet", project, NUMERIC, rows, 50)
@@ -196,17 +197,17 @@ def test_fewer_chunks_than_workers_start_no_process(
 def test_worker_processes_read_their_row_groups_and_keep_the_order(
     project: keel.Project, rows: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row_group: int
 ) -> None:
-    monkeypatch.setattr(batch_runner, "LOCAL_UNTIL_READY", False)  # the processes score every chunk
+    monkeypatch.setattr(batch_lanes, "LOCAL_UNTIL_READY", False)  # the processes score every chunk
     spy = Spy(monkeypatch)
     pools = Pools(monkeypatch)
     sent: list[Any] = []
-    original = batch_runner._Pool.submit
+    original = batch_lanes.Pool.submit
 
-    def submit(pool: batch_runner._Pool, index: int, start: int, data: Any) -> Any:
+    def submit(pool: batch_lanes.Pool, index: int, start: int, data: Any) -> Any:
         sent.append(data)
         return original(pool, index, start, data)
 
-    monkeypatch.setattr(batch_runner._Pool, "submit", submit)
+    monkeypatch.setattr(batch_lanes.Pool, "submit", submit)
     source = write(rows, tmp_path / "in.parquet", row_group)
     result = project.predict_batch(STRINGS, source, tmp_path / "out.parquet", workers=2, chunk_rows=50)
     assert result.ok and result.rows == 240

@@ -301,7 +301,7 @@ def test_a_missing_feature_column_is_a_clear_error(project: keel.Project, rows: 
     [
         ({"features": "offline", "timestamp": "when"}, "no timestamp column 'when'"),
         ({"id_column": "nope"}, "no id column 'nope'"),
-        ({"features": "sideways"}, "features must be one of"),
+        ({"features": "sideways"}, "feature_source must be one of"),
         ({"chunk_rows": 0}, "chunk_rows must be at least 1"),
     ],
 )

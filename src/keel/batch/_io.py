@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import bisect
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from keel._files import atomic_open, is_local, protocol_of
 from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ class InputFile:
 
     def in_memory(self) -> bool:
         """Whether the file lives in this process's memory (``memory://``): other processes cannot read it."""
-        return is_memory(self.fs)
+        return protocol_of(self.fs) == "memory"
 
     def slices_fit(self, chunk_rows: int) -> bool:
         """Whether chunks can be read by row groups on their own (:class:`RowSlice`) without reading much more
@@ -247,36 +246,9 @@ def from_ipc(data: bytes) -> pa.Table:
 
 
 def write_parquet_atomic(fs: Any, path: str, table: pa.Table, **options: Any) -> None:
-    """Write ``table`` to ``path`` under a temporary name, then rename it into place (``options``: those of
+    """Write ``table`` to ``path`` atomically (see :mod:`keel._files`; ``options``: those of
     ``pyarrow.parquet.write_table``)."""
     import pyarrow.parquet as pq
 
-    tmp = temp_name(path)
-    with fs.open(tmp, "wb") as f:
+    with atomic_open(fs, path, makedirs=False) as f:
         pq.write_table(table, f, **options)
-    replace(fs, tmp, path)
-
-
-def temp_name(path: str) -> str:
-    head, _, name = path.rpartition("/")
-    return f"{head}/.{name}.{uuid.uuid4().hex[:8]}.tmp" if head else f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-
-
-def is_local(fs: Any) -> bool:
-    protocol = fs.protocol
-    return protocol in ("file", "local") or (isinstance(protocol, tuple) and "file" in protocol)
-
-
-def is_memory(fs: Any) -> bool:
-    protocol = fs.protocol
-    return protocol == "memory" or (isinstance(protocol, tuple) and "memory" in protocol)
-
-
-def replace(fs: Any, src: str, dst: str) -> None:
-    """Rename ``src`` to ``dst`` (atomic on a local disk; the best the filesystem offers elsewhere)."""
-    if is_local(fs):
-        os.replace(src, dst)
-    else:
-        if fs.exists(dst):
-            fs.rm(dst)
-        fs.mv(src, dst)

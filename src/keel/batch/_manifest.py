@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from keel.batch._io import replace, temp_name
+from keel._files import atomic_write
 
 MANIFEST_VERSION = 1
 
@@ -40,10 +40,7 @@ class Manifest:
         )
 
     def save(self, fs: Any, path: str) -> None:
-        tmp = temp_name(path)
-        with fs.open(tmp, "w") as f:
-            json.dump(asdict(self), f, indent=1, sort_keys=True)
-        replace(fs, tmp, path)
+        atomic_write(fs, path, json.dumps(asdict(self), indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, fs: Any, path: str) -> Manifest | None:
