@@ -1,4 +1,4 @@
-"""The plug-in table: which class (or builder) serves which URI scheme, per interface.
+"""The plug-in table: which class (or builder function) serves which URI scheme, per interface.
 
 Heavy dependencies are imported only when a backend is built, so ``import keel`` stays fast and a missing
 extra surfaces as a clear error naming it. Engines are made by builders, ``(config, filesystems) -> Engine``,
@@ -33,6 +33,14 @@ BACKENDS: dict[str, dict[str, str]] = {
     },
     "engine": {
         "local": "keel._backends:build_local_engine",
+    },
+    # builders (setting, CacheOptions) -> PredictionCache: each backend takes the options that apply to it
+    "cache": {
+        "memory": "keel.serving._cache:memory_cache",
+        "none": "keel.serving._cache:no_cache",
+        "redis": "keel.serving._cache:redis_cache",
+        "rediss": "keel.serving._cache:redis_cache",
+        "unix": "keel.serving._cache:redis_cache",
     },
 }
 
@@ -88,3 +96,17 @@ def build_local_engine(config: KeelConfig, filesystems: list[Any]) -> Engine:
     from keel.engines.local import LocalEngine
 
     return LocalEngine(filesystems=filesystems)
+
+
+def open_cache(setting: str, options: Any) -> Any:
+    """Build the prediction cache (a :class:`keel.serving._cache.PredictionCache`) the ``cache`` setting
+    names: ``memory``, ``none`` or a ``redis://`` URL, with ``options`` (a :class:`~keel.serving._cache.CacheOptions`).
+
+    Raises:
+        ConfigError: an unknown setting (the error lists the valid ones), or an invalid Redis URL.
+        MissingExtraError: a Redis cache without redis-py installed.
+    """
+    text = setting.strip()
+    if "://" not in text:
+        text = text.lower()  # ``Memory``, ``NONE``
+    return backend_class("cache", text)(text, options)

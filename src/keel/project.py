@@ -16,6 +16,7 @@ from keel.features import Definition, FeatureRef, FeatureView
 
 if TYPE_CHECKING:
     import pandas as pd
+    from fastapi import FastAPI
 
     from keel.artifacts import ArtifactStore
     from keel.batch import BatchResult
@@ -595,6 +596,91 @@ class Project:
             join=join,
             options=options,
             on_progress=on_progress,
+        )
+
+    # -- the HTTP services ----------------------------------------------------------------------------------
+    def prediction_app(
+        self,
+        models: Sequence[str],
+        *,
+        cache_size: int = 10_000,
+        cache_ttl_seconds: float = 3600.0,
+        allow_pickle: bool = False,
+        prediction_log: bool | None = None,
+        close_project: bool = False,
+        **options: Any,
+    ) -> FastAPI:
+        """The prediction service of ``models`` (``["churn@champion", "fraud:3"]``), served by name.
+
+        The project's registry, online store, ``cache`` and ``prediction_log`` settings are wired into a
+        :class:`~keel.serving.Predictor`, served by :func:`~keel.serving.create_prediction_app`.
+
+        Args:
+            models: model references; each is loaded now, so a wrong one fails here. Two references to the
+                same model name are refused.
+            cache_size: answers kept in the in-process LRU (0: no cache) when the project's ``cache`` is
+                ``memory``.
+            cache_ttl_seconds: how long a Redis cache keeps an answer.
+            allow_pickle: load pickle-based (joblib) packages; without it they are refused here.
+            prediction_log: log every prediction (``None``: the project's ``prediction_log.enabled``). The log
+                is written by a background thread and written out when the app shuts down.
+            close_project: close the project when the app shuts down (when the app owns it).
+            **options: passed to :func:`~keel.serving.create_prediction_app` (``api_token``, ``max_records``,
+                ``max_body_bytes``, ``reload_seconds``, ``inline_records``).
+
+        Example:
+            >>> app = project.prediction_app(["churn@champion"], reload_seconds=30)  # doctest: +SKIP
+        """
+        from keel._backends import open_cache
+        from keel.prediction_log import PredictionLog, log_root
+        from keel.serving import CacheOptions, PredictionMetrics, Predictor, create_prediction_app
+
+        metrics = PredictionMetrics()
+        cache = open_cache(
+            self.config.cache, CacheOptions(self.config.name, cache_size, cache_ttl_seconds, metrics.cache_failed)
+        )
+        settings = self.config.prediction_log
+        log = None
+        if settings.enabled if prediction_log is None else prediction_log:
+            log = PredictionLog(
+                log_root(self.config.offline),
+                max_bytes=settings.max_bytes,
+                max_seconds=settings.max_seconds,
+                linger_seconds=settings.linger_seconds,
+                on_written=metrics.logged,
+                on_dropped=metrics.dropped,
+            )
+        keys = self.definitions.key_types
+        predictor = Predictor(self.models, self.online, cache, log, keys, allow_pickle=allow_pickle, metrics=metrics)
+        try:
+            predictor.load(models)
+            return create_prediction_app(predictor, on_shutdown=self.close if close_project else None, **options)
+        except BaseException:
+            predictor.close()
+            raise
+
+    def feature_app(self, *, close_project: bool = False, **options: Any) -> FastAPI:
+        """The feature server of the project's online store: ``POST /features``, ``POST /push`` (see
+        :func:`~keel.serving.create_feature_app`, which ``options`` go to: ``api_token``, ``max_body_bytes``).
+
+        Its backends are opened now, so a configuration error shows here rather than at the first request.
+
+        Args:
+            close_project: close the project when the app shuts down (when the app owns it).
+
+        Example:
+            >>> uvicorn.run(project.feature_app(), port=6566)  # doctest: +SKIP
+        """
+        from keel.serving import create_feature_app
+
+        return create_feature_app(
+            self.online,
+            self.push,
+            feature_view=self.feature_view,
+            join_keys=self.definitions.join_keys,
+            store_kind=self.online_store.kind,
+            on_shutdown=self.close if close_project else None,
+            **options,
         )
 
     @property

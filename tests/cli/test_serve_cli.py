@@ -68,7 +68,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     def run_server(app: Any, proj: Any, **kwargs: Any) -> None:
         calls.append({"app": app, "project": proj, **kwargs})
 
-    monkeypatch.setattr("keel.cli._serve_models.run_server", run_server)
+    monkeypatch.setattr("keel.cli._serve.run_server", run_server)
     yield calls
     for call in calls:
         call["project"].close()
@@ -125,14 +125,13 @@ def test_a_worker_process_gets_allow_pickle_too(
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     (call,) = served
     assert call["workers"] == 2
-    from keel.serving._features_app import PROJECT_VARIABLE
-    from keel.serving._predict_app import app_from_environment
+    from keel.cli._serve import PROJECT_VARIABLE, prediction_app_from_environment
 
     # What a worker does: build its app from the environment keel serve sets.
     for key, value in {**call["environment"], PROJECT_VARIABLE: str(root)}.items():
         monkeypatch.setenv(key, value)
-    with TestClient(app_from_environment()) as c:
+    with TestClient(prediction_app_from_environment()) as c:
         assert c.get("/ready").json()["models"] == {"custom": 1}
     monkeypatch.setenv("KEEL_SERVE_OPTIONS", orjson.dumps({"allow_pickle": False}).decode())
     with pytest.raises(ValidationError, match="joblib"):
-        app_from_environment()
+        prediction_app_from_environment()

@@ -11,7 +11,6 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from _training_fixtures import activity_frame, build_project, profile_frame
-from keel.serving import create_prediction_app
 from keel.training import TrainingSpec
 
 CUSTOMERS = 20
@@ -44,7 +43,7 @@ def test_in_process_http_and_batch_scoring_agree_exactly(tmp_path: Path) -> None
     in_process_proba = package.predict_proba(features)
 
     # Over HTTP, by entity keys: the service looks the same features up online.
-    with TestClient(create_prediction_app(project, ["churn@champion"])) as client:
+    with TestClient(project.prediction_app(["churn@champion"])) as client:
         response = client.post("/v1/models/churn/predict", json={"records": [{"customer_id": i} for i in ids]})
     assert response.status_code == 200, response.text
     answer = response.json()

@@ -14,7 +14,6 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 import keel
-from keel.serving import create_prediction_app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "churn"
 CUSTOMERS = 800
@@ -61,7 +60,7 @@ def test_drift_is_detected_retrained_promoted_and_hot_reloaded(tmp_path: Path) -
     project.materialize()
     customers = pd.read_parquet(data / "customers.parquet")["customer_id"].drop_duplicates().tolist()[:400]
 
-    app = create_prediction_app(project, ["churn@champion"], prediction_log=True)
+    app = project.prediction_app(["churn@champion"], prediction_log=True)
     with TestClient(app) as client:
         for i in range(0, len(customers), 100):
             records = [{"customer_id": int(c)} for c in customers[i : i + 100]]

@@ -139,8 +139,6 @@ def test_labels_join_the_prediction_log_by_request_id_or_by_entity_and_time(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from keel.serving import create_prediction_app
-
     project, labels = served
     rows = _current(project, labels, n=90)
     inputs = ["spend", "orders", "plan", "active", "age"]
@@ -148,7 +146,7 @@ def test_labels_join_the_prediction_log_by_request_id_or_by_entity_and_time(
         {"customer_id": int(c), **{k: (None if pd.isna(v) else v) for k, v in r.items()}}
         for c, r in zip(range(1000, 1090), rows[inputs].astype(object).to_dict("records"), strict=True)
     ]
-    app = create_prediction_app(project, ["churn@champion"], prediction_log=True)
+    app = project.prediction_app(["churn@champion"], prediction_log=True)
     with TestClient(app) as client:
         ids = []
         for i in range(3):

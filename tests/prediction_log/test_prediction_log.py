@@ -28,7 +28,6 @@ import keel
 from _training_fixtures import build_project, push_fresh_online, register_churn_versions
 from keel.prediction_log import LogLayout, PredictionLog
 from keel.prediction_log import _writer as plog
-from keel.serving import create_prediction_app
 from keel.training import TrainingSpec
 
 CUSTOMERS = 8
@@ -84,7 +83,7 @@ def test_every_record_is_logged_with_its_scored_inputs_after_a_clean_shutdown(pr
     looked_up = project.online_features(REFS, [{"customer_id": 1}, {"customer_id": 2}]).to_frame()
     raw = {"spend": None, "orders": 4, "plan": "team", "active": False, "since": "2023-05-01T00:00:00Z", "age": 33}
     before = datetime.now(UTC)
-    with TestClient(create_prediction_app(project, ["churn:1"])) as c:
+    with TestClient(project.prediction_app(["churn:1"])) as c:
         first = post(c, [{"customer_id": 1}, {"customer_id": 2, "plan": "pro", "orders": 7}], **{"X-Request-ID": "r-1"})
         second = post(c, [raw], **{"X-Request-ID": "r-2"})
         assert not log_files(project)  # nothing visible while the file is open
@@ -142,7 +141,7 @@ def test_every_record_is_logged_with_its_scored_inputs_after_a_clean_shutdown(pr
 
 
 def test_a_regressor_logs_a_float_prediction_and_no_probabilities(project: keel.Project) -> None:
-    app = create_prediction_app(project, ["amount:1"])
+    app = project.prediction_app(["amount:1"])
     with TestClient(app) as c:
         answer = post(c, [{"customer_id": 3}, {"customer_id": 4, "spend": 12.5}], name="amount").json()
     assert app.state.metrics.registry.get_sample_value("keel_prediction_log_rows_total") == 2
@@ -156,7 +155,7 @@ def test_a_regressor_logs_a_float_prediction_and_no_probabilities(project: keel.
 
 
 def test_cache_hits_are_logged_too(project: keel.Project) -> None:
-    with TestClient(create_prediction_app(project, ["churn:1"], cache_size=8)) as c:
+    with TestClient(project.prediction_app(["churn:1"], cache_size=8)) as c:
         post(c, [{"customer_id": 5}])
         post(c, [{"customer_id": 5}])
         assert 'keel_prediction_cache_total{result="hit"} 1.0' in c.get("/metrics").text
@@ -167,7 +166,7 @@ def test_cache_hits_are_logged_too(project: keel.Project) -> None:
 def test_the_log_can_be_turned_off(served: Path, tmp_path: Path) -> None:
     with (
         open_with(served, tmp_path, enabled=False) as project,
-        TestClient(create_prediction_app(project, ["churn:1"])) as c,
+        TestClient(project.prediction_app(["churn:1"])) as c,
     ):
         post(c, [{"customer_id": 1}])
         assert c.app.state.prediction_log is None  # type: ignore[attr-defined]
@@ -193,7 +192,7 @@ def test_the_handler_only_enqueues_the_writer_thread_writes(
 
     monkeypatch.setattr(plog, "_table", blocked_table)
     monkeypatch.setattr(plog._File, "add", recorded_add)
-    with TestClient(create_prediction_app(project, ["churn:1"])) as c:
+    with TestClient(project.prediction_app(["churn:1"])) as c:
         # The writer is stuck converting the first request: the answers come anyway.
         for i in range(3):
             post(c, [{"customer_id": i}])
@@ -234,7 +233,7 @@ LAYOUT = LogLayout("m", 1, (("id", "int64"),), (("x", "float64"),), "float64", (
 # -- files: rotation, concurrency, crashes -------------------------------------------------------------------
 def test_files_rotate_by_size(served: Path, tmp_path: Path) -> None:
     with open_with(served, tmp_path, max_bytes=1, linger_seconds=0) as project:  # each request converted alone
-        with TestClient(create_prediction_app(project, ["churn:1"])) as c:
+        with TestClient(project.prediction_app(["churn:1"])) as c:
             for i in range(3):
                 post(c, [{"customer_id": i}, {"customer_id": i + 1}])
             deadline = time.monotonic() + 10
@@ -249,7 +248,7 @@ def test_files_rotate_by_size(served: Path, tmp_path: Path) -> None:
 
 def test_files_rotate_by_time(served: Path, tmp_path: Path) -> None:
     with open_with(served, tmp_path, max_seconds=0.3) as project:
-        with TestClient(create_prediction_app(project, ["churn:1"])) as c:
+        with TestClient(project.prediction_app(["churn:1"])) as c:
             post(c, [{"customer_id": 1}])
             deadline = time.monotonic() + 10
             while not log_files(project):  # published by the writer alone, while the service runs
@@ -264,8 +263,8 @@ def test_files_rotate_by_time(served: Path, tmp_path: Path) -> None:
 
 def test_two_app_instances_write_their_own_files(project: keel.Project) -> None:
     with (
-        TestClient(create_prediction_app(project, ["churn:1"])) as one,
-        TestClient(create_prediction_app(project, ["churn:1"])) as two,
+        TestClient(project.prediction_app(["churn:1"])) as one,
+        TestClient(project.prediction_app(["churn:1"])) as two,
     ):
         threads = [
             threading.Thread(
@@ -328,11 +327,11 @@ def test_the_reader_filters_by_version_and_time(project: keel.Project) -> None:
         "prediction",
     ]
 
-    with TestClient(create_prediction_app(project, ["churn:1"])) as c:
+    with TestClient(project.prediction_app(["churn:1"])) as c:
         post(c, [{"customer_id": 1}, {"customer_id": 2}])
     middle = datetime.now(UTC)
     time.sleep(0.01)
-    with TestClient(create_prediction_app(project, ["churn:2"])) as c:
+    with TestClient(project.prediction_app(["churn:2"])) as c:
         post(c, [{"customer_id": 3}])
     end = datetime.now(UTC) + timedelta(seconds=1)
 
@@ -352,7 +351,7 @@ def test_the_reader_filters_by_version_and_time(project: keel.Project) -> None:
 
 def test_requests_gathered_by_the_linger_are_written_together_in_order(served: Path, tmp_path: Path) -> None:
     with open_with(served, tmp_path, linger_seconds=5.0) as project:
-        app = create_prediction_app(project, ["churn:1"])
+        app = project.prediction_app(["churn:1"])
         with TestClient(app) as c:
             for i in range(4):
                 post(c, [{"customer_id": i}, {"customer_id": 10 + i}], **{"X-Request-ID": f"r{i}"})

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 
 import keel
 from keel.errors import BackendError
-from keel.serving import create_feature_app
 
 ALL = [
     "activity:spend",
@@ -33,7 +32,7 @@ _new_customers = itertools.count(1_000)
 
 @pytest.fixture
 def client(feature_project: keel.Project) -> Iterator[TestClient]:
-    with TestClient(create_feature_app(feature_project)) as test_client:
+    with TestClient(feature_project.feature_app()) as test_client:
         yield test_client
 
 
@@ -125,7 +124,7 @@ def test_concurrent_reads_in_the_loop_and_in_the_thread_pool_all_get_their_own_a
     large = {"features": ["activity:orders"], "entities": {"customer_id": [3, 1] * 200}}
 
     async def storm() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=create_feature_app(feature_project))
+        transport = httpx.ASGITransport(app=feature_project.feature_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             requests = [client.post("/features", json=large if i % 3 else small) for i in range(60)]
             return await asyncio.gather(*requests)
@@ -147,7 +146,7 @@ def test_a_networked_online_store_serves_the_same_values(redis_server: str, tmp_
     online = urlunsplit(urlsplit(redis_server)._replace(path="/15"))
     project = build_project(tmp_path / "project", name=name, online=online)
     try:
-        with TestClient(create_feature_app(project)) as client:
+        with TestClient(project.feature_app()) as client:
             response = client.post("/features", json={"features": ALL, "entities": [{"customer_id": 2}]})
         assert response.status_code == 200, response.text
         assert response.json()["features"]["plan"] == ["premium"]
@@ -238,7 +237,7 @@ def test_an_unknown_view_is_404_not_found(client: TestClient) -> None:
 
 
 def test_a_body_over_the_limit_is_413(feature_project: keel.Project) -> None:
-    with TestClient(create_feature_app(feature_project, max_body_bytes=200)) as client:
+    with TestClient(feature_project.feature_app(max_body_bytes=200)) as client:
         response = client.post("/features", json={**GOOD, "entities": [{"customer_id": i} for i in range(100)]})
 
         assert response.status_code == 413
@@ -270,7 +269,7 @@ def test_an_unexpected_exception_is_a_500_json_without_traceback_and_logged(
         return real_get(*args, **kwargs)
 
     monkeypatch.setattr(feature_project.online, "get", flaky_get)
-    with TestClient(create_feature_app(feature_project)) as client, caplog.at_level(logging.ERROR, "keel.serving"):
+    with TestClient(feature_project.feature_app()) as client, caplog.at_level(logging.ERROR, "keel.serving"):
         response = client.post("/features", json=GOOD, headers={"X-Request-ID": "req-500"})
 
         assert response.status_code == 500
@@ -289,7 +288,7 @@ def test_a_failing_store_is_503_naming_it(feature_project: keel.Project, monkeyp
         raise BackendError("sqlite online store /x/online.db: view 'activity': reading failed: disk I/O error")
 
     monkeypatch.setattr(feature_project.online, "get", failing_get)
-    with TestClient(create_feature_app(feature_project)) as client:
+    with TestClient(feature_project.feature_app()) as client:
         response = client.post("/features", json=GOOD)
 
     assert response.status_code == 503
@@ -337,7 +336,7 @@ def test_a_push_offline_makes_a_new_version_and_says_so(
 ) -> None:
     project = build_project(tmp_path / "project")
     try:
-        with TestClient(create_feature_app(project)) as client:
+        with TestClient(project.feature_app()) as client:
             rows = [push_row(7, spend=None), push_row(8, event_time=(NOW - timedelta(minutes=5)).isoformat())]
             response = client.post("/push", json={"view": "activity", "rows": rows, "to": "both"})
 

@@ -22,7 +22,6 @@ from threadpoolctl import threadpool_limits
 import keel
 from _training_fixtures import build_project, push_fresh_online, register_churn_versions
 from keel.errors import ConfigError
-from keel.serving import create_prediction_app
 from keel.serving._cache import cache_prefix
 
 pytestmark = pytest.mark.redis
@@ -94,7 +93,7 @@ def cached_keys(client_redis: Any, name: str) -> list[bytes]:
 
 
 def test_a_repeated_request_hits_after_a_miss(project: keel.Project, client_redis: Any, name: str) -> None:
-    app = create_prediction_app(project, ["churn@champion"])
+    app = project.prediction_app(["churn@champion"])
     assert app.state.cache.kind == "redis"
     with TestClient(app) as c:
         first = post(c)
@@ -113,14 +112,14 @@ def test_a_repeated_request_hits_after_a_miss(project: keel.Project, client_redi
 
 
 def test_the_ttl_is_configurable(project: keel.Project, client_redis: Any, name: str) -> None:
-    with TestClient(create_prediction_app(project, ["churn@champion"], cache_ttl_seconds=5)) as c:
+    with TestClient(project.prediction_app(["churn@champion"], cache_ttl_seconds=5)) as c:
         post(c)
     (key,) = cached_keys(client_redis, name)
     assert 0 < client_redis.pttl(key) <= 5000
 
 
 def test_a_promotion_never_hits_the_old_versions_entries(project: keel.Project, client_redis: Any) -> None:
-    app = create_prediction_app(project, ["churn@champion"])
+    app = project.prediction_app(["churn@champion"])
     with TestClient(app) as c:
         first = post(c)
         project.models.set_alias("churn", "champion", 2)
@@ -135,9 +134,9 @@ def test_a_promotion_never_hits_the_old_versions_entries(project: keel.Project, 
 
 
 def test_app_instances_share_the_entries(project: keel.Project) -> None:
-    with TestClient(create_prediction_app(project, ["churn@champion"])) as one:
+    with TestClient(project.prediction_app(["churn@champion"])) as one:
         answer = post(one)
-    with TestClient(create_prediction_app(project, ["churn@champion"])) as two:
+    with TestClient(project.prediction_app(["churn@champion"])) as two:
         assert post(two) == answer
         assert sample(two, "keel_prediction_cache_total", result="hit") == 1
         assert sample(two, "keel_prediction_cache_total", result="miss") == 0
@@ -149,11 +148,10 @@ OTHER_PROCESS = textwrap.dedent(
     import orjson
     from fastapi.testclient import TestClient
     import keel
-    from keel.serving import create_prediction_app
 
     root, name, url, records = sys.argv[1], sys.argv[2], sys.argv[3], orjson.loads(sys.argv[4])
     with keel.Project.open(root, name=name, cache=url, prediction_log={"enabled": False}) as project:
-        app = create_prediction_app(project, ["churn@champion"])
+        app = project.prediction_app(["churn@champion"])
         with TestClient(app) as c:
             answer = c.post("/v1/models/churn/predict", json={"records": records}).json()
         hits = app.state.metrics.registry.get_sample_value("keel_prediction_cache_total", {"result": "hit"})
@@ -163,7 +161,7 @@ OTHER_PROCESS = textwrap.dedent(
 
 
 def test_another_process_hits_the_entries(project: keel.Project, name: str, cache_url: str) -> None:
-    with TestClient(create_prediction_app(project, ["churn@champion"])) as c:
+    with TestClient(project.prediction_app(["churn@champion"])) as c:
         answer = post(c)
     done = subprocess.run(
         [sys.executable, "-c", OTHER_PROCESS, str(project.root), name, cache_url, orjson.dumps(RECORDS).decode()],
@@ -187,13 +185,13 @@ def test_an_outage_never_fails_a_prediction(root: Path, name: str, caplog: pytes
     down = f"redis://127.0.0.1:{unused_port()}/0"
     with (
         keel.Project.open(root, name=name, cache="memory", prediction_log={"enabled": False}) as proj,
-        TestClient(create_prediction_app(proj, ["churn:1"], cache_size=0)) as c,
+        TestClient(proj.prediction_app(["churn:1"], cache_size=0)) as c,
     ):
         expected = post(c)
     caplog.set_level(logging.WARNING, logger="keel.serving")
     with (
         keel.Project.open(root, name=name, cache=down, prediction_log={"enabled": False}) as proj,
-        TestClient(create_prediction_app(proj, ["churn:1"])) as c,
+        TestClient(proj.prediction_app(["churn:1"])) as c,
     ):
         for _ in range(3):
             assert post(c) == expected
@@ -207,12 +205,12 @@ def test_an_outage_never_fails_a_prediction(root: Path, name: str, caplog: pytes
 def test_none_disables_the_cache_and_a_wrong_setting_fails_at_startup(root: Path, name: str) -> None:
     with (
         keel.Project.open(root, name=name, cache="none", prediction_log={"enabled": False}) as proj,
-        TestClient(create_prediction_app(proj, ["churn:1"])) as c,
+        TestClient(proj.prediction_app(["churn:1"])) as c,
     ):
         assert post(c) == post(c)
         assert sample(c, "keel_prediction_cache_total", result="hit") == 0
     with (
         keel.Project.open(root, name=name, cache="memcached://x") as bad,
-        pytest.raises(ConfigError, match="'memcached://x' is not a prediction cache"),
+        pytest.raises(ConfigError, match="unknown scheme 'memcached'; valid schemes are: memory, none, redis"),
     ):
-        create_prediction_app(bad, ["churn:1"])
+        bad.prediction_app(["churn:1"])

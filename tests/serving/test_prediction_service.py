@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 import keel
 from _training_fixtures import build_project, push_fresh_online, register_churn_versions
 from keel.cli import app as cli_app
-from keel.serving import create_prediction_app
 
 CUSTOMERS = 12
 REFS = ["activity:spend", "activity:orders", "activity:plan", "activity:active", "activity:since", "profile:age"]
@@ -40,7 +39,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[keel.Project]:
 @pytest.fixture(scope="module")
 def client(project: keel.Project) -> Iterator[TestClient]:
     project.models.set_alias("churn", "champion", 1)
-    with TestClient(create_prediction_app(project, ["churn@champion"], max_records=50)) as c:
+    with TestClient(project.prediction_app(["churn@champion"], max_records=50)) as c:
         yield c
 
 
@@ -207,7 +206,7 @@ def test_models_ready_health_and_metrics(client: TestClient) -> None:
 
 
 def test_a_token_guards_predictions_but_not_health_or_ready(project: keel.Project) -> None:
-    app = create_prediction_app(project, ["churn:1"], api_token="secret")
+    app = project.prediction_app(["churn:1"], api_token="secret")
     with TestClient(app) as c:
         assert predict(c, [GOOD]).status_code == 401
         assert c.get("/health").status_code == 200
@@ -220,7 +219,7 @@ def test_a_token_guards_predictions_but_not_health_or_ready(project: keel.Projec
 # -- cache and promotion -------------------------------------------------------------------------------------
 def test_a_repeated_request_hits_the_cache_and_a_promotion_changes_the_answer(project: keel.Project) -> None:
     project.models.set_alias("churn", "champion", 1)
-    app = create_prediction_app(project, ["churn@champion"], cache_size=8)
+    app = project.prediction_app(["churn@champion"], cache_size=8)
     records = [{"customer_id": 3}, {"customer_id": 6, "plan": "pro"}]
     try:
         with TestClient(app) as c:
@@ -243,7 +242,7 @@ def test_a_repeated_request_hits_the_cache_and_a_promotion_changes_the_answer(pr
 
 def test_hot_reload_follows_the_alias_in_the_background(project: keel.Project) -> None:
     project.models.set_alias("churn", "champion", 1)
-    app = create_prediction_app(project, ["churn@champion"], reload_seconds=0.05)
+    app = project.prediction_app(["churn@champion"], reload_seconds=0.05)
     try:
         with TestClient(app) as c:
             assert predict(c, [GOOD]).json()["version"] == 1
@@ -259,9 +258,9 @@ def test_hot_reload_follows_the_alias_in_the_background(project: keel.Project) -
 
 def test_the_same_model_twice_or_an_unknown_one_fails_at_startup(project: keel.Project) -> None:
     with pytest.raises(keel.errors.ValidationError, match="twice"):
-        create_prediction_app(project, ["churn@champion", "churn:2"])
+        project.prediction_app(["churn@champion", "churn:2"])
     with pytest.raises(keel.errors.NotFoundError):
-        create_prediction_app(project, ["fraud@champion"])
+        project.prediction_app(["fraud@champion"])
 
 
 def test_keel_serve_is_a_command(tmp_path: Path) -> None:
@@ -275,7 +274,7 @@ def test_small_requests_on_the_event_loop_and_large_ones_in_the_scoring_thread_a
     records = [{"customer_id": i} for i in ids]
     answers = []
     for inline in (0, 100):  # every request in the scoring thread / every request on the event loop
-        with TestClient(create_prediction_app(project, ["churn:1"], inline_records=inline)) as c:
+        with TestClient(project.prediction_app(["churn:1"], inline_records=inline)) as c:
             answers.append([predict(c, records[i : i + 5]).json() for i in range(0, len(records), 5)])
     assert answers[0] == answers[1]
     assert_same_as_package(

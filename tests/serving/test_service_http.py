@@ -29,7 +29,7 @@ from keel.errors import (
     NotFoundError,
     ValidationError,
 )
-from keel.serving import create_feature_app, create_service_app
+from keel.serving import create_service_app
 from keel.serving._http import json_bytes
 from keel.serving._logging import JsonFormatter
 
@@ -134,7 +134,7 @@ def test_without_a_token_configured_requests_need_none(
     feature_project: keel.Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KEEL_API_TOKEN", raising=False)
-    with TestClient(create_feature_app(feature_project)) as client:
+    with TestClient(feature_project.feature_app()) as client:
         assert client.post("/features", json=GOOD).status_code == 200
         assert client.get("/metrics").status_code == 200
 
@@ -143,7 +143,7 @@ def test_with_keel_api_token_every_endpoint_but_health_and_docs_needs_it(
     feature_project: keel.Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEEL_API_TOKEN", "s3cret-token")
-    with TestClient(create_feature_app(feature_project)) as client:
+    with TestClient(feature_project.feature_app()) as client:
         missing = client.post("/features", json=GOOD)
         wrong = client.post("/features", json=GOOD, headers={"Authorization": "Bearer nope"})
         right = client.post("/features", json=GOOD, headers={"Authorization": "Bearer s3cret-token"})
@@ -164,7 +164,7 @@ def test_with_keel_api_token_every_endpoint_but_health_and_docs_needs_it(
 
 
 def test_the_docs_declare_the_bearer_token_when_one_is_needed(feature_project: keel.Project) -> None:
-    with TestClient(create_feature_app(feature_project, api_token="t")) as client:
+    with TestClient(feature_project.feature_app(api_token="t")) as client:
         schema = client.get("/openapi.json").json()
 
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
@@ -190,7 +190,7 @@ def test_a_request_id_is_echoed_or_made() -> None:
 
 
 def test_metrics_count_requests_and_latency_by_route_and_status(feature_project: keel.Project) -> None:
-    with TestClient(create_feature_app(feature_project)) as client:
+    with TestClient(feature_project.feature_app()) as client:
         client.post("/features", json=GOOD)
         client.post("/features", json=GOOD)
         client.post("/features", json={"features": []})

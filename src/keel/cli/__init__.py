@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _features, _models, _monitor, _online, _project, _serve, _serve_models
+from keel.cli import _features, _models, _monitor, _online, _project, _serve, _serve_features
 from keel.cli._common import err_console
 from keel.cli._predict import predict
 from keel.errors import KeelError
@@ -27,8 +27,8 @@ app.command()(_project.ingest)
 app.command()(_online.materialize)
 app.command()(_online.push)
 app.command()(_project.demo)
-app.command("serve-features")(_serve.serve_features)
-app.command("serve")(_serve_models.serve)
+app.command("serve-features")(_serve_features.serve_features)
+app.command("serve")(_serve.serve)
 app.command()(_models.train)
 app.command()(predict)
 app.add_typer(_features.app, name="features")

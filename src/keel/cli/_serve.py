@@ -1,4 +1,5 @@
-"""Serving commands: serve-features; the uvicorn launcher of both servers, and a background server."""
+"""Serving commands: serve (the prediction service); the launcher both servers share, and the app factories
+uvicorn's worker processes call (they open a project, so they live here, with the face, not in serving/)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,28 @@ import logging.config
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 import typer
 
 from keel.cli._common import ProjectOption, open_project
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from keel.project import Project
+
+#: Where a worker finds the project folder (the ``--project`` option's variable too).
+PROJECT_VARIABLE = "KEEL_PROJECT"
+#: Where a worker of ``keel serve`` finds the served model references, comma-separated...
+MODELS_VARIABLE = "KEEL_SERVE_MODELS"
+#: ...and the service's options, as JSON.
+OPTIONS_VARIABLE = "KEEL_SERVE_OPTIONS"
 
 
 class LogLevel(StrEnum):
@@ -29,33 +41,121 @@ class LogLevel(StrEnum):
     debug = "debug"
 
 
-def serve_features(
+def serve(
+    model: Annotated[
+        list[str],
+        typer.Option("--model", "-m", help="A model to serve, like churn@champion or churn:3 (repeatable)."),
+    ],
     project: ProjectOption = Path("."),
     host: Annotated[str, typer.Option(help="The address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The port to listen on.", min=0, max=65535)] = 6566,
-    workers: Annotated[int, typer.Option(help="Worker processes (each opens the project).", min=1)] = 1,
+    port: Annotated[int, typer.Option(help="The port to listen on.", min=0, max=65535)] = 6567,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).", min=1)] = 1,
+    max_records: Annotated[int, typer.Option(help="Most records in one predict request.", min=1)] = 1000,
+    cache_size: Annotated[
+        int,
+        typer.Option(help="Answers kept in the in-process cache when keel.yaml's cache is memory (0: none).", min=0),
+    ] = 10_000,
+    cache_ttl: Annotated[
+        float, typer.Option(help="Seconds a Redis cache (cache: redis://...) keeps an answer.", min=0.001)
+    ] = 3600.0,
+    reload_seconds: Annotated[
+        float, typer.Option(help="Poll each alias this often and swap to its new version (0: never).", min=0)
+    ] = 0.0,
     log_level: Annotated[
         LogLevel,
         typer.Option(help="Level of the JSON logs on standard error (info logs every request).", case_sensitive=False),
     ] = LogLevel.info,
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Load pickle-based (joblib) model packages: only those whose origin you trust.")
+    ] = False,
 ) -> None:
-    """Serve online features over HTTP: POST /features, POST /push, GET /health, GET /metrics, docs at /docs.
+    """Serve models over HTTP: POST /v1/models/{name}/predict, GET /v1/models, /ready, /health, /metrics.
 
-    Set KEEL_API_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but /health and the docs.
+    Set KEEL_API_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but /health, /ready and
+    the docs. Answers are cached as keel.yaml's cache says (memory, none, redis://...); every prediction is
+    logged to <offline>/_prediction_log/ unless keel.yaml's prediction_log.enabled is false.
     """
-    from keel.serving._features_app import create_feature_app
+    options: dict[str, Any] = {
+        "max_records": max_records,
+        "cache_size": cache_size,
+        "reload_seconds": reload_seconds or None,
+        "cache_ttl_seconds": cache_ttl,
+        "allow_pickle": allow_pickle,
+    }
+    launch(
+        project,
+        lambda proj: proj.prediction_app(model, close_project=True, **options),
+        lambda app, _proj: ", ".join(f"{m.name} v{m.version}" for m in app.state.models.values()),
+        factory="keel.cli._serve:prediction_app_from_environment",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        environment={MODELS_VARIABLE: ",".join(model), OPTIONS_VARIABLE: orjson.dumps(options).decode()},
+    )
+
+
+def prediction_app_from_environment() -> FastAPI:
+    """The prediction service of ``$KEEL_SERVE_MODELS`` in the project ``$KEEL_PROJECT``, owning it.
+
+    The app factory uvicorn's worker processes call (``keel serve --workers N``).
+    """
+    from keel.project import Project
+
+    project = Project.open(os.environ.get(PROJECT_VARIABLE) or ".")
+    models = [m for m in os.environ.get(MODELS_VARIABLE, "").split(",") if m]
+    options = orjson.loads(os.environ.get(OPTIONS_VARIABLE) or "{}")
+    return project.prediction_app(models, close_project=True, **options)
+
+
+def feature_app_from_environment() -> FastAPI:
+    """The feature server of the project in ``$KEEL_PROJECT`` (default: the current folder), owning it.
+
+    The app factory uvicorn's worker processes call (``keel serve-features --workers N``).
+    """
+    from keel.project import Project
+
+    return Project.open(os.environ.get(PROJECT_VARIABLE) or ".").feature_app(close_project=True)
+
+
+def launch(
+    project: Path,
+    build: Callable[[Project], FastAPI],
+    served: Callable[[FastAPI, Project], str],
+    *,
+    factory: str,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: LogLevel,
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Configure the JSON logs, open the project, build its app, say what is served, and run the server.
+
+    The project is opened and the app built here even with several workers: a wrong folder, configuration
+    or model reference fails now, in one line, rather than in workers that would be started again and again.
+
+    Args:
+        project: the project folder.
+        build: the app of the opened project (it owns the project: closes it at shutdown).
+        served: what the app serves, for the announcement (``churn v3``).
+        factory: the ``module:function`` each worker process builds its own app with.
+        host: the address to listen on.
+        port: the port to listen on.
+        workers: worker processes.
+        log_level: the level of the server's logs.
+        environment: variables the workers' factory reads, besides the project folder.
+    """
     from keel.serving._logging import log_config, service_log
 
     level = log_level.value
     config = log_config(level)
     logging.config.dictConfig(config)
-    # Opened here, store included, even with several workers: a wrong folder or configuration fails now, in
-    # one line, rather than in workers that would be started again and again.
     proj = open_project(project)
-    app = create_feature_app(proj, close_project=True)
+    app = build(proj)
     service_log.info(
-        "serving the features of %s at http://%s:%d (docs at /docs)",
-        proj.root,
+        "serving %s at http://%s:%d (docs at /docs)",
+        served(app, proj),
         host,
         port,
         extra={"project": str(proj.root), "workers": workers},
@@ -63,12 +163,13 @@ def serve_features(
     run_server(
         app,
         proj,
-        factory="keel.serving._features_app:app_from_environment",
+        factory=factory,
         host=host,
         port=port,
         workers=workers,
         level=level,
         config=config,
+        environment=environment,
     )
 
 
@@ -88,7 +189,6 @@ def run_server(
     the project folder (and ``environment``) from environment variables, and metrics add up across them."""
     import uvicorn
 
-    from keel.serving._features_app import PROJECT_VARIABLE
     from keel.serving._metrics import MULTIPROCESS_VARIABLE
 
     if workers == 1:

@@ -37,7 +37,7 @@ def step_monitor(project: Project, *, customers: int, seed: int, console: Consol
     """Close the loop: the world drifts, the served champion's predictions are logged, monitoring detects the
     drift and the decay, a retrained challenger wins on the same later holdout, the champion alias moves, and
     the running service hot-reloads it."""
-    from keel.serving import background_server, create_prediction_app
+    from keel.serving import background_server
 
     ref = f"{DEMO_SPEC}@{CHAMPION}"
     console.rule(f"[bold]12. Close the loop[/]: the world drifts after {DRIFT_AFTER}; monitor, retrain, promote")
@@ -51,7 +51,7 @@ def step_monitor(project: Project, *, customers: int, seed: int, console: Consol
         + ", ".join(f"{view} v{v}" for view, v in versions.items())
         + f". The service scores the {len(records):,} customer-months since, as raw values, with {ref} (v{champion})."
     )
-    app = create_prediction_app(project, [ref], reload_seconds=0.25)
+    app = project.prediction_app([ref], reload_seconds=0.25)
     traffic_started = datetime.now(UTC)
     with one_native_thread(), background_server(app) as url:
         predict_url = f"{url}/v1/models/{DEMO_SPEC}/predict"

@@ -251,12 +251,12 @@ def step_serve(project: Project, *, console: Console) -> dict[str, Any]:
     warnings and latency; then the prediction log the service wrote, read back."""
     import numpy as np
 
-    from keel.serving import background_server, create_prediction_app
+    from keel.serving import background_server
 
     ref = f"{DEMO_SPEC}@{CHAMPION}"
     console.rule(f"[bold]10. Serve[/] {ref} over HTTP, and log every prediction")
     started = time.perf_counter()
-    app = create_prediction_app(project, [ref])
+    app = project.prediction_app([ref])
     model = app.state.models[DEMO_SPEC]
     package = model.package
     requests, online = _requests(project, package)

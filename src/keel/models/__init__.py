@@ -5,10 +5,11 @@ from keel.models._audit import PackageAudit, PackageVerification, Reference
 from keel.models._package import ModelPackage
 from keel.models._package_ref import PackageRef
 from keel.models._registry import ModelDiff, ModelRegistry, parse_model_ref
-from keel.models._schema import FeatureSchema, InputSchema
+from keel.models._schema import MAX_CATEGORIES, FeatureSchema, InputSchema
 from keel.models._serialization import SerializedPackage, dumps, loads, serialize
 
 __all__ = [
+    "MAX_CATEGORIES",
     "FeatureSchema",
     "InputSchema",
     "ModelDiff",

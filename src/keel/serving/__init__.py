@@ -1,24 +1,40 @@
 """HTTP services on one shared foundation: JSON errors, bearer-token authentication, request ids,
-Prometheus metrics and structured logs; and the prediction log they write.
+Prometheus metrics and structured logs.
 
-* :func:`create_feature_app`: the feature server (``keel serve-features``).
-* :func:`create_prediction_app`: the prediction service (``keel serve``), with its answer cache (in process or
-  Redis) and its prediction log.
-* the prediction service writes the prediction log (:mod:`keel.prediction_log`) off its response path.
+* :func:`create_feature_app`: the feature server (``keel serve-features``), over an online feature service
+  and a push function.
+* :class:`Predictor`: loaded model versions scored with their features looked up online, the answers cached
+  (a :class:`PredictionCache`: :class:`MemoryPredictionCache` or :class:`RedisPredictionCache`) and logged to
+  the prediction log (:mod:`keel.prediction_log`); hot reload follows aliases. Usable without HTTP.
+* :func:`create_prediction_app`: the prediction service (``keel serve``) of a :class:`Predictor`.
+
+:meth:`keel.Project.prediction_app` and :meth:`keel.Project.feature_app` build both from a project.
 
 Example:
-    >>> from keel.serving import create_feature_app
-    >>> app = create_feature_app(keel.Project.open("."))  # doctest: +SKIP
+    >>> app = keel.Project.open(".").feature_app()  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from keel.serving._app import create_service_app
-from keel.serving._features_app import create_feature_app
+from keel.serving._cache import CacheOptions, MemoryPredictionCache, PredictionCache, RedisPredictionCache
+from keel.serving._features_app import PushOutcome, PushRows, create_feature_app
+from keel.serving._loaded import LoadedModel
+from keel.serving._metrics import PredictionMetrics
 from keel.serving._predict_app import create_prediction_app
+from keel.serving._predictor import Predictor
 from keel.serving._server import background_server
 
 __all__ = [
+    "CacheOptions",
+    "LoadedModel",
+    "MemoryPredictionCache",
+    "PredictionCache",
+    "PredictionMetrics",
+    "Predictor",
+    "PushOutcome",
+    "PushRows",
+    "RedisPredictionCache",
     "background_server",
     "create_feature_app",
     "create_prediction_app",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,7 +20,7 @@ from keel.serving._metrics import HttpMetrics
 from keel.serving._middleware import ServiceMiddleware
 from keel.serving._schemas import ErrorResponse, HealthResponse
 
-__all__ = ["DOCS_PATHS", "ERROR_RESPONSES", "DirectRoute", "create_service_app"]
+__all__ = ["DOCS_PATHS", "ERROR_RESPONSES", "DirectRoute", "Endpoint", "add_endpoints", "create_service_app"]
 
 #: The API documentation is public: it describes the contract and holds no data.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/openapi.json")
@@ -49,6 +51,56 @@ class DirectRoute(APIRoute):
         return endpoint
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """One route of a service, as its route table lists it (served by a :class:`DirectRoute`).
+
+    Attributes:
+        path: the URL path (``/v1/models/{name}/predict``).
+        endpoint: a coroutine function of the request, returning the response.
+        method: the HTTP method.
+        tag: the docs' group.
+        summary: the docs' one-line title.
+        response_model: the answer's model, for the docs.
+        responses: the documented answers besides 200 (the errors).
+        openapi_extra: more of the operation's OpenAPI text (the request body's schema).
+        response_class: the answer's class, for the docs (default: JSON).
+        name: the route's name, of which the OpenAPI operation id is made (default: the endpoint's).
+    """
+
+    path: str
+    endpoint: Callable[[Request], Coroutine[Any, Any, Response]]
+    method: str
+    tag: str
+    summary: str
+    response_model: Any = None
+    responses: dict[int | str, dict[str, Any]] | None = None
+    openapi_extra: dict[str, Any] | None = None
+    response_class: type[Response] | None = None
+    name: str | None = None
+
+
+def add_endpoints(app: FastAPI, endpoints: Iterable[Endpoint]) -> None:
+    """Add each endpoint of a route table to ``app``."""
+    for e in endpoints:
+        documented = {
+            "response_model": e.response_model,
+            "responses": e.responses,
+            "openapi_extra": e.openapi_extra,
+            "response_class": e.response_class,
+            "name": e.name,
+        }
+        app.router.add_api_route(
+            e.path,
+            e.endpoint,
+            methods=[e.method],
+            route_class_override=DirectRoute,
+            tags=[e.tag],
+            summary=e.summary,
+            **{k: v for k, v in documented.items() if v is not None},
+        )
+
+
 def create_service_app(
     *,
     title: str,
@@ -57,6 +109,7 @@ def create_service_app(
     api_token: str | None = None,
     public_paths: Iterable[str] = ("/health",),
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """A FastAPI app with everything Keel services share, ready for the service's routes.
 
@@ -74,11 +127,13 @@ def create_service_app(
             no authentication).
         public_paths: paths served without a token, besides the docs.
         lifespan: the app's lifespan (startup and shutdown work).
+        registry: the Prometheus registry to count in, when the service's own metrics already live in one
+            (default: a new registry).
     """
     from keel._version import __version__
 
     auth = BearerAuth.from_environment() if api_token is None else BearerAuth(api_token)
-    metrics = HttpMetrics()
+    metrics = HttpMetrics(registry)
     app = FastAPI(
         title=title,
         description=description,
@@ -101,25 +156,23 @@ def create_service_app(
     async def scrape(_request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    router = app.router
-    router.add_api_route(
-        "/health",
-        health,
-        methods=["GET"],
-        route_class_override=DirectRoute,
-        tags=["operations"],
-        summary="The process is up",
-        response_model=HealthResponse,
-    )
-    router.add_api_route(
-        "/metrics",
-        scrape,
-        methods=["GET"],
-        route_class_override=DirectRoute,
-        tags=["operations"],
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."}},
+    metrics_doc: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."}
+    }
+    add_endpoints(
+        app,
+        (
+            Endpoint("/health", health, "GET", "operations", "The process is up", response_model=HealthResponse),
+            Endpoint(
+                "/metrics",
+                scrape,
+                "GET",
+                "operations",
+                "Prometheus metrics",
+                responses=metrics_doc,
+                response_class=Response,
+            ),
+        ),
     )
     if auth.enabled:
         _document_bearer_auth(app, public)

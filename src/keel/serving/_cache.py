@@ -1,42 +1,60 @@
-"""The prediction service's answer caches: an in-process LRU, or Redis shared by every worker and replica.
+"""The prediction service's answer caches: the :class:`PredictionCache` interface, an in-process LRU
+(:class:`MemoryPredictionCache`) and Redis shared by every worker and replica (:class:`RedisPredictionCache`).
 
-Both map a key (the SHA-256 of the model's name, version and package digest and of the request's resolved
-input rows, :func:`keel.serving._predict_app.cache_key`) to the answer. The project's ``cache`` setting
-chooses (:func:`open_cache`):
+Every cache maps a key (:func:`cache_key`: the SHA-256 of the model's name, version and package digest and of
+the request's resolved input rows) to the answer. The project's ``cache`` setting chooses the backend through
+the plug-in table (:func:`keel._backends.open_cache`):
 
 * ``memory`` (default): a thread-safe LRU in each process;
 * ``none``: no cache;
-* ``redis://host:port/db`` (``rediss://`` for TLS): answers serialized with orjson under
-  ``keel:pred:<project name>:<key>``, expiring after a TTL (default one hour). A lookup is one ``GET`` round
-  trip, a store one ``SET ... EX``. Every process and app pointed at the same database shares the entries; a
-  new model version has another key, so a promotion never serves an old answer.
+* ``redis://host:port/db`` (``rediss://`` for TLS, ``unix://`` for a socket): answers serialized with orjson
+  under ``keel:pred:<project name>:<key>``, expiring after a TTL (default one hour). A lookup is one ``GET``
+  round trip, a store one ``SET ... PX``. Every process and app pointed at the same database shares the
+  entries.
 
-A Redis failure never fails a prediction: the lookup counts as a miss, the error is counted and logged (once
-per back-off period, during which Redis is not tried again), and the request is scored without the cache.
+A new model version has other keys, so a promotion (or a hot reload) never serves an old answer, whatever the
+backend. A backend failure never fails a prediction: the lookup counts as a miss, the failure is reported to
+``on_error`` and logged (once per back-off period, during which the backend is not tried again), and the
+request is scored without the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import orjson
 
 from keel.errors import ConfigError, MissingExtraError
 
+if TYPE_CHECKING:
+    from keel.serving._loaded import LoadedModel
+
 __all__ = [
+    "DEFAULT_CACHE_SIZE",
     "DEFAULT_CACHE_TTL_SECONDS",
-    "AnswerCache",
+    "CacheOptions",
+    "MemoryPredictionCache",
+    "OnCacheError",
     "PredictionCache",
     "RedisPredictionCache",
+    "cache_key",
     "cache_prefix",
-    "open_cache",
+    "memory_cache",
+    "no_cache",
+    "redis_cache",
 ]
 
+#: Answers an in-process cache keeps.
+DEFAULT_CACHE_SIZE = 10_000
 #: How long a Redis cache keeps an answer.
 DEFAULT_CACHE_TTL_SECONDS = 3600.0
 #: After a Redis error, the cache is not tried again for this long (requests are scored without it).
@@ -44,22 +62,38 @@ RETRY_AFTER_SECONDS = 1.0
 #: Socket timeouts of the Redis client unless the URL sets its own: a slow cache must not stall predictions.
 _SOCKET_TIMEOUT = 0.25
 
-
-class AnswerCache(Protocol):
-    """What the prediction service needs of a cache."""
-
-    @property
-    def enabled(self) -> bool: ...
-
-    def get(self, key: str) -> Any: ...
-
-    def put(self, key: str, value: Any) -> None: ...
-
-    def close(self) -> None: ...
+#: Called with the operation (``get``, ``put``) and the exception after each backend failure.
+OnCacheError = Callable[[str, BaseException], None]
 
 
-class PredictionCache:
-    """A thread-safe LRU of answers by key; ``size`` 0 disables it."""
+class PredictionCache(Protocol):
+    """What the prediction service needs of an answer cache.
+
+    ``get`` answers ``None`` for a key it does not hold (absent, expired, evicted, or the backend failed);
+    ``put`` never raises for a backend failure. Values are JSON-like answers (dicts of lists, strings and
+    numbers); a caller must not mutate what ``get`` returns.
+
+    Attributes:
+        kind: the backend's name (``memory``, ``redis``).
+    """
+
+    kind: str
+
+    def get(self, key: str) -> Any:
+        """The answer stored under ``key``, or ``None``."""
+        ...
+
+    def put(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``."""
+        ...
+
+    def close(self) -> None:
+        """Release the cache's connections (its entries may be dropped)."""
+        ...
+
+
+class MemoryPredictionCache:
+    """A thread-safe LRU of answers by key, in this process; ``size`` 0 disables it."""
 
     kind = "memory"
 
@@ -68,11 +102,8 @@ class PredictionCache:
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        return self.size > 0
-
     def get(self, key: str) -> Any:
+        """The answer stored under ``key`` (now the most recently used), or ``None``."""
         if self.size <= 0:
             return None
         with self._lock:
@@ -82,6 +113,7 @@ class PredictionCache:
             return value
 
     def put(self, key: str, value: Any) -> None:
+        """Store ``value``; beyond ``size`` entries the least recently used one is evicted."""
         if self.size <= 0:
             return
         with self._lock:
@@ -91,6 +123,7 @@ class PredictionCache:
                 self._items.popitem(last=False)
 
     def close(self) -> None:
+        """Drop every entry."""
         with self._lock:
             self._items.clear()
 
@@ -121,7 +154,7 @@ class RedisPredictionCache:
         *,
         prefix: str,
         ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS,
-        on_error: Callable[[str, BaseException], None] | None = None,
+        on_error: OnCacheError | None = None,
         retry_after: float = RETRY_AFTER_SECONDS,
     ) -> None:
         try:
@@ -147,14 +180,14 @@ class RedisPredictionCache:
         except (ValueError, redis.RedisError) as exc:
             raise ConfigError(f"cache: {self.uri!r} is not a valid Redis URL: {exc}") from exc
 
-    @property
-    def enabled(self) -> bool:
-        return True
-
     def _failed(self, operation: str, exc: BaseException) -> None:
+        """Back off, report and warn: once per back-off period, since Redis is not tried meanwhile."""
+        from keel.serving._logging import service_log
+
         self._down_until = time.monotonic() + self._retry_after
         if self._on_error is not None:
             self._on_error(operation, exc)
+        service_log.warning("prediction cache %s: %s failed (%s); scoring without the cache", self.uri, operation, exc)
 
     def get(self, key: str) -> Any:
         """The answer stored under ``key``, or ``None`` (absent, or Redis failed: the failure is reported)."""
@@ -184,6 +217,7 @@ class RedisPredictionCache:
             self._failed("put", exc)
 
     def close(self) -> None:
+        """Close the connection pool."""
         with contextlib.suppress(*self._errors):
             self._client.close()
 
@@ -193,28 +227,53 @@ def cache_prefix(project_name: str) -> str:
     return f"keel:pred:{project_name}:"
 
 
-def open_cache(
-    setting: str,
-    *,
-    project_name: str,
-    size: int,
-    ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS,
-    on_error: Callable[[str, BaseException], None] | None = None,
-) -> PredictionCache | RedisPredictionCache:
-    """The cache the project's ``cache`` setting names: ``memory`` (an LRU of ``size``), ``none`` or a
-    ``redis://`` / ``rediss://`` URL.
+# -- the builders of the plug-in table (keel._backends: "cache") ---------------------------------------------
+@dataclass(frozen=True)
+class CacheOptions:
+    """What a cache builder may use; each backend takes the settings that apply to it.
 
-    Raises:
-        ConfigError: any other setting, or an invalid Redis URL.
-        MissingExtraError: a Redis cache without redis-py installed.
+    Attributes:
+        project_name: namespaces a shared cache's keys (:func:`cache_prefix`).
+        size: answers an in-process cache keeps (0: none).
+        ttl_seconds: how long a Redis cache keeps an answer.
+        on_error: told of each backend failure (the prediction service counts them).
     """
-    text = setting.strip()
-    if text.lower() == "memory":
-        return PredictionCache(size)
-    if text.lower() == "none":
-        return PredictionCache(0)
-    if text.startswith(("redis://", "rediss://", "unix://")):
-        return RedisPredictionCache(text, prefix=cache_prefix(project_name), ttl_seconds=ttl_seconds, on_error=on_error)
-    raise ConfigError(
-        f"cache: {setting!r} is not a prediction cache; use 'memory', 'none' or a redis://host:port/db URL"
+
+    project_name: str
+    size: int = DEFAULT_CACHE_SIZE
+    ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS
+    on_error: OnCacheError | None = None
+
+
+def memory_cache(setting: str, options: CacheOptions) -> PredictionCache:
+    """``memory``: an LRU of ``options.size`` answers in this process (no TTL, no backend to fail)."""
+    return MemoryPredictionCache(options.size)
+
+
+def no_cache(setting: str, options: CacheOptions) -> PredictionCache:
+    """``none``: every request is scored."""
+    return MemoryPredictionCache(0)
+
+
+def redis_cache(setting: str, options: CacheOptions) -> PredictionCache:
+    """``redis://``, ``rediss://``, ``unix://``: Redis under the project's prefix, for ``options.ttl_seconds``."""
+    return RedisPredictionCache(
+        setting, prefix=cache_prefix(options.project_name), ttl_seconds=options.ttl_seconds, on_error=options.on_error
     )
+
+
+# -- the key -------------------------------------------------------------------------------------------------
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def cache_key(model: LoadedModel, rows: Sequence[Sequence[Any]]) -> str:
+    """SHA-256 of the model's name, version and package digest and the resolved input rows, as canonical JSON."""
+    digest = hashlib.sha256()
+    digest.update(orjson.dumps([model.name, model.version, model.digest]))
+    digest.update(orjson.dumps(rows, default=_canonical, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()

@@ -8,17 +8,16 @@ reads of many entities, run in the thread pool so that they never stall other re
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from keel.errors import ValidationError
-from keel.serving._app import DirectRoute, create_service_app
+from keel.serving._app import Endpoint, add_endpoints, create_service_app
 from keel.serving._body import check_fields, json_type, read_json_object
 from keel.serving._http import json_bytes
 from keel.serving._rows import rows_frame
@@ -31,12 +30,13 @@ from keel.serving._schemas import (
 )
 
 if TYPE_CHECKING:
-    from keel.project import Project
+    import pandas as pd
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "PROJECT_VARIABLE", "app_from_environment", "create_feature_app"]
+    from keel.features import FeatureView
+    from keel.online import OnlineFeatureService
 
-#: Where :func:`app_from_environment` finds the project folder (the CLI's ``--project`` sets it).
-PROJECT_VARIABLE = "KEEL_PROJECT"
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "PushOutcome", "PushRows", "create_feature_app"]
+
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Stores read on the event loop (in-process, microseconds per read); others are read in the thread pool.
 _LOCAL_STORES = frozenset({"memory", "sqlite"})
@@ -55,6 +55,27 @@ Online feature values for real-time inference, and streaming writes.
 Every error is a JSON object `{"error": {"type", "message", "field", "row", "request_id"}}`. When the server
 has a `KEEL_API_TOKEN`, every endpoint but `/health` and these docs needs `Authorization: Bearer <token>`.
 """
+
+
+class PushOutcome(Protocol):
+    """What the feature server reports of a push (``keel.Project.push`` returns one)."""
+
+    @property
+    def view(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def online_rows(self) -> int: ...
+    @property
+    def offline_version(self) -> int | None: ...
+    @property
+    def warnings(self) -> list[str]: ...
+
+
+class PushRows(Protocol):
+    """Writes validated rows of a view to the online store, the offline store or both (``Project.push``)."""
+
+    def __call__(self, view: str, df: pd.DataFrame, *, to: str) -> PushOutcome: ...
 
 
 def _body_schema(model: type[FeaturesRequest] | type[PushRequest]) -> dict[str, Any]:
@@ -114,37 +135,45 @@ def _entity_count(entities: Any) -> int:
 
 
 def create_feature_app(
-    project: Project,
+    online: OnlineFeatureService,
+    push: PushRows,
     *,
+    feature_view: Callable[[str], FeatureView],
+    join_keys: Callable[[FeatureView], list[str]],
+    store_kind: str = "",
     api_token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    close_project: bool = False,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The feature server of ``project``: ``POST /features``, ``POST /push``, ``GET /health``, ``GET /metrics``
-    and the OpenAPI docs at ``/docs``.
+    """The feature server: ``POST /features``, ``POST /push``, ``GET /health``, ``GET /metrics`` and the
+    OpenAPI docs at ``/docs``.
 
     Args:
-        project: the project whose online store is served. Its backends are opened now, so a configuration
-            error shows at startup rather than at the first request.
+        online: the online reads ``POST /features`` serves (its backends open: a configuration error then
+            shows at startup rather than at the first request).
+        push: writes the rows of ``POST /push``, validated like ingestion.
+        feature_view: the registered view of a name (the JSON rows are checked against its schema).
+        join_keys: a view's join keys.
+        store_kind: the online store's kind: ``memory`` and ``sqlite`` (microseconds per read) are read on the
+            event loop, any other in the thread pool.
         api_token: the bearer token requests need; ``None`` reads ``KEEL_API_TOKEN`` (unset: no token).
         max_body_bytes: larger request bodies are refused with 413.
-        close_project: close the project when the app shuts down (when the app owns it).
+        on_shutdown: called when the app shuts down (``Project.feature_app`` closes the project).
 
     Example:
-        >>> app = create_feature_app(keel.Project.open("."))  # doctest: +SKIP
+        >>> app = keel.Project.open(".").feature_app()  # doctest: +SKIP
         >>> uvicorn.run(app, port=6566)  # doctest: +SKIP
     """
-    project.online  # noqa: B018  opens the catalog and the store now, before requests race to do it
-    inline = project.online_store.kind in _LOCAL_STORES
-    online_features = project.online_features
+    inline = store_kind in _LOCAL_STORES
+    online_features = online.get
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            if close_project:
-                project.close()
+            if on_shutdown is not None:
+                on_shutdown()
 
     app = create_service_app(
         title="Keel feature server",
@@ -153,7 +182,6 @@ def create_feature_app(
         api_token=api_token,
         lifespan=lifespan,
     )
-    app.state.project = project
 
     async def read_features(request: Request) -> Response:
         """Latest values of ``features`` for each entity, in request order.
@@ -179,7 +207,7 @@ def create_feature_app(
             json_bytes({"features": result.to_dict(), "versions": result.versions}), media_type="application/json"
         )
 
-    async def push(request: Request) -> Response:
+    async def push_rows(request: Request) -> Response:
         """Write rows of a feature view, validated like ingestion: upserted into the online store (rows older
         than the stored ones are ignored), appended as a new offline version, or both."""
         body = await read_json_object(request, max_bytes=max_body_bytes)
@@ -189,7 +217,7 @@ def create_feature_app(
             raise ValidationError(f"'view' must be a feature view's name, got {json_type(view)}", field="view")
         if to not in _PUSH_TARGETS:
             raise ValidationError(f"'to' must be 'online', 'offline' or 'both', got {to!r}", field="to")
-        result = await run_in_threadpool(_push, project, view, body["rows"], to)
+        result = await run_in_threadpool(_push_rows, push, feature_view, join_keys, view, body["rows"], to)
         return Response(
             json_bytes(
                 {
@@ -203,36 +231,37 @@ def create_feature_app(
             media_type="application/json",
         )
 
-    for path, endpoint, summary, request_model, response_model in (
-        ("/features", read_features, "Read online feature values", FeaturesRequest, FeaturesResponse),
-        ("/push", push, "Push rows of a feature view", PushRequest, PushResponse),
-    ):
-        app.router.add_api_route(
-            path,
-            endpoint,
-            methods=["POST"],
-            route_class_override=DirectRoute,
-            tags=["features"],
-            summary=summary,
-            response_model=response_model,
-            responses=_BAD_REQUEST,
-            openapi_extra=_body_schema(request_model),
-        )
+    add_endpoints(
+        app,
+        (
+            Endpoint(
+                path,
+                endpoint,
+                "POST",
+                "features",
+                summary,
+                response_model=response_model,
+                responses=_BAD_REQUEST,
+                openapi_extra=_body_schema(request_model),
+                name=name,
+            )
+            for path, endpoint, name, summary, request_model, response_model in (
+                ("/features", read_features, None, "Read online feature values", FeaturesRequest, FeaturesResponse),
+                ("/push", push_rows, "push", "Push rows of a feature view", PushRequest, PushResponse),
+            )
+        ),
+    )
     return app
 
 
-def _push(project: Project, view_name: str, rows: Any, to: str) -> Any:
-    view = project.feature_view(view_name)
-    frame = rows_frame(rows, view, project.definitions.join_keys(view))
-    return project.push(view_name, frame, to=to)
-
-
-def app_from_environment() -> FastAPI:
-    """The feature server of the project in ``$KEEL_PROJECT`` (default: the current folder), owning it.
-
-    The app factory uvicorn's worker processes call (``keel serve-features --workers N``).
-    """
-    from keel.project import Project
-
-    project = Project.open(os.environ.get(PROJECT_VARIABLE) or ".")
-    return create_feature_app(project, close_project=True)
+def _push_rows(
+    push: PushRows,
+    feature_view: Callable[[str], FeatureView],
+    join_keys: Callable[[FeatureView], list[str]],
+    view_name: str,
+    rows: Any,
+    to: str,
+) -> PushOutcome:
+    """Push the JSON ``rows`` of a view, checked against its schema first."""
+    view = feature_view(view_name)
+    return push(view_name, rows_frame(rows, view, join_keys(view)), to=to)

@@ -25,7 +25,7 @@ def background_server(app: Any, *, host: str = "127.0.0.1", port: int = 0, timeo
         BackendError: the server did not start within ``timeout`` seconds (its startup failed).
 
     Example:
-        >>> with background_server(create_prediction_app(project, ["churn@champion"])) as url:  # doctest: +SKIP
+        >>> with background_server(project.prediction_app(["churn@champion"])) as url:  # doctest: +SKIP
         ...     urllib.request.urlopen(f"{url}/ready")
     """
     import uvicorn
