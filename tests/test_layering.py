@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"artifacts", "catalog", "features", "models", "offline", "profiles"},
     "prediction_log": {"engines", "features", "models"},
     "serving": {"_backends", "definitions", "features", "models", "online", "prediction_log"},
-    "batch": {"artifacts", "features", "models"},
+    "batch": {"artifacts", "catalog", "features", "models"},
     "monitoring": {"artifacts", "catalog", "models", "prediction_log", "profiles", "training"},
     "retraining": {"catalog", "models", "training"},
     # The faces: they build and wire everything below them.
