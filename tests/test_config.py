@@ -250,7 +250,8 @@ def test_a_bare_path_as_catalog_is_a_config_error_listing_the_valid_schemes() ->
 
 
 def test_an_unknown_interface_is_a_config_error_listing_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown backend interface 'teleporter'; known interfaces are: catalog"):
+    known = r"known interfaces are: cache, catalog"
+    with pytest.raises(ConfigError, match=r"unknown backend interface 'teleporter'; " + known):
         backend_class("teleporter", "x://y")
 
 

@@ -350,7 +350,15 @@ class Project:
         """
         from keel.online import push_rows
 
-        return push_rows(view, df, to=to, definitions=self.definitions, offline=self.offline, store=self.online_store)
+        return push_rows(
+            view,
+            df,
+            to=to,
+            definitions=self.definitions,
+            offline=self.offline,
+            # Only a push that writes online opens the online store (an offline push never touches it).
+            store=self.online_store if to in ("online", "both") else None,
+        )
 
     # -- training and models ---------------------------------------------------------------------------------
     def training_spec(self, name: str) -> TrainingSpec:

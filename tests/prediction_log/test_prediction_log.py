@@ -238,7 +238,9 @@ def test_files_rotate_by_size(served: Path, tmp_path: Path) -> None:
                 post(c, [{"customer_id": i}, {"customer_id": i + 1}])
             deadline = time.monotonic() + 10
             while len(log_files(project)) < 3:  # each file is over 1 byte once written: closed at once
-                assert time.monotonic() < deadline, "the files were not rotated by size"
+                log = c.app.state.prediction_log
+                seen = f"{len(log_files(project))} files, {log.rows_written} rows written, {log.rows_dropped} dropped"
+                assert time.monotonic() < deadline, f"the files were not rotated by size ({seen})"
                 time.sleep(0.02)
         files = log_files(project)
         assert len(files) == 3

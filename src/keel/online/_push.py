@@ -49,12 +49,13 @@ def push_rows(
     to: str,
     definitions: Definitions,
     offline: OfflineFeatureService,
-    store: OnlineStore,
+    store: OnlineStore | None,
 ) -> PushResult:
     """Validate ``df`` against ``view`` and write it to the online store, the offline store, or both.
 
-    The offline side is written first: it is the one that can refuse (a changed definition, a key of another
-    type), and a refused push must leave both stores untouched.
+    ``store`` may be ``None`` for a push ``to="offline"``. The offline side is written first: it is the one
+    that can refuse (a changed definition, a key of another type), and a refused push must leave both stores
+    untouched.
 
     Raises:
         ValidationError: a bad ``to``, no rows, rows that do not match the view's schema.
@@ -87,6 +88,8 @@ def push_rows(
         offline_version = appended.version.version
     online_rows = 0
     if to in ("online", "both"):
+        if store is None:
+            raise ValidationError(f"push to {definition.name!r}: to={to!r} needs an online store", field="to")
         online_rows = store.write_batch(
             definition.name,
             validated.table,
