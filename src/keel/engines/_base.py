@@ -1,17 +1,35 @@
 """The engine interface: the heavy data operations, so that a Spark engine can replace the local one.
 
-:class:`Engine` is the interface the offline and online stores call. :class:`EngineBase` is the base class an
-engine implements it with: its public methods wrap the engine's ``_``-prefixed implementations and translate
-the engine library's exceptions into the one error tree, so that every engine reports the same failure with
-the same Keel error and the same message (only the engine's name and the library's own text differ).
+Data crosses the interface **by reference**: files at rest (:class:`Files`), a small Arrow table held in memory
+(``pa.Table``: entity frames of a notebook, a pushed delta), or an engine's own frame (:data:`EngineFrame`, a
+Spark ``DataFrame``) that never leaves the engine. What an operation writes comes back as :class:`Written`:
+the files under the folder it was given, with their row counts and SHA-256. Nothing large is collected in the
+calling process: the Spark engine's driver sees row counts, statistics and digests, never the rows.
+
+:class:`Engine` is the interface the offline store, materialization and batch scoring call.
+:class:`EngineBase` is the base class an engine implements it with: its public methods wrap the engine's
+``_``-prefixed implementations and translate the engine library's exceptions into the one error tree, so that
+every engine reports the same failure with the same Keel error and the same message (only the engine's name
+and the library's own text differ).
+
+Three definitions make two engines give identical results:
+
+- **Row order is data.** Ingest writes :data:`SEQ`, each row's position in the source (files in the order
+  given, rows in file order), counting from the ``first_sequence`` it is handed; a push continues after its
+  parent. Ties on event time (after the created timestamp) go to the larger sequence number, on every engine.
+- **The digest does not depend on row order or engine** (:mod:`keel.engines._digest`): a multiset hash of the
+  normalised rows (without :data:`SEQ`), combined per partition by addition.
+- **One normalisation** (:class:`Normalisation`): the same declared rules, compiled by each engine (Arrow
+  compute locally, Spark SQL on Spark), with the same error naming the same column and source row.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from keel.errors import BackendError, KeelError
 
@@ -21,6 +39,152 @@ if TYPE_CHECKING:
 #: Names Keel adds to tables it builds; user columns may not start with ``__keel``.
 ROW = "__keel_row"
 TS = "__keel_ts"
+#: The sequence column of ingested versions: the row's position in its source, after its parent's rows.
+SEQ = "__keel_seq"
+
+#: Versions with more rows than this are written as one folder per month of event time.
+PARTITION_ROWS = 1_000_000
+
+#: An engine's own frame (a Spark ``DataFrame``): passed through, never collected.
+EngineFrame = Any
+
+
+@dataclass(frozen=True)
+class Files:
+    """Data at rest that an engine reads itself.
+
+    Attributes:
+        uris: the files (local paths or URIs, ``s3://…``), read in this order (it defines :data:`SEQ`).
+        format: ``parquet`` or ``csv``.
+        options: format options as text (CSV: ``delimiter``, ``header``), the same on every engine.
+        describe: how messages name the data (``parquet source 'data/activity.parquet'``).
+    """
+
+    uris: tuple[str, ...]
+    format: Literal["parquet", "csv"] = "parquet"
+    options: tuple[tuple[str, str], ...] = ()
+    describe: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name the data."""
+        if self.describe:
+            return self.describe
+        first = self.uris[0] if self.uris else "(no files)"
+        more = f" and {len(self.uris) - 1} more" if len(self.uris) > 1 else ""
+        return f"{self.format} files {first!r}{more}"
+
+
+#: What an operation reads: files, a small in-memory Arrow table, or an engine's own frame.
+Data = Any  # Files | pa.Table | EngineFrame
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """One file an operation wrote.
+
+    Attributes:
+        path: the file's path relative to :attr:`Written.folder` (``month=2024-01/part-0.parquet``).
+        rows: the rows it holds.
+        sha256: the SHA-256 of its bytes, lowercase hex.
+    """
+
+    path: str
+    rows: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Written:
+    """The files an operation wrote under ``folder`` (a local path or a URI)."""
+
+    folder: str
+    files: tuple[WrittenFile, ...]
+
+    @property
+    def rows(self) -> int:
+        """The rows of every file."""
+        return sum(f.rows for f in self.files)
+
+    def uris(self) -> tuple[str, ...]:
+        """Every file's full path or URI, in order."""
+        return tuple(f"{self.folder.rstrip('/')}/{f.path}" for f in self.files)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """The declared rules that turn a source's rows into a version's rows, compiled by each engine.
+
+    Keys become ``int64`` (integer sources) or ``string`` (text sources) — or, when :attr:`key_types` names
+    them, exactly those types (a push must store what its parent stores); the event time becomes a UTC
+    microsecond timestamp (finer units rounded up, naive values taken as UTC with a warning, never null); the
+    created time the same but nullable and truncated; every feature its declared dtype (NaN is null). Only
+    the declared columns are kept, in the order keys, event time, created time, features, then :data:`SEQ`.
+
+    The first offending value is reported as a :class:`~keel.errors.ValidationError` naming the view, the
+    column and the row (counted from 0 in source order, as :data:`SEQ` counts them less ``first_sequence``).
+
+    Attributes:
+        view: the feature view's name (for messages).
+        join_keys: the key columns.
+        timestamp: the event-time column.
+        created_timestamp: the created-time column, if any.
+        features: ``(name, dtype)`` of each feature, in schema order.
+        key_types: ``(key, "int64" | "string")`` the keys must have; empty: inferred from the source.
+    """
+
+    view: str
+    join_keys: tuple[str, ...]
+    timestamp: str
+    created_timestamp: str | None
+    features: tuple[tuple[str, str], ...]
+    key_types: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """The declared columns, in stored order (without :data:`SEQ`)."""
+        out = [*self.join_keys, self.timestamp]
+        if self.created_timestamp:
+            out.append(self.created_timestamp)
+        return out + [name for name, _ in self.features]
+
+    def dtypes(self, key_types: dict[str, str]) -> dict[str, str]:
+        """Every stored column's dtype (keys as given), in stored order; what statistics are computed of."""
+        out = {k: key_types[k] for k in self.join_keys}
+        out[self.timestamp] = "timestamp"
+        if self.created_timestamp:
+            out[self.created_timestamp] = "timestamp"
+        out.update(self.features)
+        return out
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What :meth:`Engine.ingest` found and wrote, in one pass over the source.
+
+    Attributes:
+        written: the version's files under the folder given (``None`` when the digest matched
+            ``unless_digest`` and nothing was written).
+        rows: rows read from the source (= rows written).
+        key_types: each key's stored type, ``int64`` or ``string``.
+        event_time_min: the earliest event time.
+        event_time_max: the latest event time.
+        duplicates: rows sharing (keys, event time) with another row before them.
+        statistics: per stored column, as :meth:`Engine.column_statistics` gives them (empty when nothing
+            was written).
+        digest: the order-independent content digest of the normalised rows (:mod:`keel.engines._digest`).
+        warnings: what was noticed and corrected (naive timestamps taken as UTC ...).
+    """
+
+    written: Written | None
+    rows: int
+    key_types: dict[str, str]
+    event_time_min: datetime | None
+    event_time_max: datetime | None
+    duplicates: int
+    statistics: dict[str, dict[str, Any]]
+    digest: str
+    warnings: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -36,6 +200,8 @@ class PointInTimeSource:
         features: stored column -> output column name, in output order.
         ttl: how long a value stays valid; ``None`` for ever.
         deduplicate: whether some (keys, event time) appear twice, so ties must be broken.
+        sequence: the sequence column breaking the remaining ties (:data:`SEQ`); ``None`` for versions
+            written before Keel wrote one, whose ties the local engine breaks by file position.
     """
 
     view: str
@@ -46,16 +212,64 @@ class PointInTimeSource:
     features: tuple[tuple[str, str], ...]
     ttl: timedelta | None
     deduplicate: bool
+    sequence: str | None = SEQ
+
+
+@runtime_checkable
+class PackageSource(Protocol):
+    """A model package by reference (:class:`keel.models.PackageRef`): picklable, loaded and verified by
+    whoever scores with it, once per process."""
+
+    name: str
+    digest: str
+
+    def load(self) -> Any:
+        """The verified, deserialized package."""
+        ...
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How :meth:`Engine.score` scores.
+
+    Attributes:
+        id_column: the input column copied to the output beside each prediction (``None``: none).
+        probabilities: add one ``proba_<class>`` column per class (classifiers).
+        request: columns of the input passed to the package as request fields (on-demand features).
+    """
+
+    id_column: str | None = None
+    probabilities: bool = False
+    request: tuple[str, ...] = ()
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """What the offline store needs from a compute engine."""
+    """What the offline store, materialization and batch scoring need from a compute engine."""
 
     name: str
 
+    def ingest(
+        self,
+        data: Data,
+        rules: Normalisation,
+        into: str,
+        *,
+        first_sequence: int = 0,
+        unless_digest: str | None = None,
+        partition_rows: int = PARTITION_ROWS,
+    ) -> Ingested:
+        """Normalise ``data`` by ``rules`` and write it as a version's Parquet files under the folder ``into``.
+
+        One pass: normalisation (and its first-error report), :data:`SEQ`, duplicate count, event-time bounds,
+        statistics, digest and the write: one file, or with more than ``partition_rows`` rows one folder per
+        month of event time (``month=YYYY-MM/``), the engine choosing the files inside. When the digest
+        equals ``unless_digest``, nothing is written (:attr:`Ingested.written` is ``None``).
+        """
+        ...
+
     def point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
-        """Join each source's latest value at or before each entity row's time, within the TTL.
+        """Join each source's latest value at or before each entity row's time, within the TTL (in memory).
 
         ``entities`` holds ``__keel_row`` (0..n-1), ``__keel_ts`` (UTC timestamp) and the join keys. The
         result has ``__keel_row`` and every output feature column, one row per entity row, ordered by
@@ -63,27 +277,58 @@ class Engine(Protocol):
         """
         ...
 
-    def latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
-        """Per entity, the latest row with event time in ``(start, end]`` (keys, event time, features)."""
+    def join_to(
+        self,
+        entities: Data,
+        sources: list[PointInTimeSource],
+        *,
+        timestamp: str,
+        key_types: dict[str, str],
+        into: str | None,
+    ) -> Written | EngineFrame:
+        """The point-in-time join of an entity table at rest (files or an engine frame), never collected.
+
+        Every entity row is kept with all its columns, followed by the sources' output columns; ``timestamp``
+        is the entity time column (zoned values converted to UTC, naive ones taken as UTC), keys are cast to
+        ``key_types``. Written as Parquet under ``into``; with ``into=None`` the engine's frame is returned.
+        Row order is not kept.
+        """
         ...
 
-    def column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    def latest_per_entity(
+        self, src: PointInTimeSource, *, start: datetime | None, end: datetime, batch_rows: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """Per entity, the latest row with event time in ``(start, end]`` (keys, event time, features), in
+        batches of at most ``batch_rows`` rows: memory stays bounded whatever the number of entities."""
+        ...
+
+    def stale_entities(
+        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+    ) -> int:
+        """How many entities' latest row in ``(start, end]`` of ``old`` has no row as recent in ``new``."""
+        ...
+
+    def column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
         """Per-column statistics: count, nulls, min, max, mean, std, quantiles, top categories."""
         ...
 
-    def count_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int:
+    def count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         """How many rows share their (keys, event time) with an earlier row."""
+        ...
+
+    def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
+        """Score every row of ``data`` with ``package`` (loaded and verified once per worker process) and write
+        the predictions as Parquet under ``into``: the id column, ``prediction``, and probabilities."""
         ...
 
 
 class EngineBase(ABC):
     """The base class of engines: error translation around each operation (Kedro's ``load``/``_load``).
 
-    A subclass implements :meth:`_point_in_time_join`, :meth:`_latest_per_entity`, :meth:`_column_statistics`
-    and :meth:`_count_duplicates` (same arguments and results as the public methods, documented on
-    :class:`Engine`), and :meth:`_error_type`, which says which Keel error each of its library's exceptions
-    is. A public method then raises, for any exception that is not already a Keel error, that Keel error with
-    the message ``"<engine>: <operation> failed: <the library's message>"`` and the library's exception as its
+    A subclass implements the ``_``-prefixed twin of every operation of :class:`Engine` (same arguments and
+    results), and :meth:`_error_type`, which says which Keel error each of its library's exceptions is. A
+    public method then raises, for any exception that is not already a Keel error, that Keel error with the
+    message ``"<engine>: <operation> failed: <the library's message>"`` and the library's exception as its
     ``__cause__``; Keel errors raised inside pass through unchanged.
 
     Which Keel error a failure is (every engine keeps this, the conformance suite checks it):
@@ -103,6 +348,31 @@ class EngineBase(ABC):
         """How messages name this engine."""
         return f"{self.name} engine"
 
+    def ingest(
+        self,
+        data: Data,
+        rules: Normalisation,
+        into: str,
+        *,
+        first_sequence: int = 0,
+        unless_digest: str | None = None,
+        partition_rows: int = PARTITION_ROWS,
+    ) -> Ingested:
+        """See :meth:`Engine.ingest`."""
+        try:
+            return self._ingest(
+                data,
+                rules,
+                into,
+                first_sequence=first_sequence,
+                unless_digest=unless_digest,
+                partition_rows=partition_rows,
+            )
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"ingest of feature view {rules.view!r}", exc) from exc
+
     def point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
         """See :meth:`Engine.point_in_time_join`."""
         try:
@@ -110,37 +380,81 @@ class EngineBase(ABC):
         except KeelError:
             raise
         except Exception as exc:
-            views = ", ".join(repr(src.view) for src in sources)
-            noun = "view" if len(sources) == 1 else "views"
-            raise self._failure(f"point-in-time join of feature {noun} {views}", exc) from exc
+            raise self._failure(f"point-in-time join of {_views(sources)}", exc) from exc
 
-    def latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
-        """See :meth:`Engine.latest_per_entity`."""
+    def join_to(
+        self,
+        entities: Data,
+        sources: list[PointInTimeSource],
+        *,
+        timestamp: str,
+        key_types: dict[str, str],
+        into: str | None,
+    ) -> Written | EngineFrame:
+        """See :meth:`Engine.join_to`."""
         try:
-            return self._latest_per_entity(src, start=start, end=end)
+            return self._join_to(entities, sources, timestamp=timestamp, key_types=key_types, into=into)
         except KeelError:
             raise
         except Exception as exc:
-            raise self._failure(f"latest values of feature view {src.view!r}", exc) from exc
+            raise self._failure(f"point-in-time join of {_views(sources)}", exc) from exc
 
-    def column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    def latest_per_entity(
+        self, src: PointInTimeSource, *, start: datetime | None, end: datetime, batch_rows: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """See :meth:`Engine.latest_per_entity`."""
+        operation = f"latest values of feature view {src.view!r}"
+        try:
+            batches = self._latest_per_entity(src, start=start, end=end, batch_rows=batch_rows)
+            while True:  # a lazy engine fails while the batches are read: translate there too
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                yield batch
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(operation, exc) from exc
+
+    def stale_entities(
+        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+    ) -> int:
+        """See :meth:`Engine.stale_entities`."""
+        try:
+            return self._stale_entities(old, new, start=start, end=end)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"comparing two versions of feature view {new.view!r}", exc) from exc
+
+    def column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
         """See :meth:`Engine.column_statistics`."""
         try:
-            return self._column_statistics(table, dtypes)
+            return self._column_statistics(data, dtypes)
         except KeelError:
             raise
         except Exception as exc:
             raise self._failure(f"statistics of columns {', '.join(map(repr, dtypes))}", exc) from exc
 
-    def count_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int:
+    def count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         """See :meth:`Engine.count_duplicates`."""
         try:
-            return self._count_duplicates(table, keys, timestamp)
+            return self._count_duplicates(data, keys, timestamp)
         except KeelError:
             raise
         except Exception as exc:
             columns = ", ".join(map(repr, [*keys, timestamp]))
             raise self._failure(f"counting duplicates of ({columns})", exc) from exc
+
+    def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
+        """See :meth:`Engine.score`."""
+        try:
+            return self._score(data, package, into, scoring=scoring)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"scoring with model {package.name!r}", exc) from exc
 
     def _failure(self, operation: str, exc: Exception) -> KeelError:
         """The Keel error of a library exception raised by ``operation``."""
@@ -152,13 +466,51 @@ class EngineBase(ABC):
         return BackendError
 
     @abstractmethod
+    def _ingest(
+        self,
+        data: Data,
+        rules: Normalisation,
+        into: str,
+        *,
+        first_sequence: int,
+        unless_digest: str | None,
+        partition_rows: int,
+    ) -> Ingested: ...
+
+    @abstractmethod
     def _point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table: ...
 
     @abstractmethod
-    def _latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table: ...
+    def _join_to(
+        self,
+        entities: Data,
+        sources: list[PointInTimeSource],
+        *,
+        timestamp: str,
+        key_types: dict[str, str],
+        into: str | None,
+    ) -> Written | EngineFrame: ...
 
     @abstractmethod
-    def _column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]: ...
+    def _latest_per_entity(
+        self, src: PointInTimeSource, *, start: datetime | None, end: datetime, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]: ...
 
     @abstractmethod
-    def _count_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int: ...
+    def _stale_entities(
+        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+    ) -> int: ...
+
+    @abstractmethod
+    def _column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]: ...
+
+    @abstractmethod
+    def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int: ...
+
+    @abstractmethod
+    def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written: ...
+
+
+def _views(sources: list[PointInTimeSource]) -> str:
+    views = ", ".join(repr(src.view) for src in sources)
+    return f"feature {'view' if len(sources) == 1 else 'views'} {views}"
