@@ -27,8 +27,8 @@ def test_the_default_configuration_builds_the_local_engine() -> None:
 
 
 def test_an_engine_without_a_builder_is_a_config_error_listing_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"engine 'spark': unknown scheme 'spark'; valid schemes are: local"):
-        open_engine(KeelConfig(engine="spark"))
+    with pytest.raises(ConfigError, match=r"engine 'flink': unknown scheme 'flink'; valid schemes are: local, spark"):
+        open_engine(KeelConfig.model_construct(engine="flink"))
 
 
 def test_the_engine_reads_through_the_filesystems_it_is_built_with() -> None:

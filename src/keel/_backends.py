@@ -33,6 +33,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     },
     "engine": {
         "local": "keel._backends:build_local_engine",
+        "spark": "keel._backends:build_spark_engine",
     },
     # builders (setting, CacheOptions) -> PredictionCache: each backend takes the options that apply to it
     "cache": {
@@ -96,6 +97,22 @@ def build_local_engine(config: KeelConfig, filesystems: list[Any]) -> Engine:
     from keel.engines.local import LocalEngine
 
     return LocalEngine(filesystems=filesystems)
+
+
+def build_spark_engine(config: KeelConfig, filesystems: list[Any]) -> Engine:
+    """The Spark engine, from ``spark: {master, conf, app_name}``; its session starts on first use, so building
+    it needs neither Java nor a cluster (``Project.open`` stays fast).
+
+    Raises:
+        MissingExtraError: PySpark is not installed (``pip install 'keel[spark]'``).
+    """
+    from keel.engines._spark_session import import_pyspark
+    from keel.engines.spark import SparkEngine
+
+    import_pyspark()
+    return SparkEngine(
+        master=config.spark.master, conf=config.spark.conf, app_name=config.spark.app_name, filesystems=filesystems
+    )
 
 
 def open_cache(setting: str, options: Any) -> Any:

@@ -22,12 +22,13 @@ An environment variable ``KEEL_<KEY>`` overrides a top-level key (``KEEL_CATALOG
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from keel.errors import ConfigError
@@ -48,12 +49,40 @@ engine: local                           # spark
 
 
 class SparkConfig(BaseModel):
-    """Settings of the Spark engine."""
+    """Settings of the Spark engine (``engine: spark``).
+
+    Attributes:
+        master: where Spark runs: ``local[*]`` (or ``local[N]``: in this process, N cores), ``spark://host:port``
+            (a standalone cluster; several masters as ``spark://h1:7077,h2:7077``) or ``sc://host:port`` (a Spark
+            Connect server).
+        conf: Spark settings applied when the session starts (``spark.executor.memory: 4g`` ...).
+        app_name: the application's name in Spark's UI and logs.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     master: str = "local[*]"
     conf: dict[str, str] = Field(default_factory=dict)
+    app_name: str = "keel"
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        text = value.strip()
+        if not _SPARK_MASTER.fullmatch(text):
+            raise ValueError(
+                f"{value!r} is not a Spark master Keel knows; use local[*], local[N], spark://host:port "
+                "or sc://host:port (Spark Connect)"
+            )
+        return text
+
+
+#: ``local``, ``local[4]``, ``local[*]``, ``local[4,2]``; ``spark://h:7077[,h2:7077]``; ``sc://h:15002[/;options]``.
+_SPARK_MASTER = re.compile(
+    r"local(\[(\*|\d+)(,\s*\d+)?\])?"
+    r"|spark://[\w.\-]+(:\d+)?(,[\w.\-]+(:\d+)?)*"
+    r"|sc://[\w.\-]+(:\d+)?(/.*)?"
+)
 
 
 class PredictionLogConfig(BaseModel):

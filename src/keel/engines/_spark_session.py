@@ -1,0 +1,201 @@
+"""The Spark session of this process: started once, on first use, with the settings Keel's results depend on.
+
+Spark allows one ``SparkContext`` per process, so every :class:`~keel.engines.spark.SparkEngine` of the process
+shares one session (a session already started by the user is reused, not replaced). Whatever started it, three
+runtime settings are always applied, because results depend on them:
+
+- ``spark.sql.session.timeZone=UTC``: timestamps are instants, rendered and bucketed (``month=YYYY-MM``) in UTC;
+- ``spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS``: Keel's Parquet timestamps are microseconds, which
+  every reader (pyarrow, DuckDB, Spark itself) reads back as ``timestamp[us, tz=UTC]``;
+- ``spark.sql.execution.arrow.pyspark.enabled=true``: tables cross between Python and the JVM as Arrow.
+
+A local JVM (``local[*]``, ``spark://host:port``) is started with its own output sent to a log file in the
+temporary folder (:func:`log_path`): the JVM prints start-up notes on its console that no logging setting
+silences (``WARNING: Using incubator modules``), and a library must not write on its caller's terminal.
+``sc://host:port`` connects to a Spark Connect server instead; nothing starts locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from keel.errors import BackendError, MissingExtraError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+#: Settings Keel's results depend on: applied to every session the engine uses, even one it did not start.
+REQUIRED_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+#: Settings of a session Keel starts, unless the configuration says otherwise.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.ui.showConsoleProgress": "false",  # the progress bar is written on the console
+}
+
+#: The JVM's log: errors only, on its console (which is the log file, see the module docstring).
+LOG4J2_PROPERTIES = """\
+rootLogger.level = error
+rootLogger.appenderRef.console.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+"""
+
+_lock = threading.Lock()
+_session: SparkSession | None = None
+
+
+def log_path() -> str:
+    """Where the JVM this process starts writes its console output and log."""
+    return os.path.join(tempfile.gettempdir(), f"keel-spark-{os.getpid()}.log")
+
+
+@contextlib.contextmanager
+def quiet_pandas_warning() -> Iterator[None]:
+    """Silence PySpark's warning that it does not fully support pandas 3 yet.
+
+    PySpark raises it when imported and again on every Arrow function (``mapInArrow``). Keel moves data
+    between Python and Spark as Arrow tables, never as pandas frames, so the warning does not concern it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not yet fully support pandas", category=FutureWarning)
+        yield
+
+
+def import_pyspark() -> None:
+    """Import PySpark, or raise :class:`~keel.errors.MissingExtraError` naming the ``spark`` extra."""
+    try:
+        with quiet_pandas_warning():
+            import pyspark.sql
+            import pyspark.sql.functions
+            import pyspark.testing.utils  # noqa: F401  (where the warning is raised, on first use otherwise)
+    except ImportError as exc:
+        raise MissingExtraError("pyspark", "spark", "the Spark engine (engine: spark)") from exc
+
+
+def spark_session(
+    master: str = "local[*]", app_name: str = "keel", conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """The process's Spark session: the active one if there is one, else a new one started with these settings.
+
+    Args:
+        master: ``local[*]``, ``local[N]``, ``spark://host:port`` (a standalone cluster) or ``sc://host:port``
+            (Spark Connect).
+        app_name: the application's name in Spark's UI and logs.
+        conf: Spark settings (``spark.executor.memory`` ...), applied when the session starts; the settings of
+            :data:`REQUIRED_CONF` win over them.
+
+    Raises:
+        MissingExtraError: PySpark is not installed.
+        BackendError: no Java runtime to start Spark with, or Spark failed to start (the message names the log).
+    """
+    import_pyspark()
+    global _session
+    with _lock:
+        session = _session if _session is not None and _running(_session) else _existing()
+        if session is None:
+            session = _start(master, app_name, dict(conf or {}))
+        for key, value in REQUIRED_CONF.items():
+            if session.conf.get(key, None) != value:
+                session.conf.set(key, value)
+        _session = session
+        return session
+
+
+def _running(session: SparkSession) -> bool:
+    stopped = getattr(session, "is_stopped", None)  # Spark Connect
+    if stopped is not None:
+        return not stopped
+    return getattr(getattr(session, "_sc", None), "_jsc", None) is not None
+
+
+def _existing() -> SparkSession | None:
+    """A session the user started in this process (Spark allows one context per process)."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if SparkContext._active_spark_context is None:
+        return None
+    return SparkSession.builder.getOrCreate()
+
+
+def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    settings = {**DEFAULT_CONF, **conf, **REQUIRED_CONF}
+    if master.startswith("sc://"):
+        builder = SparkSession.builder.remote(master).appName(app_name)
+        for key, value in settings.items():
+            builder = builder.config(key, value)
+        try:
+            return builder.getOrCreate()
+        except Exception as exc:
+            raise BackendError(f"cannot connect to the Spark Connect server {master!r}: {exc}") from exc
+    _check_java()
+    # Spark's Python workers otherwise run whatever ``python3`` is on the PATH, which may lack Keel or pyarrow;
+    # and a host name that resolves to a remote address makes a local Spark wait on network timeouts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    logfile = log_path()
+    properties = os.path.join(tempfile.gettempdir(), f"keel-spark-log4j2-{os.getpid()}.properties")
+    with open(properties, "w") as f:
+        f.write(LOG4J2_PROPERTIES)
+    option = f"-Dlog4j2.configurationFile=file:{properties}"
+    settings["spark.driver.extraJavaOptions"] = " ".join(
+        part for part in (settings.get("spark.driver.extraJavaOptions", ""), option) if part
+    )
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    spark_conf = SparkConf().setMaster(master).setAppName(app_name).setAll(list(settings.items()))
+    try:
+        with open(logfile, "ab") as out:  # the JVM keeps its own copy of the file descriptor
+            gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": out, "stderr": out})  # type: ignore[no-untyped-call]
+        context = SparkContext(conf=spark_conf, gateway=gateway)
+    except Exception as exc:
+        raise BackendError(
+            f"Spark failed to start (master {master!r}): {exc}; Spark 4 needs Java 17 or later; "
+            f"the JVM's output is in {logfile}"
+        ) from exc
+    context.setLogLevel("ERROR")
+    log.debug("Spark %s started (master %s); its log is %s", context.version, master, logfile)
+    return SparkSession(context)
+
+
+def _check_java() -> None:
+    home = os.environ.get("JAVA_HOME")
+    if home and os.path.exists(os.path.join(home, "bin", "java")):
+        return
+    if shutil.which("java"):
+        return
+    raise BackendError(
+        "the Spark engine needs a Java runtime (Java 17 or later) and none was found: install one "
+        "(e.g. apt-get install openjdk-17-jre-headless) and put it on the PATH or set JAVA_HOME"
+    )
+
+
+def stop_session() -> None:
+    """Stop the session Keel uses, if any (tests; a long-lived process keeps it)."""
+    global _session
+    with _lock:
+        if _session is not None:
+            _session.stop()
+        _session = None
