@@ -143,7 +143,9 @@ def test_the_configuration_names_the_master_the_settings_and_the_application(spa
     assert (built.master, built.conf, built.app_name) == ("spark://head:7077", {"spark.executor.memory": "2g"}, "churn")
 
 
-@pytest.mark.parametrize("master", ["local", "local[*]", "local[4]", "spark://a.example:7077,b:7077", "sc://host:15002"])
+@pytest.mark.parametrize(
+    "master", ["local", "local[*]", "local[4]", "spark://a.example:7077,b:7077", "sc://host:15002"]
+)
 def test_known_masters_are_accepted(master: str) -> None:
     assert KeelConfig(spark={"master": master}).spark.master == master
 
@@ -176,7 +178,9 @@ def test_without_java_the_engine_says_java_17_is_needed(monkeypatch: pytest.Monk
 
 
 # -- ingest: what is written -----------------------------------------------------------------------------------
-def test_ingest_writes_the_normalised_rows_numbered_from_the_first_sequence(engine: SparkEngine, tmp_path: Path) -> None:
+def test_ingest_writes_the_normalised_rows_numbered_from_the_first_sequence(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
     table = pa.table(
         {
             "x": [1.5, float("nan"), None, 4.0],
@@ -338,7 +342,11 @@ def test_parquet_rows_are_numbered_in_the_order_of_the_uris_and_a_folders_files_
     engine: SparkEngine, spark: SparkSession, tmp_path: Path
 ) -> None:
     def part(path: Path, first: int, n: int) -> str:
-        columns = {"k": [i % 3 for i in range(first, first + n)], "t": at(*range(n)), "x": [float(i) for i in range(first, first + n)]}
+        columns = {
+            "k": [i % 3 for i in range(first, first + n)],
+            "t": at(*range(n)),
+            "x": [float(i) for i in range(first, first + n)],
+        }
         return write(path, columns, row_group_size=50)
 
     lone = part(tmp_path / "z.parquet", 0, 120)
@@ -356,7 +364,9 @@ def test_parquet_rows_are_numbered_in_the_order_of_the_uris_and_a_folders_files_
     assert stored.column("x").to_pylist() == [float(i) for i in range(470)]
 
 
-def test_a_spark_frame_is_numbered_in_its_partition_order(engine: SparkEngine, spark: SparkSession, tmp_path: Path) -> None:
+def test_a_spark_frame_is_numbered_in_its_partition_order(
+    engine: SparkEngine, spark: SparkSession, tmp_path: Path
+) -> None:
     table = pa.table({"k": [i % 4 for i in range(50)], "t": at(*range(50)), "x": [float(i) for i in range(50)]})
     frame = spark.createDataFrame(table).repartitionByRange(3, "x")  # three partitions, in order of x
 
@@ -377,6 +387,48 @@ def test_event_times_finer_than_microseconds_are_rounded_up(engine: SparkEngine,
     stored = read_version(ingested.written).sort_by(SEQ)
     micros = pc.cast(stored.column("t"), pa.int64()).to_pylist()
     assert micros == [1, 2, 1]
+
+
+def test_parquet_nanosecond_timestamps_as_pandas_writes_them_are_read(engine: SparkEngine, tmp_path: Path) -> None:
+    # Spark cannot read them itself; event times are rounded up, other timestamps truncated, as pyarrow does
+    nanos = pa.array([1_001, 2_000], pa.timestamp("ns", tz="UTC"))
+    naive = pa.array([1_999, None], pa.timestamp("ns"))
+    path = write(tmp_path / "ns.parquet", {"k": [1, 2], "t": nanos, "c": naive, "x": [1.0, 2.0]})
+
+    ingested = engine.ingest(Files((path,)), rules(created_timestamp="c"), str(tmp_path / "v1"))
+
+    assert ingested.written is not None
+    stored = read_version(ingested.written).sort_by(SEQ)
+    assert pc.cast(stored.column("t"), pa.int64()).to_pylist() == [2, 2]
+    assert pc.cast(stored.column("c"), pa.int64()).to_pylist() == [1, None]
+    assert ingested.warnings == (
+        "feature view 'v': column 'c' has timestamps without a time zone; they were taken as UTC",
+    )
+    stats = engine.column_statistics(Files((path,)), {"t": "timestamp"})
+    assert (stats["t"]["min"], stats["t"]["max"]) == (
+        "1970-01-01T00:00:00.000001+00:00",
+        "1970-01-01T00:00:00.000002+00:00",
+    )
+
+
+def test_an_empty_source_is_an_empty_version(engine: SparkEngine, tmp_path: Path) -> None:
+    table = pa.table({"k": pa.array([], pa.int64()), "t": at(), "x": pa.array([], pa.float64())})
+
+    ingested = engine.ingest(table, rules(), str(tmp_path / "v1"))
+
+    assert ingested.written is not None and ingested.written.rows == 0
+    assert (ingested.rows, ingested.duplicates, ingested.event_time_min) == (0, 0, None)
+    assert ingested.statistics["x"]["count"] == 0
+
+
+def test_every_written_column_is_optional_as_other_engines_write_them(engine: SparkEngine, tmp_path: Path) -> None:
+    path = write(tmp_path / "s.parquet", {"k": [1, 2], "t": at(0, 1), "x": [1.0, 2.0]})
+
+    ingested = engine.ingest(Files((path,)), rules(), str(tmp_path / "v1"))
+
+    assert ingested.written is not None
+    schema = pq.read_schema(ingested.written.uris()[0])
+    assert all(field.nullable for field in schema)
 
 
 def test_naive_and_text_timestamps_are_taken_as_utc_with_a_warning(engine: SparkEngine, tmp_path: Path) -> None:
@@ -442,7 +494,9 @@ def _fails(engine: SparkEngine, tmp_path: Path, table: pa.Table, declared: Norma
 
 
 def test_missing_columns_are_listed_with_the_columns_present(engine: SparkEngine, tmp_path: Path) -> None:
-    error = _fails(engine, tmp_path, pa.table({"k": [1], "x": [1.0]}), rules(features=(("x", "float64"), ("y", "int64"))))
+    error = _fails(
+        engine, tmp_path, pa.table({"k": [1], "x": [1.0]}), rules(features=(("x", "float64"), ("y", "int64")))
+    )
 
     assert str(error) == "feature view 'v': column(s) ['t', 'y'] missing from the given table; it has: k, x"
     assert error.field == "t"
@@ -477,9 +531,7 @@ def test_a_text_event_time_that_does_not_parse_names_its_row_and_value(engine: S
 
     error = _fails(engine, tmp_path, table, rules())
 
-    assert str(error) == (
-        "feature view 'v', column 't': row 1 has 'yesterday', which is not an ISO 8601 timestamp"
-    )
+    assert str(error) == ("feature view 'v', column 't': row 1 has 'yesterday', which is not an ISO 8601 timestamp")
     assert (error.field, error.row) == ("t", 1)
 
 
@@ -546,7 +598,10 @@ def _random_source(tmp_path: Path, seed: int, *, sequence: str | None) -> PointI
     keys = {"k": [rng.randrange(4) for _ in range(n)], "s": [rng.choice("ab") for _ in range(n)]}
     hours = [rng.randrange(12) for _ in range(n)]
     created = [rng.choice([None, 0, 1, 2]) for _ in range(n)]
-    features = {"x": [rng.choice([None, rng.random()]) for _ in range(n)], "label": [rng.choice([None, "p", "q"]) for _ in range(n)]}
+    features = {
+        "x": [rng.choice([None, rng.random()]) for _ in range(n)],
+        "label": [rng.choice([None, "p", "q"]) for _ in range(n)],
+    }
     cuts = sorted(rng.sample(range(1, n), 2))
     paths = []
     for i, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, n], strict=True)):
@@ -602,7 +657,9 @@ def test_ties_go_to_the_latest_created_time_then_to_the_row_written_last(engine:
 
 
 def test_the_ttl_and_a_null_latest_value_are_kept(engine: SparkEngine, tmp_path: Path) -> None:
-    path = write(tmp_path / "v.parquet", {"k": [1, 1, 2, 2], "t": at(0, 10, 0, 1), "x": pa.array([1.0, 2.0, 5.0, None])})
+    path = write(
+        tmp_path / "v.parquet", {"k": [1, 1, 2, 2], "t": at(0, 10, 0, 1), "x": pa.array([1.0, 2.0, 5.0, None])}
+    )
 
     rows = joined(engine, entities({"k": [1, 1, 1, 2]}, [2, 2.0001, 12, 1.5]), [source([path], ttl=2 * HOUR)])
 
@@ -619,9 +676,14 @@ def test_join_to_keeps_every_entity_column_and_gives_the_oracles_values(engine: 
     src = _random_source(tmp_path / "features", 5, sequence=SEQ)
     table = _random_entities(5)
     expected = {r[ROW]: r for r in oracle.point_in_time_join(table, [src])}
-    at_rest = write(tmp_path / "entities" / "e.parquet", {"id": table.column(ROW), "when": table.column(TS), "k": table.column("k"), "s": table.column("s")})
+    at_rest = write(
+        tmp_path / "entities" / "e.parquet",
+        {"id": table.column(ROW), "when": table.column(TS), "k": table.column("k"), "s": table.column("s")},
+    )
 
-    written = engine.join_to(Files((at_rest,)), [src], timestamp="when", key_types={"k": "int64", "s": "string"}, into=str(tmp_path / "out"))
+    written = engine.join_to(
+        Files((at_rest,)), [src], timestamp="when", key_types={"k": "int64", "s": "string"}, into=str(tmp_path / "out")
+    )
 
     assert isinstance(written, Written) and written.rows == table.num_rows
     out = read_version(written)
@@ -644,7 +706,9 @@ def test_join_to_of_a_table_in_memory_equals_join_to_of_files(engine: SparkEngin
 
 def test_join_to_takes_naive_entity_times_as_utc_and_casts_keys(engine: SparkEngine, tmp_path: Path) -> None:
     path = write(tmp_path / "v.parquet", {"k": [1, 2], "t": at(0, 0), "x": [1.0, 2.0]})
-    table = pa.table({"k": ["1", "2"], "when": pa.array([datetime(2024, 1, 1, 0, 30), datetime(2023, 12, 31)], pa.timestamp("us"))})
+    table = pa.table(
+        {"k": ["1", "2"], "when": pa.array([datetime(2024, 1, 1, 0, 30), datetime(2023, 12, 31)], pa.timestamp("us"))}
+    )
 
     frame = engine.join_to(table, [source([path])], timestamp="when", key_types={"k": "int64"}, into=None)
 
@@ -652,11 +716,15 @@ def test_join_to_takes_naive_entity_times_as_utc_and_casts_keys(engine: SparkEng
     assert rows == [{"k": 1, "when": T0 + 0.5 * HOUR, "x": 1.0}, {"k": 2, "when": T0 - 24 * HOUR, "x": None}]
 
 
-def test_join_to_with_a_key_that_does_not_convert_is_a_validation_error_naming_it(engine: SparkEngine, tmp_path: Path) -> None:
+def test_join_to_with_a_key_that_does_not_convert_is_a_validation_error_naming_it(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
     path = write(tmp_path / "v.parquet", {"k": [1], "t": at(0), "x": [1.0]})
     table = pa.table({"k": ["1", "one"], "when": at(1, 1)})
 
-    with pytest.raises(ValidationError, match=r"join key 'k': the entity value 'one' cannot be compared with int64 keys"):
+    with pytest.raises(
+        ValidationError, match=r"join key 'k': the entity value 'one' cannot be compared with int64 keys"
+    ):
         engine.join_to(table, [source([path])], timestamp="when", key_types={"k": "int64"}, into=str(tmp_path / "out"))
 
 
@@ -684,7 +752,9 @@ def test_latest_per_entity_matches_the_oracle(engine: SparkEngine, history: Poin
 
 
 def test_latest_per_entity_comes_in_batches_of_at_most_batch_rows(engine: SparkEngine, tmp_path: Path) -> None:
-    path = write(tmp_path / "v.parquet", {"k": list(range(25)), "t": at(*range(25)), "x": [float(i) for i in range(25)]})
+    path = write(
+        tmp_path / "v.parquet", {"k": list(range(25)), "t": at(*range(25)), "x": [float(i) for i in range(25)]}
+    )
     src = source([path])
 
     batches = list(engine.latest_per_entity(src, start=None, end=T0 + 100 * HOUR, batch_rows=4))
@@ -760,7 +830,9 @@ def test_count_duplicates_matches_the_oracle_on_every_form_of_data(
 
 
 # -- failures: the same Keel error, with the same message, as every engine ------------------------------------------
-def test_a_missing_file_is_a_backend_error_naming_the_operation_and_the_file(engine: SparkEngine, tmp_path: Path) -> None:
+def test_a_missing_file_is_a_backend_error_naming_the_operation_and_the_file(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
     missing = source([str(tmp_path / "gone.parquet")])
 
     with pytest.raises(BackendError) as join:

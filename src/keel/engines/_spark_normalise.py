@@ -165,17 +165,31 @@ class Plan:
         return [rule.value.alias(rule.name) for rule in self.columns if rule.value is not None]
 
 
-def compile_rules(rules: Normalisation, schema: StructType) -> Plan:
-    """Compile ``rules`` for a source of ``schema`` (which holds every declared column: check that first)."""
+def compile_rules(rules: Normalisation, schema: StructType, nanoseconds: dict[str, bool] | None = None) -> Plan:
+    """Compile ``rules`` for a source of ``schema`` (which holds every declared column: check that first).
+
+    Args:
+        rules: the declared rules.
+        schema: the source's Spark schema.
+        nanoseconds: the columns that are Parquet nanosecond timestamps, which Spark reads as counts of
+            nanoseconds (``spark.sql.legacy.parquet.nanosAsLong``), each with whether it has a time zone.
+    """
+    nanos = nanoseconds or {}
     types = {f.name: f.dataType for f in schema.fields}
     view = rules.view
     required = dict(rules.key_types)
     columns: list[ColumnRule] = []
     for key in rules.join_keys:
         columns.append(_key(view, key, types[key], required.get(key)))
-    columns.append(_timestamp(view, rules.timestamp, types[rules.timestamp], nullable=False, event_time=True))
-    if rules.created_timestamp:
-        columns.append(_timestamp(view, rules.created_timestamp, types[rules.created_timestamp], nullable=True))
+    for name, nullable, event_time in (
+        (rules.timestamp, False, True),
+        *([(rules.created_timestamp, True, False)] if rules.created_timestamp else []),
+    ):
+        if name in nanos:
+            rule = _nanosecond_timestamp(view, name, zoned=nanos[name], nullable=nullable, event_time=event_time)
+        else:
+            rule = _timestamp(view, name, types[name], nullable=nullable, event_time=event_time)
+        columns.append(rule)
     seen = {c.name for c in columns}
     for name, dtype in rules.features:
         if name in seen:
@@ -183,8 +197,34 @@ def compile_rules(rules: Normalisation, schema: StructType) -> Plan:
             columns.append(ColumnRule(name, None, [problem]))
             continue
         seen.add(name)
-        columns.append(_feature(view, name, dtype, types[name]))
+        if dtype == "timestamp" and name in nanos:
+            columns.append(_nanosecond_timestamp(view, name, zoned=nanos[name], nullable=True, event_time=False))
+        else:
+            columns.append(_feature(view, name, dtype, types[name]))
     return Plan(rules, columns)
+
+
+def _nanosecond_timestamp(view: str, name: str, *, zoned: bool, nullable: bool, event_time: bool) -> ColumnRule:
+    """A column of nanoseconds since the epoch as UTC microseconds, as pyarrow converts them: event times
+    rounded up (``ceil_temporal``), others truncated towards zero (a cast). Integer arithmetic: a double would
+    round counts this large."""
+    from pyspark.sql import functions as F
+
+    x = _col(name)
+    micros = F.expr(f"div({_quoted(name)}, 1000)")  # towards zero
+    if event_time:
+        micros = micros + F.when((x > 0) & (F.pmod(x, F.lit(1000)) > 0), 1).otherwise(0)
+    rule = ColumnRule(name, F.timestamp_micros(micros), naive_type=not zoned)
+    if not nullable:
+        where = f"feature view {view!r}, column {name!r}"
+        rule.steps.append(
+            Check(x.isNull(), lambda row, _: f"{where}: row {row} has no timestamp; every row needs one", name)
+        )
+    return rule
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def arrow_name(dtype: DataType) -> str:

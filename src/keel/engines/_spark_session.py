@@ -1,13 +1,15 @@
 """The Spark session of this process: started once, on first use, with the settings Keel's results depend on.
 
 Spark allows one ``SparkContext`` per process, so every :class:`~keel.engines.spark.SparkEngine` of the process
-shares one session (a session already started by the user is reused, not replaced). Whatever started it, three
+shares one session (a session already started by the user is reused, not replaced). Whatever started it, four
 runtime settings are always applied, because results depend on them:
 
 - ``spark.sql.session.timeZone=UTC``: timestamps are instants, rendered and bucketed (``month=YYYY-MM``) in UTC;
 - ``spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS``: Keel's Parquet timestamps are microseconds, which
   every reader (pyarrow, DuckDB, Spark itself) reads back as ``timestamp[us, tz=UTC]``;
-- ``spark.sql.execution.arrow.pyspark.enabled=true``: tables cross between Python and the JVM as Arrow.
+- ``spark.sql.execution.arrow.pyspark.enabled=true``: tables cross between Python and the JVM as Arrow;
+- ``spark.sql.legacy.parquet.nanosAsLong=true``: Parquet nanosecond timestamps (pandas' default) are read as
+  counts of nanoseconds, which the engine converts, instead of failing the read.
 
 A local JVM (``local[*]``, ``spark://host:port``) is started with its own output sent to a log file in the
 temporary folder (:func:`log_path`): the JVM prints start-up notes on its console that no logging setting
@@ -40,6 +42,9 @@ REQUIRED_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Spark has no nanosecond timestamps and refuses the Parquet files pandas writes by default; read as counts
+    # of nanoseconds, the engine converts them itself (rounding event times up, as the local engine does).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
 
 #: Settings of a session Keel starts, unless the configuration says otherwise.
@@ -62,9 +67,16 @@ _lock = threading.Lock()
 _session: SparkSession | None = None
 
 
+def _folder() -> str:
+    """This user's folder of Spark logs in the temporary folder."""
+    folder = os.path.join(tempfile.gettempdir(), f"keel-spark-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
 def log_path() -> str:
     """Where the JVM this process starts writes its console output and log."""
-    return os.path.join(tempfile.gettempdir(), f"keel-spark-{os.getpid()}.log")
+    return os.path.join(_folder(), f"{os.getpid()}.log")
 
 
 @contextlib.contextmanager
@@ -88,6 +100,16 @@ def import_pyspark() -> None:
             import pyspark.testing.utils  # noqa: F401  (where the warning is raised, on first use otherwise)
     except ImportError as exc:
         raise MissingExtraError("pyspark", "spark", "the Spark engine (engine: spark)") from exc
+    _quiet_query_context_loggers()
+
+
+def _quiet_query_context_loggers() -> None:
+    """PySpark logs every analysis error it raises, with the JVM's stack trace, on the console (ERROR, JSON);
+    the engine raises it as a Keel error that says the same, so the log line is noise on the user's terminal."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def spark_session(
@@ -155,7 +177,7 @@ def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     logfile = log_path()
-    properties = os.path.join(tempfile.gettempdir(), f"keel-spark-log4j2-{os.getpid()}.properties")
+    properties = os.path.join(_folder(), f"log4j2-{os.getpid()}.properties")
     with open(properties, "w") as f:
         f.write(LOG4J2_PROPERTIES)
     option = f"-Dlog4j2.configurationFile=file:{properties}"

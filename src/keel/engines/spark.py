@@ -36,7 +36,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import TYPE_CHECKING, Any
@@ -107,7 +107,12 @@ def _col(name: str) -> Column:
     """A column by its exact name (dots and backticks are part of the name, not a path)."""
     from pyspark.sql import functions as F
 
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(_quoted(name))
+
+
+def _quoted(name: str) -> str:
+    """A column name quoted for Spark SQL text."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def _micros(value: datetime) -> int:
@@ -140,6 +145,7 @@ class _Source:
         persist: whether the frame must be kept between passes (positions that a second read may not repeat).
         rows: the row count, when known without a pass.
         in_memory: whether the rows came from an Arrow table (small: written as one file).
+        nanoseconds: the Parquet nanosecond timestamp columns (read as counts), with whether they are zoned.
     """
 
     frame: DataFrame
@@ -149,6 +155,7 @@ class _Source:
     persist: bool = True
     rows: int | None = None
     in_memory: bool = False
+    nanoseconds: dict[str, bool] = field(default_factory=dict)
 
 
 class SparkEngine(EngineBase):
@@ -208,13 +215,23 @@ class SparkEngine(EngineBase):
             f"{self.description}: data must be Files, a pyarrow Table or a Spark DataFrame, not {type(data).__name__}"
         )
 
-    def _read_files(self, files: Files) -> DataFrame:
+    def _read_files(self, files: Files, *, nanoseconds_as_counts: bool = False) -> DataFrame:
+        """Files as a Spark frame. Parquet nanosecond timestamps, which Spark reads as counts of nanoseconds, are
+        made timestamps again (truncated to microseconds) unless ``nanoseconds_as_counts``."""
+        from pyspark.sql import functions as F
+
         if not files.uris:
             raise ValidationError(f"{self.description}: {files.label}: no files to read")
         paths = [_spark_path(uri) for uri in files.uris]
         if files.format == "parquet":
             # Partition folders (month=2024-01/) are not columns: the files hold every column themselves.
-            return self.spark.read.option("recursiveFileLookup", "true").parquet(*paths)
+            frame = self.spark.read.option("recursiveFileLookup", "true").parquet(*paths)
+            listed = frame.inputFiles()
+            nanoseconds = {} if nanoseconds_as_counts or not listed else _nanosecond_columns(listed[0])
+            for name, zoned in nanoseconds.items():
+                micros = F.timestamp_micros(F.expr(f"div({_quoted(name)}, 1000)"))
+                frame = frame.withColumn(name, micros if zoned else micros.cast("timestamp_ntz"))
+            return frame
         if files.format == "csv":
             return self._read_csv(paths, dict(files.options))
         raise ValidationError(f"{self.description}: {files.label}: unknown format {files.format!r}")
@@ -301,7 +318,7 @@ class SparkEngine(EngineBase):
                 f"it has: {', '.join(present)}",
                 field=missing[0],
             )
-        plan = compile_rules(rules, source.frame.select(*[_col(c) for c in present]).schema)
+        plan = compile_rules(rules, source.frame.select(*[_col(c) for c in present]).schema, source.nanoseconds)
         internal = [c for c in source.frame.columns if c.startswith("__keel_")]
         raw = source.frame.select(*[_col(c) for c in dict.fromkeys(rules.columns)], *internal)
         if source.persist:
@@ -350,7 +367,7 @@ class SparkEngine(EngineBase):
         extra = [value.alias(name) for name, value in {**flags, **naive}.items()]
         normal = numbered.select(*plan.values(), *extra, seq)
         observation = Observation("keel_ingest")
-        stored = normal.observe(observation, *aggregates).select(*[_col(c) for c in rules.columns], seq)
+        stored = _nullable(normal.observe(observation, *aggregates).select(*[_col(c) for c in rules.columns], seq))
         self._write_version(stored, rules, into, partitioned=rows > partition_rows, one_file=source.in_memory)
         found: dict[str, Any] = dict(observation.get)
         error = plan.first_error(found, first_sequence, value_at)
@@ -402,11 +419,13 @@ class SparkEngine(EngineBase):
             frame = self._from_arrow(indexed, round_up=(rules.timestamp,))
             return _Source(frame, "the given table", units=False, persist=False, rows=data.num_rows, in_memory=True)
         if isinstance(data, Files):
-            read = self._read_files(data)
+            read = self._read_files(data, nanoseconds_as_counts=True)
             files = read.inputFiles() if data.format == "parquet" else []
+            nanoseconds = _nanosecond_columns(files[0]) if files else {}
             if len(files) == 1:  # one Parquet file: the row number is the position
                 frame = read.select("*", F.col("_metadata.row_index").alias(_POSITION))
-                return _Source(frame, data.label, units=False, persist=False, rows=_footer_rows(files[0]))
+                rows = _footer_rows(files[0])
+                return _Source(frame, data.label, units=False, persist=False, rows=rows, nanoseconds=nanoseconds)
             if data.format == "parquet":
                 position = F.col("_metadata.row_index")
                 part = F.lit(0).cast("bigint")
@@ -417,7 +436,8 @@ class SparkEngine(EngineBase):
                 "*", F.col("_metadata.file_path").alias(_UNIT), part.alias(_UNIT_PART), position.alias(_POSITION)
             )
             # Parquet row numbers are the same at every read; the ids of CSV rows are kept by persisting the rows.
-            return _Source(frame, data.label, uris=data.uris, persist=data.format != "parquet")
+            persist = data.format != "parquet"
+            return _Source(frame, data.label, uris=data.uris, persist=persist, nanoseconds=nanoseconds)
         if _is_frame(data):
             frame = data.select(
                 "*",
@@ -820,6 +840,23 @@ def _condition(exc: BaseException) -> str | None:
     return None
 
 
+def _nullable(frame: DataFrame) -> DataFrame:
+    """``frame`` with every column nullable, so that its Parquet files declare every column optional as
+    pyarrow's and DuckDB's do (a version's files are read together whichever engine wrote them).
+
+    Spark folds away anything that merely looks nullable (``try_add(x, 0)``, ``CASE WHEN true``); a condition
+    on the sequence number that always holds is kept.
+    """
+    from pyspark.sql import functions as F
+
+    if all(f.nullable for f in frame.schema.fields):
+        return frame
+    always = F.col(SEQ) >= F.lit(-(2**63))
+    return frame.select(
+        *[_col(f.name) if f.nullable else F.when(always, _col(f.name)).alias(f.name) for f in frame.schema.fields]
+    )
+
+
 def _tie_order(src: PointInTimeSource) -> Column:
     """What orders a source's rows, the latest last: event time, then created time (a missing one first),
     then the sequence number (or, in versions without one, the file's position and the row's)."""
@@ -1135,6 +1172,29 @@ def _remove(folder: str) -> None:
             fs.rm(root, recursive=True)
     except Exception as exc:  # the error being raised matters more than this clean-up
         log.warning("could not remove %s: %s", folder, exc)
+
+
+def _nanosecond_columns(path: str) -> dict[str, bool]:
+    """The nanosecond timestamp columns of a Parquet file (from its footer, read here), each with whether it
+    has a time zone; empty when the footer cannot be read from here (a store only Spark reaches)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        local = _local_path(path) if path.startswith("file:") else None
+        if local is not None:
+            schema = pq.read_schema(unquote(local))
+        else:
+            from keel._files import open_filesystem
+
+            fs, root, _ = open_filesystem(path)
+            with fs.open(root, "rb") as f:
+                schema = pq.read_schema(f)
+    except Exception:
+        return {}
+    return {
+        f.name: f.type.tz is not None for f in schema if isinstance(f.type, pa.TimestampType) and f.type.unit == "ns"
+    }
 
 
 def _footer_rows(path: str) -> int | None:
