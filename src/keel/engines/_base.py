@@ -131,6 +131,7 @@ class Normalisation:
         created_timestamp: the created-time column, if any.
         features: ``(name, dtype)`` of each feature, in schema order.
         key_types: ``(key, "int64" | "string")`` the keys must have; empty: inferred from the source.
+        source: how messages name the data (``parquet source 'data/activity.parquet'``).
     """
 
     view: str
@@ -139,6 +140,7 @@ class Normalisation:
     created_timestamp: str | None
     features: tuple[tuple[str, str], ...]
     key_types: tuple[tuple[str, str], ...] = ()
+    source: str = "the source"
 
     @property
     def columns(self) -> list[str]:
@@ -303,9 +305,17 @@ class Engine(Protocol):
         ...
 
     def stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime | None = None,
     ) -> int:
-        """How many entities' latest row in ``(start, end]`` of ``old`` has no row as recent in ``new``."""
+        """How many entities' latest row in ``(start, end]`` of ``old`` has no row as recent in ``new``'s
+        ``(start, new_end]`` (``new_end`` defaults to ``end``): the entities an upsert of ``new``'s latest rows
+        would leave holding ``old``'s values."""
         ...
 
     def column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -418,11 +428,17 @@ class EngineBase(ABC):
             raise self._failure(operation, exc) from exc
 
     def stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime | None = None,
     ) -> int:
         """See :meth:`Engine.stale_entities`."""
         try:
-            return self._stale_entities(old, new, start=start, end=end)
+            return self._stale_entities(old, new, start=start, end=end, new_end=new_end or end)
         except KeelError:
             raise
         except Exception as exc:
@@ -498,7 +514,13 @@ class EngineBase(ABC):
 
     @abstractmethod
     def _stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime,
     ) -> int: ...
 
     @abstractmethod

@@ -14,11 +14,11 @@ import pandas as pd
 import pyarrow as pa
 
 from keel.engines import ROW, TS, PointInTimeSource
+from keel.engines._normalise import NaiveTimestampWarning, parse_timestamps
 from keel.errors import BackendError, NotFoundError, ValidationError
 from keel.features import FeatureRef, parse_refs
 from keel.features._dtypes import pandas_type as _pandas_type
 from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
-from keel.offline._validate import NaiveTimestampWarning, parse_timestamps
 
 if TYPE_CHECKING:
     from keel.catalog import FeatureVersion
@@ -327,6 +327,7 @@ def historical_features(
                 features=rv.features,
                 ttl=ttl,
                 deduplicate=rv.version.has_duplicates,
+                sequence=stored.get("sequence"),
             )
         )
     entities = pa.table(columns)

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from keel._time import checked_utc
 from keel.engines import PointInTimeSource
 from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    import pyarrow as pa
+    from collections.abc import Callable, Iterable
 
     from keel.catalog import Catalog, FeatureVersion, Materialization
     from keel.definitions import Definitions
@@ -68,6 +68,9 @@ class MaterializeResult:
 
 _MICROSECOND = timedelta(microseconds=1)
 
+#: Entities per batch from the engine to the online store: bounded memory, few round trips.
+BATCH_ROWS = 65_536
+
 
 def _source(
     view: FeatureView, version: FeatureVersion, join_keys: list[str], offline_store: OfflineStore, *, features: bool
@@ -81,6 +84,7 @@ def _source(
         features=tuple((f, f) for f in version.columns["features"]) if features else (),
         ttl=view.ttl,
         deduplicate=version.has_duplicates,
+        sequence=version.columns.get("sequence"),
     )
 
 
@@ -96,6 +100,8 @@ def materialize_view(
     store_id: str,
     start: datetime | None = None,
     end: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+    on_progress: Callable[[int], None] | None = None,
 ) -> MaterializeResult:
     """Write ``view``'s latest values per entity with event time in ``(start, end]`` to the online store.
 
@@ -105,6 +111,9 @@ def materialize_view(
     retrieval at ``end`` can still see. A new version that lacks rows the store holds from the previous one
     rebuilds the view (see the module's docstring). An explicit ``start`` writes exactly that window (bounded
     by the TTL), whatever was written before.
+
+    The engine hands the latest rows over in batches of at most ``batch_rows``; ``on_progress`` is called with
+    the entities written so far after each batch.
 
     The catalog records ``start=None`` for a run after which the store holds every latest value up to ``end``
     (a run from the TTL, or one continuing such a run); only those runs are continued incrementally. A run of
@@ -144,7 +153,6 @@ def materialize_view(
         lower = floor
     features = list(version.columns["features"])
     source = _source(view, version, join_keys, offline_store, features=True)
-    latest = engine.latest_per_entity(source, start=lower, end=end_utc)
     rebuilt = ""
     if replaced is not None:
         previous = catalog.feature_version(view.name, replaced[0])
@@ -153,19 +161,28 @@ def materialize_view(
             previous,
             version,
             join_keys,
-            latest,
             engine=engine,
             offline_store=offline_store,
             lower=lower,
             end=min(replaced[1], end_utc),
+            new_end=end_utc,
         )
         if rebuilt:
             online_store.drop_view(view.name)
-    written = 0
-    if latest.num_rows:
-        written = online_store.write_batch(
-            view.name, latest, keys=join_keys, features=features, timestamp=source.timestamp, ttl=view.ttl
+    written = rows = 0
+    # Bounded batches: the latest values of millions of entities never sit in memory at once.
+    for batch in engine.latest_per_entity(source, start=lower, end=end_utc, batch_rows=batch_rows):
+        rows += batch.num_rows
+        written += online_store.write_batch(
+            view.name,
+            pa.Table.from_batches([batch]),
+            keys=join_keys,
+            features=features,
+            timestamp=source.timestamp,
+            ttl=view.ttl,
         )
+        if on_progress is not None:
+            on_progress(rows)
     seconds = time.perf_counter() - started
     catalog.add_materialization(
         view=view.name,
@@ -173,7 +190,7 @@ def materialize_view(
         version=version.version,
         start=None if complete else start_utc,
         end=end_utc,
-        row_count=latest.num_rows,
+        row_count=rows,
         seconds=seconds,
     )
     return MaterializeResult(view.name, version.version, written, start_utc, end_utc, seconds, rebuilt=rebuilt)
@@ -217,22 +234,20 @@ def _rebuild_reason(
     previous: FeatureVersion,
     version: FeatureVersion,
     join_keys: list[str],
-    latest: pa.Table,
     *,
     engine: Engine,
     offline_store: OfflineStore,
     lower: datetime | None,
     end: datetime,
+    new_end: datetime,
 ) -> str:
-    """Why the store cannot go from ``previous`` to ``version`` by upserting ``latest`` (``""``: it can).
+    """Why the store cannot go from ``previous`` to ``version`` by upserting ``version``'s latest rows (``""``:
+    it can).
 
     The store holds, per entity, ``previous``'s latest row up to ``end`` (older ones than ``lower`` are expired
     and read as null anyway). An upsert replaces each of them unless ``version`` has no row for the entity
     in the window, or an older one; and it is refused when keys or feature types differ.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     old_cols, new_cols = previous.columns, version.columns
     if list(old_cols["join_keys"].items()) != list(new_cols["join_keys"].items()):
         return f"the join keys of v{previous.version} and v{version.version} differ"
@@ -242,17 +257,13 @@ def _rebuild_reason(
         return f"the type of {', '.join(map(repr, changed))} changed between v{previous.version} and v{version.version}"
     if lower is not None and end <= lower:
         return ""
-    old = engine.latest_per_entity(
-        _source(view, previous, join_keys, offline_store, features=False), start=lower, end=end
+    count = engine.stale_entities(
+        _source(view, previous, join_keys, offline_store, features=False),
+        _source(view, version, join_keys, offline_store, features=False),
+        start=lower,
+        end=end,
+        new_end=new_end,
     )
-    if not old.num_rows:
-        return ""
-    old = pa.table({**{k: old.column(k) for k in join_keys}, "__keel_old": old.column(old_cols["timestamp"])})
-    new = pa.table({**{k: latest.column(k) for k in join_keys}, "__keel_new": latest.column(new_cols["timestamp"])})
-    both = old.join(new, keys=join_keys, join_type="left outer")
-    newer = both.column("__keel_new")
-    stale = pc.or_kleene(pc.is_null(newer), pc.less(newer, both.column("__keel_old")))
-    count = int(pc.sum(pc.cast(pc.fill_null(stale, True), pa.int64())).as_py() or 0)
     if not count:
         return ""
     return (
