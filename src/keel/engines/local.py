@@ -486,9 +486,7 @@ def _read_files(files: Files) -> pa.Table:
                 convert = pcsv.ConvertOptions(strings_can_be_null=True)
                 with fs.open(path, "rb") as f:
                     tables.append(
-                        pcsv.read_csv(
-                            f, parse_options=pcsv.ParseOptions(delimiter=delimiter), convert_options=convert
-                        )
+                        pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter=delimiter), convert_options=convert)
                     )
             else:
                 tables.append(pq.read_table(path, filesystem=fs))
