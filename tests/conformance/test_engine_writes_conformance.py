@@ -251,9 +251,7 @@ def test_keys_of_the_wrong_kind_are_refused(engine: Engine, tmp_path: Path) -> N
     )
     other = _bad(engine, tmp_path / "b", {"k": [1, 2, 3], "t": at(0, 1, 2), "x": [1.0, 2.0, 3.0]}, stored)
 
-    assert str(floats) == (
-        "feature view 'v', join key 'k': keys must be integers or strings, the source holds double"
-    )
+    assert str(floats) == ("feature view 'v', join key 'k': keys must be integers or strings, the source holds double")
     assert str(other) == (
         "feature view 'v', join key 'k': parquet source 'v' holds integers but the version it extends stores "
         "strings; convert the column"
@@ -343,3 +341,51 @@ def test_an_empty_window_has_no_stale_entities(engine: Engine, tmp_path: Path) -
     src = PointInTimeSource("v", (old,), ("k",), "t", None, (), None, False)
 
     assert engine.stale_entities(src, src, start=T0 + 5 * HOUR, end=datetime(2030, 1, 1, tzinfo=T0.tzinfo)) == 0
+
+
+# -- materialization's write: the latest values, to a sink, in bounded batches ---------------------------------
+class FolderSink:
+    """A picklable sink writing each batch as a Parquet file (from whichever process the engine writes)."""
+
+    def __init__(self, folder: Path, *, distributed: bool) -> None:
+        self.folder = str(folder)
+        self.distributed = distributed
+
+    def write(self, rows: pa.Table) -> int:
+        import uuid
+
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, f"{self.folder}/{uuid.uuid4().hex}.parquet")
+        return rows.num_rows
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_the_latest_values_are_written_to_the_sink_in_bounded_batches(
+    engine: Engine, tmp_path: Path, distributed: bool
+) -> None:
+    rng = random.Random(5)
+    n = 200
+    path = write(
+        tmp_path / "v.parquet",
+        {
+            "k": [rng.randrange(40) for _ in range(n)],
+            "t": at(*(rng.randrange(30) for _ in range(n))),
+            "x": [rng.random() for _ in range(n)],
+        },
+        first=0,
+    )
+    src = PointInTimeSource("v", (path,), ("k",), "t", None, (("x", "x"),), None, True)
+    sink = FolderSink(tmp_path / "sink", distributed=distributed)
+    seen: list[int] = []
+
+    rows, applied = engine.write_latest(
+        src, start=T0 + 3 * HOUR, end=T0 + 25 * HOUR, sink=sink, batch_rows=7, on_progress=seen.append
+    )
+
+    parts = [pq.read_table(p) for p in sorted((tmp_path / "sink").glob("*.parquet"))]
+    assert all(p.num_rows <= 7 for p in parts)
+    got = sorted(pa.concat_tables(parts).to_pylist(), key=lambda r: r["k"])
+    assert got == oracle.latest_per_entity(src, start=T0 + 3 * HOUR, end=T0 + 25 * HOUR)
+    assert rows == applied == len(got)
+    if seen:  # progress is reported by the process that writes
+        assert seen[-1] == rows

@@ -26,7 +26,7 @@ Three definitions make two engines give identical results:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -218,6 +218,19 @@ class PointInTimeSource:
 
 
 @runtime_checkable
+class LatestSink(Protocol):
+    """Where materialization writes the latest values: picklable; when :attr:`distributed`, an engine may call
+    :meth:`write` in its worker processes (on other machines), each opening the store itself."""
+
+    #: whether worker processes can reach the store (Redis) or only this process can (SQLite, memory)
+    distributed: bool
+
+    def write(self, rows: pa.Table) -> int:
+        """Write a batch of latest rows; returns how many were applied."""
+        ...
+
+
+@runtime_checkable
 class PackageSource(Protocol):
     """A model package by reference (:class:`keel.models.PackageRef`): picklable, loaded and verified by
     whoever scores with it, once per process."""
@@ -302,6 +315,21 @@ class Engine(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """Per entity, the latest row with event time in ``(start, end]`` (keys, event time, features), in
         batches of at most ``batch_rows`` rows: memory stays bounded whatever the number of entities."""
+        ...
+
+    def write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int = 65_536,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Write :meth:`latest_per_entity` to ``sink`` in batches of at most ``batch_rows``; returns ``(rows,
+        applied)``. A distributed engine writes a distributed sink from its workers; otherwise this process
+        writes each batch as it arrives (``on_progress`` gets the rows written so far)."""
         ...
 
     def stale_entities(
@@ -426,6 +454,47 @@ class EngineBase(ABC):
             raise
         except Exception as exc:
             raise self._failure(operation, exc) from exc
+
+    def write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int = 65_536,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """See :meth:`Engine.write_latest`."""
+        try:
+            return self._write_latest(
+                src, start=start, end=end, sink=sink, batch_rows=batch_rows, on_progress=on_progress
+            )
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"writing the latest values of feature view {src.view!r}", exc) from exc
+
+    def _write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> tuple[int, int]:
+        """Batches from :meth:`latest_per_entity`, written by this process (engines with workers override)."""
+        import pyarrow as pa
+
+        rows = applied = 0
+        for batch in self.latest_per_entity(src, start=start, end=end, batch_rows=batch_rows):
+            rows += batch.num_rows
+            applied += sink.write(pa.Table.from_batches([batch]))
+            if on_progress is not None:
+                on_progress(rows)
+        return rows, applied
 
     def stale_entities(
         self,

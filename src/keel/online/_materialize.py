@@ -14,7 +14,7 @@ whole) so that the store holds exactly the new version's latest values.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -169,20 +169,13 @@ def materialize_view(
         )
         if rebuilt:
             online_store.drop_view(view.name)
-    written = rows = 0
-    # Bounded batches: the latest values of millions of entities never sit in memory at once.
-    for batch in engine.latest_per_entity(source, start=lower, end=end_utc, batch_rows=batch_rows):
-        rows += batch.num_rows
-        written += online_store.write_batch(
-            view.name,
-            pa.Table.from_batches([batch]),
-            keys=join_keys,
-            features=features,
-            timestamp=source.timestamp,
-            ttl=view.ttl,
-        )
-        if on_progress is not None:
-            on_progress(rows)
+    sink = StoreSink.of(online_store, view=view.name, keys=join_keys, features=features, timestamp=source.timestamp)
+    sink.ttl = view.ttl  # Redis expires each entity at its event time plus the TTL
+    # Bounded batches: the latest values of millions of entities never sit in memory at once (and on a
+    # distributed engine, never reach this process: its workers write a shared store themselves).
+    rows, written = engine.write_latest(
+        source, start=lower, end=end_utc, sink=sink, batch_rows=batch_rows, on_progress=on_progress
+    )
     seconds = time.perf_counter() - started
     catalog.add_materialization(
         view=view.name,
@@ -194,6 +187,58 @@ def materialize_view(
         seconds=seconds,
     )
     return MaterializeResult(view.name, version.version, written, start_utc, end_utc, seconds, rebuilt=rebuilt)
+
+
+#: Online store schemes that worker processes on other machines can reach.
+SHARED_SCHEMES = ("redis", "rediss")
+
+# (uri, prefix) -> the store a worker process opened for a sink: one connection per process, not per batch.
+_OPENED: dict[tuple[str, str], OnlineStore] = {}
+
+
+@dataclass
+class StoreSink:
+    """The online store materialization writes to, as an engine's worker process can rebuild it.
+
+    Pickled for a worker, it carries the store's URI and prefix (never the open store); the worker opens the
+    store once and keeps it for its later batches.
+    """
+
+    uri: str
+    prefix: str
+    view: str
+    keys: list[str]
+    features: list[str]
+    timestamp: str
+    ttl: timedelta | None = None
+    distributed: bool = False
+    store: OnlineStore | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, store: OnlineStore, *, view: str, keys: list[str], features: list[str], timestamp: str) -> StoreSink:
+        """A sink writing to ``store`` in this process, and to the same store from workers that can reach it."""
+        from keel._backends import scheme_of
+
+        distributed = scheme_of(store.uri) in SHARED_SCHEMES
+        return cls(store.uri, store.prefix, view, keys, features, timestamp, None, distributed, store)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "store": None}  # a worker opens its own connection
+
+    def write(self, rows: pa.Table) -> int:
+        """Write a batch of latest rows; returns how many were applied."""
+        store = self.store or self._opened()
+        return store.write_batch(
+            self.view, rows, keys=self.keys, features=self.features, timestamp=self.timestamp, ttl=self.ttl
+        )
+
+    def _opened(self) -> OnlineStore:
+        from keel._backends import backend_class
+
+        key = (self.uri, self.prefix)
+        if key not in _OPENED:
+            _OPENED[key] = backend_class("online", self.uri)(self.uri, prefix=self.prefix)
+        return _OPENED[key]
 
 
 def _replaced_version(
