@@ -88,15 +88,16 @@ def ingest_view(
     staging = store.staging(view.name)
     try:
         ingested = engine.ingest(data, rules, staging, unless_digest=unchanged, partition_rows=store.partition_rows)
+        if ingested.written is not None:
+            location, files = store.publish(view.name, staging, ingested.digest, ingested.written)
     except BaseException:
-        store.discard(staging)
+        store.discard(staging)  # nothing half-written stays behind
         raise
     noticed = list(ingested.warnings)
     if ingested.written is None:
         store.discard(staging)
         assert latest is not None  # the engine skips the write only for the digest it was given
         return IngestResult(view.name, latest, False, ingested.rows, time.perf_counter() - started, noticed)
-    location, files = store.publish(view.name, staging, ingested.digest, ingested.written)
     version, created = catalog.add_feature_version(
         view=view.name,
         definition_version=definition_version,
