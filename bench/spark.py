@@ -34,7 +34,8 @@ Workloads (one JSON line each):
     Checks: rows, the digest of (row_id, prediction) equal, and the Python driver's peak RSS at 10M rows within
     1.25x (+64 MiB) of that at 2M (``driver_memory_bounded``): the driver sees counts and digests, never rows.
     The driver JVM's peak RSS is reported beside it (in ``local`` mode it is also the executor, and its heap
-    grows as far as the garbage collector lets it, not with what the driver keeps), and the Python workers'.
+    grows as far as the garbage collector lets it, not with what the driver keeps), and the Python workers';
+    the baseline's figures at both sizes show what the same session does without Keel.
 ``spark.ingest``
     ``SparkEngine.ingest(Files(20 files), Normalisation(…), into=folder)`` (normalisation, sequence numbers,
     duplicates, statistics, digest, the month-partitioned write) against a plain Spark read -> cast to the
@@ -493,6 +494,29 @@ def score_project(work: Path) -> Path:
     return root
 
 
+class Peaks:
+    """The highest memory figures seen per (side, size) over the runs :meth:`sampled` wraps."""
+
+    def __init__(self) -> None:
+        self.figures: dict[tuple[str, str], dict[str, float]] = {}
+
+    def sampled(self, side: str, size: str, fn: Callable[[Path], Any]) -> Callable[[Path], Any]:
+        """``fn`` run under a :class:`DriverPeak`, its figures kept."""
+
+        def run(into: Path) -> Any:
+            with DriverPeak() as peak:
+                value = fn(into)
+            seen = self.figures.setdefault((side, size), {})
+            for key, mb in peak.as_json().items():
+                seen[key] = max(seen.get(key, 0.0), mb)
+            return value
+
+        return run
+
+    def __getitem__(self, key: tuple[str, str]) -> dict[str, float]:
+        return self.figures[key]
+
+
 def bench_score(args: Any, spark: Any, engine: Any, plan: dict[str, Any], work: Path, params: dict[str, Any]) -> None:
     import keel
 
@@ -501,62 +525,48 @@ def bench_score(args: Any, spark: Any, engine: Any, plan: dict[str, Any], work: 
         ref = project.models.ref(MODEL)
         package = project.models.load(MODEL)
     small_rows, big_rows = plan["score_rows"]["2m"], plan["score_rows"]["10m"]
-    small, big = score_input(small_rows), score_input(big_rows)
+    sources = {"2m": score_input(small_rows), "10m": score_input(big_rows)}
     out = work / "score"
-    baseline = (fresh(out / "baseline"), lambda into: raw_score(spark, big, package, into))
-    if engine is None:
-        with DriverPeak() as peak_small:
-            raw_score(spark, small, package, fresh(out / "baseline-small")())
-        with DriverPeak() as peak_big:
-            timings = common.interleaved_with_setup({"baseline": baseline}, runs=args.runs, warmup=args.warmup)
-        log_timings("score", timings)
-        common.log(f"score baseline peak memory at {small_rows:,} rows: {peak_small.as_json()}")
-        common.log(f"score baseline peak memory at {big_rows:,} rows: {peak_big.as_json()}")
-        return
+    peaks = Peaks()
+    sides: dict[str, Callable[[Path, Path], Any]] = {
+        "baseline": lambda source, into: raw_score(spark, source, package, into)
+    }
+    if engine is not None:
+        from keel.engines._base import Files, Scoring
 
-    from keel.engines._base import Files, Scoring
+        scoring = Scoring(id_column="row_id", probabilities=False)  # the baseline predicts only
+        sides["keel"] = lambda source, into: engine.score(Files((str(source),)), ref, str(into), scoring=scoring)
 
-    scoring = Scoring(id_column="row_id", probabilities=False)  # the baseline predicts only
-    peaks: dict[str, DriverPeak] = {}
+    def run(side: str, size: str) -> tuple[Callable[[], Path], Callable[[Path], Any]]:
+        return fresh(out / f"{side}-{size}"), peaks.sampled(side, size, lambda into: sides[side](sources[size], into))
 
-    def keel_score(source: Path, label: str) -> Callable[[Path], Any]:
-        def run(into: Path) -> Any:
-            with DriverPeak() as peak:
-                written = engine.score(Files((str(source),)), ref, str(into), scoring=scoring)
-            previous = peaks.get(label)
-            if previous is None or peak.python_mb > previous.python_mb:
-                peaks[label] = peak
-            return written
-
-        return run
-
-    # Memory at the small size first, after one warm-up, so that the large size cannot look better by going
-    # second on a JVM whose heap has already grown.
-    keel_score(small, "small")(fresh(out / "keel-small")())
-    peaks.clear()
-    small_timing = common.measure(lambda: keel_score(small, "small")(fresh(out / "keel-small")()), runs=1, warmup=0)
+    # Memory at the small size first (one warm-up, one sampled run per side), so that the large size cannot look
+    # better by going second, on a JVM whose heap has already grown.
+    small = common.interleaved_with_setup({side: run(side, "2m") for side in sides}, runs=1, warmup=1)
     timings = common.interleaved_with_setup(
-        {"keel": (fresh(out / "keel"), keel_score(big, "big")), "baseline": baseline},
-        runs=args.runs,
-        warmup=args.warmup,
+        {side: run(side, "10m") for side in sides}, runs=args.runs, warmup=args.warmup
     )
     log_timings("score", timings)
-    small_peak, big_peak = peaks["small"].as_json(), peaks["big"].as_json()
-    keel_digest = safe_digest(
-        spark, written_paths(timings["keel"].last, out / "keel"), ["row_id", "prediction"], {"prediction": "double"}
-    )
-    base_digest = content_digest(spark, [str(out / "baseline")], ["row_id", "prediction"], {"prediction": "double"})
+    for side in sides:
+        common.log(f"score {side} peak memory at 2m: {peaks[side, '2m']}, at 10m: {peaks[side, '10m']}")
+    if engine is None:
+        return
+
+    columns, casts = ["row_id", "prediction"], {"prediction": "double"}
+    keel_digest = safe_digest(spark, written_paths(timings["keel"].last, out / "keel-10m"), columns, casts)
+    base_digest = content_digest(spark, [str(out / "baseline-10m")], columns, casts)
     keel_rate = big_rows / timings["keel"].median_s
     base_rate = big_rows / timings["baseline"].median_s
+    keel_small, keel_big = peaks["keel", "2m"], peaks["keel", "10m"]
     checks: dict[str, Any] = {
         "rows": keel_digest["rows"],
         "all_rows": keel_digest["rows"] == base_digest["rows"] == big_rows,
         "predictions_identical": keel_digest["digest"] == base_digest["digest"],
-        "python_driver_peak_rss_mb_at_2m": small_peak["python_driver_mb"],
-        "python_driver_peak_rss_mb_at_10m": big_peak["python_driver_mb"],
-        "driver_memory_bounded": big_peak["python_driver_mb"] <= 1.25 * small_peak["python_driver_mb"] + 64,
-        "jvm_peak_rss_mb_at_2m": small_peak["jvm_mb"],
-        "jvm_peak_rss_mb_at_10m": big_peak["jvm_mb"],
+        "python_driver_peak_rss_mb_at_2m": keel_small["python_driver_mb"],
+        "python_driver_peak_rss_mb_at_10m": keel_big["python_driver_mb"],
+        "driver_memory_bounded": keel_big["python_driver_mb"] <= 1.25 * keel_small["python_driver_mb"] + 64,
+        "jvm_peak_rss_mb_at_2m": keel_small["jvm_mb"],
+        "jvm_peak_rss_mb_at_10m": keel_big["jvm_mb"],
     }
     if "error" in keel_digest:
         checks["keel_output_error"] = keel_digest["error"]
@@ -574,12 +584,18 @@ def bench_score(args: Any, spark: Any, engine: Any, plan: dict[str, Any], work: 
             keel={
                 **timings["keel"].as_json(),
                 "rows_per_s": round(keel_rate),
-                "rows_per_s_at_2m": round(small_rows / small_timing.median_s),
-                "peak_rss_mb_at_2m": small_peak,
-                "peak_rss_mb_at_10m": big_peak,
+                "rows_per_s_at_2m": round(small_rows / small["keel"].median_s),
+                "peak_rss_mb_at_2m": keel_small,
+                "peak_rss_mb_at_10m": keel_big,
             },
             baseline_name="mapInPandas: fitted preprocessor + bare estimator.predict, written to parquet",
-            baseline={**timings["baseline"].as_json(), "rows_per_s": round(base_rate)},
+            baseline={
+                **timings["baseline"].as_json(),
+                "rows_per_s": round(base_rate),
+                "rows_per_s_at_2m": round(small_rows / small["baseline"].median_s),
+                "peak_rss_mb_at_2m": peaks["baseline", "2m"],
+                "peak_rss_mb_at_10m": peaks["baseline", "10m"],
+            },
             ratio_max=None,
             ratio_min=SCORE_TARGET_MIN,
             ratio=keel_rate / base_rate,

@@ -46,3 +46,18 @@ def test_the_cluster_runs_python_work_in_another_jvm_and_process(running_spark_c
         assert task["executor_backend"] and task["executor_id"] != "driver", task  # ...an executor's
         assert task["python"] == sys.executable, task  # PYSPARK_PYTHON reached the executors
     assert cluster.state()["aliveworkers"] == 1
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_the_cluster_listens_on_loopback_only(running_spark_cluster: SparkCluster) -> None:
+    psutil = pytest.importorskip("psutil")
+    listening = []
+    for name, proc in running_spark_cluster.processes.items():
+        for conn in psutil.Process(proc.pid).net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                listening.append((name, conn.laddr.ip, conn.laddr.port))
+
+    assert listening, "neither the master nor the worker listens on any port"
+    elsewhere = [entry for entry in listening if entry[1] not in ("127.0.0.1", "::ffff:127.0.0.1")]
+    assert not elsewhere, f"listening beyond 127.0.0.1: {elsewhere}"

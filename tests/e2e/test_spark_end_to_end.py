@@ -205,6 +205,12 @@ def _summary_differences(spark: dict[str, Any], local: dict[str, Any]) -> list[s
     return out
 
 
+def _applications(cluster: SparkCluster) -> int:
+    """How many applications the cluster's master has seen (running or finished)."""
+    state = cluster.state()
+    return len(state.get("activeapps", [])) + len(state.get("completedapps", []))
+
+
 def _drop_redis_keys(url: str, prefixes: list[str]) -> None:
     import redis
 
@@ -232,7 +238,7 @@ def test_spark_on_a_cluster_and_the_local_engine_agree_end_to_end(
     customers = pd.read_parquet(churn_source / "data" / "customers.parquet")["customer_id"].drop_duplicates()
     sample = [*customers.sample(SAMPLE, random_state=SEED).astype(int).tolist(), -1]  # -1: an unknown customer
     (tmp_path / "sample.txt").write_text("\n".join(map(str, sample)))
-    apps_before = len(cluster.state().get("completedapps", []))
+    apps_before = _applications(cluster)
     try:
         spark = _run_side(
             "spark",
@@ -247,8 +253,7 @@ def test_spark_on_a_cluster_and_the_local_engine_agree_end_to_end(
 
     # The Spark side really ran on the cluster, not in a local session of its own.
     assert spark.summary["engine"] == "spark" and spark.summary["spark_master"] == cluster.master_url
-    apps_after = len(cluster.state().get("completedapps", []))
-    assert apps_after > apps_before, f"no application ran on {cluster.master_url}: the engine ignored the master"
+    assert _applications(cluster) > apps_before, f"no application ran on {cluster.master_url}: the engine ignored it"
     assert local.summary["engine"] == "local"
 
     differences = _summary_differences(spark.summary, local.summary)
