@@ -107,6 +107,7 @@ class SparkCluster:
         log_dir: the master's and the worker's logs (``master.log``, ``worker.log``).
         env: the environment the daemons run with; a driver should run with the same (``PYSPARK_PYTHON``,
             ``SPARK_LOCAL_IP``, ``SPARK_HOME`` ...).
+        processes: ``master`` and ``worker``, each the leader of its own process group.
     """
 
     master_url: str
