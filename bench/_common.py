@@ -345,6 +345,7 @@ def result(
     checks: Mapping[str, Any],
     ratio_is: str = "keel/baseline",
     ratio: float | None = None,
+    ratio_min: float | None = None,
 ) -> dict[str, Any]:
     """One result line in the schema of DESIGN.md ("Benchmark output").
 
@@ -352,14 +353,22 @@ def result(
     such as ``rows_per_s`` or ``peak_rss_mb`` ride along). ``ratio`` defaults to Keel's median over the
     baseline's; pass it (and ``ratio_is``) for throughput figures, where it is the baseline over Keel.
     ``meets_target`` is true when the ratio is within ``ratio_max`` and no boolean check is false; it is null
-    for a workload without a target (its checks still speak for themselves).
+    for a workload without a target (its checks still speak for themselves). A throughput target is a floor:
+    ``ratio_min`` (Keel's rate over the baseline's must reach it), written beside ``ratio_max`` in ``target``.
     """
     k = keel.as_json() if isinstance(keel, Timing) else dict(keel)
     b = baseline.as_json() if isinstance(baseline, Timing) else dict(baseline)
     if ratio is None:
         ratio = k["median_s"] / b["median_s"] if b["median_s"] else math.inf
     checks_ok = all(v for v in checks.values() if isinstance(v, bool))
-    meets = None if ratio_max is None else bool(ratio <= ratio_max and checks_ok)
+    if ratio_max is None and ratio_min is None:
+        meets = None
+    else:
+        within = (ratio_max is None or ratio <= ratio_max) and (ratio_min is None or ratio >= ratio_min)
+        meets = bool(within and checks_ok)
+    target: dict[str, float | None] = {"ratio_max": ratio_max}
+    if ratio_min is not None:
+        target["ratio_min"] = ratio_min
     return {
         "bench": bench,
         "params": dict(params),
@@ -367,7 +376,7 @@ def result(
         "baseline": {"name": baseline_name, **b},
         "ratio": round(ratio, 3),
         "ratio_is": ratio_is,
-        "target": {"ratio_max": ratio_max},
+        "target": target,
         "meets_target": meets,
         "checks": dict(checks),
         "env": environment(),

@@ -57,9 +57,12 @@ def run_one(script: Path, flags: list[str], results: Path) -> tuple[int, list[di
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'benchmark':32s} {'keel s':>9s} {'baseline s':>11s} {'ratio':>7s} {'max':>6s}  result"]
+    out = [f"{'benchmark':32s} {'keel s':>9s} {'baseline s':>11s} {'ratio':>7s} {'target':>6s}  result"]
     for r in rows:
         target = r.get("target", {}).get("ratio_max")
+        floor = r.get("target", {}).get("ratio_min")
+        if target is None and floor is not None:
+            target = f">={floor}"  # a throughput ratio: Keel's rate over the baseline's must reach it
         meets = r.get("meets_target")
         verdict = "ok" if meets else "MISSED" if meets is False else "-"
         failed = [k for k, v in r.get("checks", {}).items() if v is False]

@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,42 @@ def project_dir(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     return root
+
+
+#: The Spark session of the test run: local, two cores, few shuffle partitions (tests move little data).
+SPARK_TEST_CONF = {
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "2g",
+}
+
+
+@pytest.fixture(scope="session")
+def spark_engine() -> Any:
+    """The Spark engine on one local session shared by the whole test run (a process holds one session).
+
+    Skips when PySpark or Java is missing, unless ``KEEL_REQUIRE_SERVICES=1``, where that fails.
+    """
+    import shutil
+
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        _service_missing("PySpark", f"{exc}; pip install 'keel[spark]'")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        _service_missing("Java", "no java on PATH and no JAVA_HOME; Spark needs Java 17")
+    from keel._backends import open_engine
+    from keel.config import KeelConfig, SparkConfig
+
+    config = KeelConfig(engine="spark", spark=SparkConfig(master="local[2]", conf=SPARK_TEST_CONF))
+    return open_engine(config)
+
+
+@pytest.fixture(scope="session")
+def local_engine() -> Any:
+    """The local engine, as ``engine: local`` builds it."""
+    from keel._backends import open_engine
+    from keel.config import KeelConfig
+
+    return open_engine(KeelConfig(engine="local"))

@@ -242,16 +242,23 @@ class Project:
 
     def historical_features(
         self,
-        entity_df: pd.DataFrame,
+        entity_df: pd.DataFrame | str | Path | Any,
         features: Sequence[str | FeatureRef] | str,
         *,
         timestamp: str | None = None,
         full_feature_names: bool = False,
-    ) -> pd.DataFrame:
+        into: str | Path | None = None,
+    ) -> Any:
         """The entity frame with ``features`` joined point in time.
 
         Every row is kept, in its order, with its index; a row with no value within the view's TTL at or
-        before its timestamp gets null. Ties on event time go to the latest created timestamp.
+        before its timestamp gets null. Ties on event time go to the latest created timestamp, then to the row
+        ingested or pushed last.
+
+        An entity table too large for this process stays where it is: give its Parquet file or folder (a path
+        or URI) or, with ``engine: spark``, a Spark DataFrame, and the engine joins it without collecting it:
+        the result is written under ``into`` (a :class:`keel.engines.Written` listing the files) or, on Spark
+        with ``into=None``, returned as a Spark DataFrame. Row order is then not kept.
 
         On-demand features (``basket:cart_to_spend``) are computed on the joined rows: their input features are
         joined point in time like the others (and returned only when requested), and their request fields are
@@ -262,14 +269,18 @@ class Project:
                 request fields of the on-demand features requested.
             features: references ``view:feature``, ``view:*`` or ``view@3:feature`` (pinned version), and
                 ``on_demand_view:feature``.
-            timestamp: the entity frame's timestamp column (default: its only datetime column).
+            timestamp: the entity frame's timestamp column (default: its only datetime column; required for an
+                entity table at rest).
             full_feature_names: name output columns ``view__feature``.
+            into: a folder to write the result to, as Parquet.
 
         Returns:
-            A DataFrame; ``df.attrs["keel_feature_versions"]`` maps each view to the version that served it.
+            A DataFrame for a DataFrame (``df.attrs["keel_feature_versions"]`` maps each view to the version that
+            served it); a :class:`keel.engines.Written` when ``into`` is given; a Spark DataFrame for a Spark
+            DataFrame without ``into``.
         """
         return self.offline.historical_features(
-            entity_df, features, timestamp=timestamp, full_feature_names=full_feature_names
+            entity_df, features, timestamp=timestamp, full_feature_names=full_feature_names, into=into
         )
 
     # -- online store ----------------------------------------------------------------------------------------

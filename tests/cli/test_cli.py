@@ -136,6 +136,29 @@ def test_features_historical_writes_every_entity_row(cli_project: Path, tmp_path
     assert train["spend"].isna().tolist()[2:] == [True, True]  # unknown entity; value older than the TTL
 
 
+def test_features_historical_at_rest_writes_a_folder_without_loading_the_entities(
+    cli_project: Path, tmp_path: Path
+) -> None:
+    runner.invoke(app, ["apply", "-p", str(cli_project)])
+    runner.invoke(app, ["ingest", "-p", str(cli_project)])
+    entities = pd.DataFrame(
+        {"customer_id": [2, 1, 3], "ts": pd.to_datetime(["2025-01-04", "2025-01-02", "2025-01-04"], utc=True)}
+    )
+    entities.to_parquet(tmp_path / "entities.parquet")
+    out = tmp_path / "train"
+
+    result = runner.invoke(
+        app,
+        ["features", "historical", "--at-rest", "-e", str(tmp_path / "entities.parquet"), "-f", "activity:spend"]
+        + ["--timestamp", "ts", "-o", str(out), "-p", str(cli_project)],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Wrote 3 rows" in result.output
+    train = pd.read_parquet(out).sort_values("ts")
+    assert train["spend"].tolist()[0] == 10.0
+
+
 def _keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     code = "from keel.cli import main; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120)

@@ -24,9 +24,10 @@ def source_rows(src: PointInTimeSource) -> list[dict[str, Any]]:
 
 def _rank(src: PointInTimeSource, row: dict[str, Any], position: int) -> tuple[Any, ...]:
     """Larger wins: the latest event time, then the latest created time (a missing one loses), then the row
-    written last."""
+    written last (the larger sequence number; for files without one, the later position)."""
     created = row[src.created_timestamp] if src.created_timestamp else None
-    return (row[src.timestamp], created is not None, created or datetime.min, position)
+    written = row[src.sequence] if src.sequence and src.sequence in row else position
+    return (row[src.timestamp], created is not None, created or datetime.min, written)
 
 
 def _oldest_fresh(at: datetime, ttl: timedelta | None) -> datetime | None:

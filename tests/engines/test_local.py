@@ -161,7 +161,9 @@ def test_point_in_time_join_honours_the_ttl_inclusively(engine: LocalEngine, tmp
     assert out.column("x").to_pylist() == [1.0, None]
 
 
-def test_point_in_time_join_breaks_ties_by_created_time_then_by_position(engine: LocalEngine, tmp_path: Path) -> None:
+def test_a_version_written_before_sequence_columns_breaks_ties_by_created_time_then_by_position(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
     created = pa.array([T0, T0 + HOUR, T0 + HOUR, None, None, None], UTC_US)
     table = pa.table(
         {"k": [1, 1, 1, 1, 2, 2], "t": at(0, 0, 0, 0, 0, 0), "c": created, "x": [1.0, 2.0, 3.0, 4.0, 5, 6]}
@@ -169,7 +171,9 @@ def test_point_in_time_join_breaks_ties_by_created_time_then_by_position(engine:
     path = write(tmp_path / "v.parquet", table)
     entities = entity_table([1, 2], [1, 1])
 
-    out = engine.point_in_time_join(entities, [source([path], created_timestamp="c", deduplicate=True)])
+    legacy = source([path], created_timestamp="c", deduplicate=True, sequence=None)
+
+    out = engine.point_in_time_join(entities, [legacy])
 
     # customer 1: latest created wins, the later of two equal ones; a missing created time loses.
     # customer 2: no created time at all: the row later in the source wins.

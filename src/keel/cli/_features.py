@@ -76,12 +76,28 @@ def historical(
         typer.Option(help="The entity file's timestamp column (default: its only datetime column)."),
     ] = None,
     full_feature_names: Annotated[bool, typer.Option(help="Name columns view__feature.")] = False,
+    at_rest: Annotated[
+        bool | None,
+        typer.Option(
+            "--at-rest/--in-memory",
+            help="Join the Parquet entity file where it lies and write a folder of Parquet files, never loading "
+            "it here (default with engine: spark); --in-memory reads it into this process (default otherwise).",
+        ),
+    ] = None,
     project: ProjectOption = Path("."),
 ) -> None:
     """Join features point in time onto an entity file and write the training set."""
     refs = [r.strip() for item in features for r in item.split(",") if r.strip()]
-    entity_df = read_table(entities)
     with open_project(project) as proj:
+        if at_rest if at_rest is not None else proj.config.engine != "local":
+            written = proj.historical_features(
+                str(entities), refs, timestamp=timestamp, full_feature_names=full_feature_names, into=str(output)
+            )
+            console.print(
+                f"Wrote {written.rows:,} rows to {output} ({len(written.files)} file(s), {proj.engine.name} engine)"
+            )
+            return
+        entity_df = read_table(entities)
         result = proj.historical_features(entity_df, refs, timestamp=timestamp, full_feature_names=full_feature_names)
     write_table(result, output)
     served = ", ".join(f"{v}@{n}" for v, n in result.attrs.get("keel_feature_versions", {}).items())

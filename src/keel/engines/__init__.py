@@ -1,6 +1,41 @@
-"""Engines run the heavy data operations: ``local`` (DuckDB, in process) now, ``spark`` later."""
+"""Engines run the heavy data operations: ``local`` (DuckDB, in process) and ``spark`` (a Spark cluster)."""
 
-from keel.engines._base import ROW, TS, Engine, EngineBase, PointInTimeSource
+from keel.engines._base import (
+    PARTITION_ROWS,
+    ROW,
+    SEQ,
+    TS,
+    Data,
+    Engine,
+    EngineBase,
+    EngineFrame,
+    Files,
+    Ingested,
+    Normalisation,
+    PackageSource,
+    PointInTimeSource,
+    Scoring,
+    Written,
+    WrittenFile,
+)
 from keel.engines.local import LocalEngine
 
-__all__ = ["ROW", "TS", "Engine", "EngineBase", "LocalEngine", "PointInTimeSource"]
+__all__ = [
+    "PARTITION_ROWS",
+    "ROW",
+    "SEQ",
+    "TS",
+    "Data",
+    "Engine",
+    "EngineBase",
+    "EngineFrame",
+    "Files",
+    "Ingested",
+    "LocalEngine",
+    "Normalisation",
+    "PackageSource",
+    "PointInTimeSource",
+    "Scoring",
+    "Written",
+    "WrittenFile",
+]

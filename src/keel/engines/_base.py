@@ -26,7 +26,7 @@ Three definitions make two engines give identical results:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -131,6 +131,7 @@ class Normalisation:
         created_timestamp: the created-time column, if any.
         features: ``(name, dtype)`` of each feature, in schema order.
         key_types: ``(key, "int64" | "string")`` the keys must have; empty: inferred from the source.
+        source: how messages name the data (``parquet source 'data/activity.parquet'``).
     """
 
     view: str
@@ -139,6 +140,7 @@ class Normalisation:
     created_timestamp: str | None
     features: tuple[tuple[str, str], ...]
     key_types: tuple[tuple[str, str], ...] = ()
+    source: str = "the source"
 
     @property
     def columns(self) -> list[str]:
@@ -213,6 +215,19 @@ class PointInTimeSource:
     ttl: timedelta | None
     deduplicate: bool
     sequence: str | None = SEQ
+
+
+@runtime_checkable
+class LatestSink(Protocol):
+    """Where materialization writes the latest values: picklable; when :attr:`distributed`, an engine may call
+    :meth:`write` in its worker processes (on other machines), each opening the store itself."""
+
+    #: whether worker processes can reach the store (Redis) or only this process can (SQLite, memory)
+    distributed: bool
+
+    def write(self, rows: pa.Table) -> int:
+        """Write a batch of latest rows; returns how many were applied."""
+        ...
 
 
 @runtime_checkable
@@ -302,10 +317,33 @@ class Engine(Protocol):
         batches of at most ``batch_rows`` rows: memory stays bounded whatever the number of entities."""
         ...
 
+    def write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int = 65_536,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Write :meth:`latest_per_entity` to ``sink`` in batches of at most ``batch_rows``; returns ``(rows,
+        applied)``. A distributed engine writes a distributed sink from its workers; otherwise this process
+        writes each batch as it arrives (``on_progress`` gets the rows written so far)."""
+        ...
+
     def stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime | None = None,
     ) -> int:
-        """How many entities' latest row in ``(start, end]`` of ``old`` has no row as recent in ``new``."""
+        """How many entities' latest row in ``(start, end]`` of ``old`` has no row as recent in ``new``'s
+        ``(start, new_end]`` (``new_end`` defaults to ``end``): the entities an upsert of ``new``'s latest rows
+        would leave holding ``old``'s values."""
         ...
 
     def column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -417,12 +455,59 @@ class EngineBase(ABC):
         except Exception as exc:
             raise self._failure(operation, exc) from exc
 
+    def write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int = 65_536,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """See :meth:`Engine.write_latest`."""
+        try:
+            return self._write_latest(
+                src, start=start, end=end, sink=sink, batch_rows=batch_rows, on_progress=on_progress
+            )
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"writing the latest values of feature view {src.view!r}", exc) from exc
+
+    def _write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> tuple[int, int]:
+        """Batches from :meth:`latest_per_entity`, written by this process (engines with workers override)."""
+        import pyarrow as pa
+
+        rows = applied = 0
+        for batch in self.latest_per_entity(src, start=start, end=end, batch_rows=batch_rows):
+            rows += batch.num_rows
+            applied += sink.write(pa.Table.from_batches([batch]))
+            if on_progress is not None:
+                on_progress(rows)
+        return rows, applied
+
     def stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime | None = None,
     ) -> int:
         """See :meth:`Engine.stale_entities`."""
         try:
-            return self._stale_entities(old, new, start=start, end=end)
+            return self._stale_entities(old, new, start=start, end=end, new_end=new_end or end)
         except KeelError:
             raise
         except Exception as exc:
@@ -498,7 +583,13 @@ class EngineBase(ABC):
 
     @abstractmethod
     def _stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime,
     ) -> int: ...
 
     @abstractmethod

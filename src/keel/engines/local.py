@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from keel.engines._base import ROW, TS, EngineBase, PointInTimeSource
+from keel.engines._base import (
+    ROW,
+    SEQ,
+    TS,
+    Data,
+    EngineBase,
+    EngineFrame,
+    Files,
+    Ingested,
+    Normalisation,
+    PackageSource,
+    PointInTimeSource,
+    Scoring,
+    Written,
+    WrittenFile,
+)
+from keel.engines._statistics import QUANTILES, TOP_CATEGORIES, json_bound, json_number, quantile_names
 from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
-
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-TOP_CATEGORIES = 20
 
 
 def q(identifier: str) -> str:
@@ -97,19 +111,25 @@ class LocalEngine(EngineBase):
     # -- point-in-time join ----------------------------------------------------------------------------------
     @staticmethod
     def _tie_order(src: PointInTimeSource) -> list[str]:
-        """Among rows of one entity at one event time: latest created time, then the row written last."""
+        """Among rows of one entity at one event time: latest created time, then the larger sequence number
+        (the row written last); versions written before sequence columns fall back to file position."""
         order = []
         if src.created_timestamp:
             order.append(f"{q(src.created_timestamp)} DESC NULLS LAST")
+        if src.sequence:
+            return [*order, f"{q(src.sequence)} DESC"]
         return [*order, "__keel_file DESC", "file_row_number DESC"]
 
     @staticmethod
     def _scan_sql(src: PointInTimeSource, columns: list[str], where: str, *, ordered: bool) -> str:
-        """Read the source's files; ``ordered`` adds each row's file ordinal and row number (tie-breaking).
+        """Read the source's files; ``ordered`` adds what breaks ties: the sequence column, or for versions
+        written before it each row's file ordinal and row number.
 
         The file ordinal follows the version's file list, so a pushed delta (listed after the data it extends)
         counts as written later whatever its path.
         """
+        if ordered and src.sequence:
+            columns, ordered = [*columns, src.sequence], False
         select = ", ".join(q(c) for c in dict.fromkeys(columns))
         if not ordered:
             files = "[" + ", ".join(_lit(p) for p in src.paths) + "]"
@@ -136,11 +156,8 @@ class LocalEngine(EngineBase):
         )
 
     # -- latest value per entity (materialization) -------------------------------------------------------------
-    def _latest_per_entity(self, src: PointInTimeSource, *, start: datetime | None, end: datetime) -> pa.Table:
-        """Per entity, the row with the latest event time in ``(start, end]``; ties broken as in retrieval.
-
-        Returns the join keys, the event-time column and the stored feature columns.
-        """
+    def _latest_sql(self, src: PointInTimeSource, start: datetime | None, end: datetime, *, columns: list[str]) -> str:
+        """Per entity, the row with the latest event time in ``(start, end]``; ties broken as in retrieval."""
         cols = [*src.join_keys, src.timestamp, *(stored for stored, _ in src.features)]
         if src.created_timestamp:
             cols.append(src.created_timestamp)
@@ -152,44 +169,211 @@ class LocalEngine(EngineBase):
         order = [f"{ts} DESC"]
         if src.deduplicate:
             order += self._tie_order(src)
-        out = ", ".join(q(c) for c in dict.fromkeys([*src.join_keys, src.timestamp, *(f for f, _ in src.features)]))
-        sql = (
+        out = ", ".join(q(c) for c in dict.fromkeys(columns))
+        return (
             f"SELECT {out} FROM ({self._scan_sql(src, cols, where, ordered=src.deduplicate)}) "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {', '.join(order)}) = 1"
         )
+
+    def _latest_per_entity(
+        self, src: PointInTimeSource, *, start: datetime | None, end: datetime, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The keys, the event-time column and the stored feature columns, streamed in bounded batches."""
+        columns = [*src.join_keys, src.timestamp, *(f for f, _ in src.features)]
         con = self.connect()
         try:
-            return fetch_arrow(con, sql)
+            reader = con.sql(self._latest_sql(src, start, end, columns=columns))
+            to_reader = getattr(reader, "to_arrow_reader", None) or reader.fetch_record_batch
+            for batch in to_reader(batch_rows):
+                if batch.num_rows:
+                    yield batch
         finally:
             con.close()
+
+    def _stale_entities(
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime,
+    ) -> int:
+        keys = list(old.join_keys)
+        on = " AND ".join(f"o.{q(k)} = n.{q(k)}" for k in keys)
+        sql = (
+            f"SELECT count(*) FROM ({self._latest_sql(old, start, end, columns=[*keys, old.timestamp])}) o "
+            f"LEFT JOIN ({self._latest_sql(new, start, new_end, columns=[*keys, new.timestamp])}) n ON {on} "
+            f"WHERE n.{q(new.timestamp)} IS NULL OR n.{q(new.timestamp)} < o.{q(old.timestamp)}"
+        )
+        con = self.connect()
+        try:
+            row = con.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            con.close()
+
+    def _join_sql(self, entities: str, sources: list[PointInTimeSource]) -> str:
+        """``__keel_row`` and every source's output columns for the entity rows of the table ``entities``."""
+        selects = [f"e.{q(ROW)}"]
+        joins = []
+        for i, src in enumerate(sources):
+            alias = f"f{i}"
+            on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in src.join_keys)
+            on += f" AND e.{q(TS)} >= {alias}.{q(src.timestamp)}"
+            joins.append(f"ASOF LEFT JOIN ({self._source_sql(i, src)}) {alias} ON {on}")
+            for stored, out in src.features:
+                value = f"{alias}.{q(stored)}"
+                if src.ttl is not None and src.ttl < UNBOUNDED_TTL:
+                    fresh = f"{alias}.{q(src.timestamp)} >= e.{q(TS)} - {_interval(src.ttl)}"
+                    value = f"CASE WHEN {fresh} THEN {value} END"
+                selects.append(f"{value} AS {q(out)}")
+        return f"SELECT {', '.join(selects)} FROM {entities} e {' '.join(joins)}"
 
     def _point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
         con = self.connect()
         try:
             con.register("__keel_entities", entities)
-            selects = [f"e.{q(ROW)}"]
-            joins = []
-            for i, src in enumerate(sources):
-                alias = f"f{i}"
-                on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in src.join_keys)
-                on += f" AND e.{q(TS)} >= {alias}.{q(src.timestamp)}"
-                joins.append(f"ASOF LEFT JOIN ({self._source_sql(i, src)}) {alias} ON {on}")
-                for stored, out in src.features:
-                    value = f"{alias}.{q(stored)}"
-                    if src.ttl is not None and src.ttl < UNBOUNDED_TTL:
-                        fresh = f"{alias}.{q(src.timestamp)} >= e.{q(TS)} - {_interval(src.ttl)}"
-                        value = f"CASE WHEN {fresh} THEN {value} END"
-                    selects.append(f"{value} AS {q(out)}")
-            sql = f"SELECT {', '.join(selects)} FROM __keel_entities e {' '.join(joins)} ORDER BY e.{q(ROW)}"
-            return fetch_arrow(con, sql)
+            return fetch_arrow(con, f"{self._join_sql('__keel_entities', sources)} ORDER BY {q(ROW)}")
+        finally:
+            con.close()
+
+    # -- data by reference -------------------------------------------------------------------------------------
+    def _relation(self, con: duckdb.DuckDBPyConnection, data: Data, name: str = "__keel_t") -> None:
+        """Make ``data`` (files, an Arrow table, a DuckDB relation) readable as the view ``name``."""
+        import pyarrow as pa
+
+        if isinstance(data, Files):
+            con.execute(f"CREATE TEMP VIEW {q(name)} AS {_read_sql(data)}")
+        elif isinstance(data, pa.Table | pa.RecordBatch):
+            con.register(name, data)
+        else:
+            raise ValidationError(
+                f"{self.description} reads files (keel.engines.Files) or Arrow tables, not {type(data).__name__}"
+            )
+
+    # -- ingest ----------------------------------------------------------------------------------------------
+    def _read(self, data: Data, rules: Normalisation) -> pa.Table:
+        """The whole source as one Arrow table, files in the order given (the local engine holds a version
+        in memory; that is its limit, and what the Spark engine is for)."""
+        import pyarrow as pa
+
+        if isinstance(data, pa.Table):
+            return data
+        if isinstance(data, pa.RecordBatch):
+            return pa.Table.from_batches([data])
+        if not isinstance(data, Files):
+            raise ValidationError(
+                f"{self.description} ingests files (keel.engines.Files) or Arrow tables, not {type(data).__name__}"
+            )
+        return _read_files(data)
+
+    def _ingest(
+        self,
+        data: Data,
+        rules: Normalisation,
+        into: str,
+        *,
+        first_sequence: int,
+        unless_digest: str | None,
+        partition_rows: int,
+    ) -> Ingested:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from keel.engines._arrow_files import write_parts
+        from keel.engines._digest import table_digest
+        from keel.engines._normalise import normalise_table
+
+        raw = self._read(data, rules)
+        if raw.num_rows == 0:
+            raise ValidationError(f"feature view {rules.view!r}: {rules.source} has no rows; nothing ingested")
+        normalised = normalise_table(raw, rules)
+        del raw  # the normalised copy is all that is needed from here on; free the source's memory early
+        table = normalised.table
+        dtypes = rules.dtypes(normalised.key_types)
+        digest = table_digest(table, dtypes)
+        bounds = pc.min_max(table.column(rules.timestamp)).as_py()
+        found = {
+            "rows": table.num_rows,
+            "key_types": normalised.key_types,
+            "event_time_min": bounds["min"],
+            "event_time_max": bounds["max"],
+            "digest": digest,
+            "warnings": tuple(normalised.warnings),
+        }
+        if digest == unless_digest:
+            return Ingested(written=None, duplicates=0, statistics={}, **found)
+        seq = np.arange(first_sequence, first_sequence + table.num_rows, dtype=np.int64)
+        table = table.append_column(SEQ, pa.array(seq))
+        duplicates = self._count_duplicates(table, list(rules.join_keys), rules.timestamp)
+        statistics = self._column_statistics(table, dtypes)
+        written = write_parts(table, into, rules.timestamp, partition_rows)
+        return Ingested(written=written, duplicates=duplicates, statistics=statistics, **found)
+
+    # -- point-in-time join of an entity table at rest ---------------------------------------------------------
+    def _join_to(
+        self,
+        entities: Data,
+        sources: list[PointInTimeSource],
+        *,
+        timestamp: str,
+        key_types: dict[str, str],
+        into: str | None,
+    ) -> Written | EngineFrame:
+        from keel.engines._arrow_files import filesystem, write_parquet
+
+        if into is None:
+            raise ValidationError(
+                f"{self.description}: a point-in-time join of an entity table at rest is written to a folder; "
+                "pass into=PATH (only the Spark engine returns its own frames)",
+                field="into",
+            )
+        con = self.connect()
+        try:
+            self._relation(con, entities, "__keel_input")
+            present = [str(r[0]) for r in con.execute("DESCRIBE __keel_input").fetchall()]
+            for column in [timestamp, *key_types]:
+                if column not in present:
+                    raise ValidationError(
+                        f"entity table lacks column {column!r}; it has: {', '.join(present)}", field=column
+                    )
+            # Numbered once and kept: the entity rows are read twice (the join, then every column back).
+            con.execute(
+                "CREATE TEMP TABLE __keel_numbered AS SELECT row_number() OVER () - 1 AS __keel_row, * "
+                "FROM __keel_input"
+            )
+            kinds = {"int64": "BIGINT", "string": "VARCHAR"}
+            typed = "".join(f", CAST({q(k)} AS {kinds[t]}) AS {q(k)}" for k, t in key_types.items())
+            con.execute(
+                f"CREATE TEMP VIEW __keel_entities AS SELECT {q(ROW)}, "
+                f"CAST({q(timestamp)} AS TIMESTAMPTZ) AS {q(TS)}{typed} FROM __keel_numbered"
+            )
+            keep = ", ".join(f"i.{q(c)}" for c in present)
+            outputs = "".join(f", j.{q(out)}" for src in sources for _, out in src.features)
+            sql = (
+                f"SELECT {keep}{outputs} FROM __keel_numbered i "
+                f"JOIN ({self._join_sql('__keel_entities', sources)}) j USING ({q(ROW)}) ORDER BY i.{q(ROW)}"
+            )
+            fs, root, local = filesystem(into)
+            if not local:
+                return Written(into, (write_parquet(fetch_arrow(con, sql), into, "part-0.parquet"),))
+            fs.makedirs(root, exist_ok=True)
+            path = f"{root.rstrip('/')}/part-0.parquet"
+            con.execute(f"COPY ({sql}) TO {_lit(path)} (FORMAT parquet)")
+            rows = con.execute(f"SELECT count(*) FROM read_parquet({_lit(path)})").fetchone()
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            return Written(into, (WrittenFile("part-0.parquet", int(rows[0]) if rows else 0, digest),))
         finally:
             con.close()
 
     # -- statistics ------------------------------------------------------------------------------------------
-    def _column_statistics(self, table: pa.Table, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    def _column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
         con = self.connect()
         try:
-            con.register("__keel_t", table)
+            self._relation(con, data)
             exprs: list[str] = ["count(*) AS n"]
             for i, (col, dtype) in enumerate(dtypes.items()):
                 c = q(col)
@@ -224,21 +408,21 @@ class LocalEngine(EngineBase):
                 s: dict[str, Any] = {"dtype": dtype, "count": count, "nulls": n - count}
                 if dtype in ("int64", "float64"):
                     s.update(
-                        min=_bound(values[f"c{i}_min"]),
-                        max=_bound(values[f"c{i}_max"]),
-                        mean=_num(values[f"c{i}_mean"]),
-                        std=_num(values[f"c{i}_std"]),
+                        min=json_bound(values[f"c{i}_min"]),
+                        max=json_bound(values[f"c{i}_max"]),
+                        mean=json_number(values[f"c{i}_mean"]),
+                        std=json_number(values[f"c{i}_std"]),
                         quantiles=dict(
                             zip(
-                                (f"p{int(x * 100):02d}" for x in QUANTILES),
-                                [_num(v) for v in (values[f"c{i}_quantiles"] or [None] * len(QUANTILES))],
+                                quantile_names(),
+                                [json_number(v) for v in (values[f"c{i}_quantiles"] or [None] * len(QUANTILES))],
                                 strict=True,
                             )
                         ),
                         distinct=int(values[f"c{i}_distinct"] or 0),
                     )
                 elif dtype == "bool":
-                    s["mean"] = _num(values[f"c{i}_mean"])
+                    s["mean"] = json_number(values[f"c{i}_mean"])
                 elif dtype == "timestamp":
                     lo, hi = values[f"c{i}_min"], values[f"c{i}_max"]
                     s.update(min=lo.isoformat() if lo else None, max=hi.isoformat() if hi else None)
@@ -250,16 +434,16 @@ class LocalEngine(EngineBase):
                     ).fetchall()
                     s["top"] = [[str(v), int(k)] for v, k in top]
                 elif dtype == "list[float64]":
-                    s["mean_length"] = _num(values[f"c{i}_mean_length"])
+                    s["mean_length"] = json_number(values[f"c{i}_mean_length"])
                 stats[col] = s
             return stats
         finally:
             con.close()
 
-    def _count_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int:
+    def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         con = self.connect()
         try:
-            con.register("__keel_t", table)
+            self._relation(con, data)
             cols = ", ".join(q(c) for c in (*keys, timestamp))
             distinct = f"SELECT count(*) FROM (SELECT DISTINCT {cols} FROM __keel_t)"
             row = con.execute(f"SELECT count(*) - ({distinct}) FROM __keel_t").fetchone()
@@ -267,19 +451,47 @@ class LocalEngine(EngineBase):
         finally:
             con.close()
 
+    # -- scoring ---------------------------------------------------------------------------------------------
+    def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
+        from keel.engines._local_score import score_files
 
-def _bound(value: Any) -> int | float | str | None:
-    """A minimum or maximum: integers as they are, floats made JSON-safe."""
-    return int(value) if isinstance(value, int) else _num(value)
+        return score_files(data, package, into, scoring)
 
 
-def _num(value: Any) -> float | str | None:
-    """A JSON-safe number: NaN becomes None, infinities become "inf"/"-inf" (JSON has neither)."""
-    if value is None:
-        return None
-    f = float(value)
-    if math.isnan(f):
-        return None
-    if math.isinf(f):
-        return "inf" if f > 0 else "-inf"
-    return f
+def _read_sql(files: Files) -> str:
+    """A DuckDB table function reading ``files`` (Parquet: columns by name across files; CSV: the options)."""
+    uris = "[" + ", ".join(_lit(u) for u in files.uris) + "]"
+    if files.format == "csv":
+        options = dict(files.options)
+        delimiter = options.get("delimiter", ",")
+        return f"SELECT * FROM read_csv({uris}, header=true, delim={_lit(delimiter)})"
+    return f"SELECT * FROM read_parquet({uris}, hive_partitioning=false, union_by_name=true)"
+
+
+def _read_files(files: Files) -> pa.Table:
+    """Every file of ``files``, in order, as one Arrow table (a Parquet folder with Hive partitions included)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from keel.engines._arrow_files import filesystem
+
+    tables = []
+    for uri in files.uris:
+        fs, path, _ = filesystem(uri)
+        try:
+            if files.format == "csv":
+                delimiter = dict(files.options).get("delimiter", ",")
+                # An empty field is null in every column, strings included (as Spark reads CSV).
+                convert = pcsv.ConvertOptions(strings_can_be_null=True)
+                with fs.open(path, "rb") as f:
+                    tables.append(
+                        pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter=delimiter), convert_options=convert)
+                    )
+            else:
+                tables.append(pq.read_table(path, filesystem=fs))
+        except (OSError, pa.ArrowException) as exc:
+            raise BackendError(f"cannot read {files.label}: {exc}") from exc
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="default")

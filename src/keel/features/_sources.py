@@ -62,6 +62,19 @@ class Source(ABC):
     def column_types(self, root: Path | None = None) -> dict[str, pa.DataType]:
         """The source's columns and types, read as cheaply as the format allows."""
 
+    def uris(self, root: Path | None = None) -> tuple[str, ...]:
+        """Where an engine reads the source: its file or folder as a local path or URI; ``()`` for a source
+        held in this process's memory (read it with :meth:`read`).
+
+        Raises:
+            NotFoundError: the file or folder does not exist.
+        """
+        return ()
+
+    def format_options(self) -> tuple[tuple[str, str], ...]:
+        """Options of the source's format, as text, that every engine applies the same way."""
+        return ()
+
     @property
     def describe(self) -> str:
         """A short human description used in messages."""
@@ -104,6 +117,10 @@ class _FileSource(Source):
             path = root / path
         return fsspec.filesystem("file"), str(path)
 
+    def uris(self, root: Path | None = None) -> tuple[str, ...]:
+        inner = self._require(root)[1]
+        return (self.path if _is_uri(self.path) else inner,)
+
     def _require(self, root: Path | None) -> tuple[Any, str]:
         fs, inner = self.resolve(root)
         try:
@@ -137,6 +154,10 @@ class ParquetSource(_FileSource):
         if not dataset.files:
             raise NotFoundError(f"{self.describe}: the folder {inner!r} holds no Parquet files")
         return fs, inner, dataset
+
+    def uris(self, root: Path | None = None) -> tuple[str, ...]:
+        self._dataset(root)  # a folder without Parquet files is not found
+        return super().uris(root)
 
     def read(self, root: Path | None = None) -> pa.Table:
         import pyarrow.parquet as pq
@@ -182,13 +203,20 @@ class CsvSource(_FileSource):
     def _location_spec(self) -> dict[str, Any]:
         return {"path": self.path, "delimiter": self.delimiter}
 
+    def format_options(self) -> tuple[tuple[str, str], ...]:
+        return (("delimiter", self.delimiter),)
+
     def read(self, root: Path | None = None) -> pa.Table:
         import pyarrow.csv as pcsv
 
         fs, inner = self._require(root)
         try:
             with fs.open(inner, "rb") as f:
-                return pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter=self.delimiter))
+                return pcsv.read_csv(
+                    f,
+                    parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                    convert_options=pcsv.ConvertOptions(strings_can_be_null=True),  # an empty field is null
+                )
         except Exception as exc:
             raise BackendError(f"cannot read {self.describe}: {exc}") from exc
 

@@ -1,6 +1,5 @@
 """The offline store: ingestion into immutable versions, and point-in-time retrieval."""
 
-from keel.offline._digest import table_digest
 from keel.offline._ingest import IngestResult, ingest_view
 from keel.offline._push import append_version
 from keel.offline._retrieval import VERSIONS_ATTR, ResolvedView, historical_features, plan_request
@@ -20,6 +19,5 @@ __all__ = [
     "historical_features",
     "ingest_view",
     "plan_request",
-    "table_digest",
     "validate_table",
 ]

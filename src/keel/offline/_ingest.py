@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow.compute as pc
-
-from keel.errors import ValidationError
-from keel.offline._digest import table_digest
-from keel.offline._validate import validate_table
+from keel.engines import Data, Files
+from keel.offline._validate import DIGEST_KIND, normalisation, version_columns
 
 if TYPE_CHECKING:
     from keel.catalog import Catalog, FeatureVersion
     from keel.engines import Engine
-    from keel.features import FeatureView
+    from keel.features import FeatureView, Source
     from keel.offline._store import OfflineStore
 
 
@@ -50,6 +46,14 @@ class IngestResult:
         return f"{self.view}: version {self.version.version} ({self.rows:,} rows) in {self.seconds:.2f}s"
 
 
+def source_data(source: Source, root: Path | None) -> Data:
+    """What an engine reads for ``source``: its files by reference, or the rows held in this process."""
+    uris = source.uris(root)
+    if not uris:
+        return source.read(root)
+    return Files(uris, format=source.kind, options=source.format_options(), describe=source.describe)  # type: ignore[arg-type]
+
+
 def ingest_view(
     view: FeatureView,
     *,
@@ -60,55 +64,55 @@ def ingest_view(
     engine: Engine,
     root: Path | None,
 ) -> IngestResult:
-    """Read ``view``'s source, validate it, and record a new version unless the data is unchanged."""
+    """Have the engine read ``view``'s source, normalise, describe and write it in one pass, and record the
+    new version unless the data is unchanged.
+
+    The engine writes into a staging folder of the offline store; the folder is published under the data's
+    digest, and only then is the catalog row committed (a failure anywhere leaves the catalog as it was).
+    """
     started = time.perf_counter()
-    raw = view.source.read(root)
-    if raw.num_rows == 0:
-        raise ValidationError(f"feature view {view.name!r}: {view.source.describe} has no rows; nothing ingested")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validated = validate_table(raw, view, join_keys)
-    rows = raw.num_rows
-    del raw  # the validated copy is all that is needed from here on; free the source's memory early
-    noticed = [str(w.message) for w in caught]
-    for w in caught:  # hand them on to the caller's filters too
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    table = validated.table
-    digest = table_digest(table)
+    data = source_data(view.source, root)
+    rules = normalisation(view, join_keys)
     definition_hash = view.definition_hash
     try:
         latest = catalog.feature_version(view.name)
     except LookupError:
         latest = None
-    if latest is not None and latest.data_digest == digest and latest.definition_hash == definition_hash:
-        return IngestResult(view.name, latest, False, rows, time.perf_counter() - started, noticed)
-
-    duplicates = engine.count_duplicates(table, validated.join_keys, validated.timestamp)
-    key_dtypes: dict[str, str] = validated.columns["join_keys"]
-    dtypes = {k: key_dtypes[k] for k in validated.join_keys}
-    dtypes[validated.timestamp] = "timestamp"
-    if validated.created_timestamp:
-        dtypes[validated.created_timestamp] = "timestamp"
-    dtypes.update(validated.features)
-    statistics = engine.column_statistics(table, dtypes)
-    ts = table.column(validated.timestamp)
-    bounds = pc.min_max(ts).as_py()
-    location, files = store.write_version(view.name, table, digest, validated.timestamp)
+    unchanged = (
+        latest.data_digest
+        if latest is not None
+        and latest.definition_hash == definition_hash
+        and latest.columns.get("digest") == DIGEST_KIND
+        else None
+    )
+    staging = store.staging(view.name)
+    try:
+        ingested = engine.ingest(data, rules, staging, unless_digest=unchanged, partition_rows=store.partition_rows)
+        if ingested.written is not None:
+            location, files = store.publish(view.name, staging, ingested.digest, ingested.written)
+    except BaseException:
+        store.discard(staging)  # nothing half-written stays behind
+        raise
+    noticed = list(ingested.warnings)
+    if ingested.written is None:
+        store.discard(staging)
+        assert latest is not None  # the engine skips the write only for the digest it was given
+        return IngestResult(view.name, latest, False, ingested.rows, time.perf_counter() - started, noticed)
     version, created = catalog.add_feature_version(
         view=view.name,
         definition_version=definition_version,
         definition_hash=definition_hash,
         location=location,
         files=files,
-        row_count=table.num_rows,
-        event_time_min=_dt(bounds["min"]),
-        event_time_max=_dt(bounds["max"]),
-        data_digest=digest,
-        columns=validated.columns,
-        statistics=statistics,
-        has_duplicates=duplicates > 0,
+        row_count=ingested.rows,
+        event_time_min=ingested.event_time_min,
+        event_time_max=ingested.event_time_max,
+        data_digest=ingested.digest,
+        columns=version_columns(rules, ingested.key_types),
+        statistics=ingested.statistics,
+        has_duplicates=ingested.duplicates > 0,
     )
-    return IngestResult(view.name, version, created, rows, time.perf_counter() - started, noticed)
+    return IngestResult(view.name, version, created, ingested.rows, time.perf_counter() - started, noticed)
 
 
 def _dt(value: object) -> datetime | None:

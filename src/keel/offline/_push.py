@@ -1,22 +1,20 @@
 """Pushing rows to the offline store: a new immutable version made of the previous one plus the new rows.
 
 The previous version's files are not copied: the new version lists them (with their folder) before the file of
-the pushed rows, so a tie on event time resolves to the pushed row, which came later.
+the pushed rows, whose sequence numbers continue the parent's, so a tie on event time resolves to the pushed
+row, which came later.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+from keel.engines import Files
 from keel.errors import ConflictError, NotFoundError, ValidationError
-from keel.offline._digest import table_digest
-from keel.offline._ingest import IngestResult, _dt
+from keel.offline._ingest import IngestResult
 from keel.offline._validate import ValidatedTable
 
 if TYPE_CHECKING:
@@ -97,50 +95,54 @@ def _append_once(
                     f"v{parent.version} stores {_KIND[stored[key]]}; convert the column before pushing",
                     field=key,
                 )
-    delta_digest = table_digest(delta)
-    location, own_files = store.write_version(view.name, delta, delta_digest, validated.timestamp)
+    # Rows continue the parent's sequence, so that a tie on event time goes to the pushed row.
+    sequenced = parent is None or bool(parent.columns.get("sequence"))
+    first = parent.row_count if parent is not None and sequenced else 0
+    rules = replace(validated.rules, key_types=tuple(validated.key_types.items()))
+    staging = store.staging(view.name)
+    try:
+        delta_data = engine.ingest(delta, rules, staging, first_sequence=first, partition_rows=store.partition_rows)
+        assert delta_data.written is not None  # nothing to compare with: the engine always writes
+        # The folder's name covers the first sequence number too: the same rows pushed again later are a
+        # different delta (their ties go to them).
+        folder = hashlib.sha256(f"{delta_data.digest}@{first}".encode()).hexdigest()
+        location, own_files = store.publish(view.name, staging, folder, delta_data.written)
+    except BaseException:
+        store.discard(staging)
+        raise
     files: list[dict[str, Any]] = []
     if parent is not None:
         files += [{**f, "location": f.get("location", parent.location)} for f in parent.files]
     files += [{**f, "location": location} for f in own_files]
     digest = (
-        hashlib.sha256(f"{parent.data_digest}+{delta_digest}".encode()).hexdigest()
+        hashlib.sha256(f"{parent.data_digest}+{delta_data.digest}".encode()).hexdigest()
         if parent is not None
-        else delta_digest
+        else delta_data.digest
     )
-    # Statistics describe the whole version, as for an ingested one.
-    whole = delta
-    if parent is not None:
-        parts = [pq.read_table(p, filesystem=None if store.is_local else store.fs) for p in _local(store, parent)]
-        whole = pa.concat_tables([*[t.select(delta.column_names).cast(delta.schema) for t in parts], delta])
-    key_dtypes: dict[str, str] = validated.columns["join_keys"]
-    dtypes = dict(key_dtypes)
-    dtypes[validated.timestamp] = "timestamp"
-    if validated.created_timestamp:
-        dtypes[validated.created_timestamp] = "timestamp"
-    dtypes.update(validated.features)
+    # Statistics describe the whole version, as for an ingested one: the engine reads its files by reference.
+    whole = Files(store.file_uris(location, files), describe=f"version files of {view.name!r}")
+    dtypes = rules.dtypes(validated.key_types)
     statistics = engine.column_statistics(whole, dtypes)
     duplicates = engine.count_duplicates(whole, validated.join_keys, validated.timestamp)
-    bounds = pc.min_max(whole.column(validated.timestamp)).as_py()
+    lows = [t for t in (parent.event_time_min if parent else None, delta_data.event_time_min) if t is not None]
+    highs = [t for t in (parent.event_time_max if parent else None, delta_data.event_time_max) if t is not None]
+    columns = validated.columns
+    if not sequenced:  # files of a version written before sequence columns: ties fall back to file order
+        columns = {k: v for k, v in columns.items() if k != "sequence"}
     version, created = catalog.add_feature_version(
         view=view.name,
         definition_version=definition_version,
         definition_hash=view.definition_hash,
         location=location,
         files=files,
-        row_count=whole.num_rows,
-        event_time_min=_dt(bounds["min"]),
-        event_time_max=_dt(bounds["max"]),
+        row_count=(parent.row_count if parent is not None else 0) + delta_data.rows,
+        event_time_min=min(lows, default=None),
+        event_time_max=max(highs, default=None),
         data_digest=digest,
-        columns=validated.columns,
+        columns=columns,
         statistics=statistics,
         has_duplicates=duplicates > 0,
         skip_if_latest_digest=False,
         expect_latest=parent.version if parent is not None else 0,
     )
     return IngestResult(view.name, version, created, delta.num_rows, time.perf_counter() - started, warnings or [])
-
-
-def _local(store: OfflineStore, version: FeatureVersion) -> list[str]:
-    """The version's files as paths for pyarrow (inside the store's filesystem, without a scheme)."""
-    return [f"{store._join(f.get('location', version.location))}/{f['path']}" for f in version.files]

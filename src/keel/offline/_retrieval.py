@@ -6,19 +6,19 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from keel.engines import ROW, TS, PointInTimeSource
+from keel.engines import ROW, TS, EngineFrame, Files, PointInTimeSource, Written
+from keel.engines._normalise import NaiveTimestampWarning, parse_timestamps
 from keel.errors import BackendError, NotFoundError, ValidationError
 from keel.features import FeatureRef, parse_refs
 from keel.features._dtypes import pandas_type as _pandas_type
 from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
-from keel.offline._validate import NaiveTimestampWarning, parse_timestamps
 
 if TYPE_CHECKING:
     from keel.catalog import FeatureVersion
@@ -316,19 +316,7 @@ def historical_features(
                 )
             if key not in columns:
                 columns[key] = _key_array(entity_df[key], name=key, stored=stored_keys.get(key, "int64"))
-        ttl: timedelta | None = rv.view.ttl
-        sources.append(
-            PointInTimeSource(
-                view=rv.view.name,
-                paths=store.paths(rv.version),
-                join_keys=rv.join_keys,
-                timestamp=stored["timestamp"],
-                created_timestamp=stored.get("created_timestamp"),
-                features=rv.features,
-                ttl=ttl,
-                deduplicate=rv.version.has_duplicates,
-            )
-        )
+        sources.append(_point_in_time_source(rv, store))
     entities = pa.table(columns)
     joined = engine.point_in_time_join(entities, sources)
     if joined.num_rows != len(entity_df):
@@ -344,6 +332,60 @@ def historical_features(
     out: pd.DataFrame = pd.concat([entity_df, features], axis=1)
     out.attrs[VERSIONS_ATTR] = {rv.view.name: rv.version.version for rv in resolved}
     return out
+
+
+def join_at_rest(
+    entities: Any,
+    plan: RetrievalPlan,
+    *,
+    store: OfflineStore,
+    engine: Engine,
+    timestamp: str | None,
+    into: str | None,
+) -> Written | EngineFrame:
+    """The point-in-time join of an entity table that stays where it is: a Parquet file or folder (a path or
+    URI), or the engine's own frame (a Spark DataFrame); written under ``into`` or, with ``into=None`` on an
+    engine that has frames, returned as one. Nothing is collected in this process.
+    """
+    if not timestamp:
+        raise ValidationError(
+            "an entity table at rest (a path or an engine frame) needs its timestamp column named: pass "
+            "timestamp='column'",
+            field="timestamp",
+        )
+    if plan.on_demand:
+        names = ", ".join(repr(step.view.name) for step in plan.on_demand)
+        raise ValidationError(
+            f"on-demand feature views ({names}) are computed on an in-memory entity frame; request them with a "
+            "pandas DataFrame, or compute them when scoring (the model package applies them)",
+            field=plan.on_demand[0].view.name,
+        )
+    data = entities
+    if isinstance(entities, str | Path):
+        data = Files((str(entities),), describe=f"entity table {str(entities)!r}")
+    key_types: dict[str, str] = {}
+    sources: list[PointInTimeSource] = []
+    for rv in plan.views:
+        stored = _stored(rv.version)
+        for key in rv.join_keys:
+            key_types.setdefault(key, stored["join_keys"].get(key, "int64"))
+        sources.append(_point_in_time_source(rv, store))
+    return engine.join_to(data, sources, timestamp=timestamp, key_types=key_types, into=into)
+
+
+def _point_in_time_source(rv: ResolvedView, store: OfflineStore) -> PointInTimeSource:
+    stored = _stored(rv.version)
+    return PointInTimeSource(
+        view=rv.view.name,
+        paths=store.paths(rv.version),
+        join_keys=rv.join_keys,
+        timestamp=stored["timestamp"],
+        created_timestamp=stored.get("created_timestamp"),
+        features=rv.features,
+        ttl=rv.view.ttl,
+        deduplicate=rv.version.has_duplicates,
+        sequence=stored.get("sequence"),
+    )
 
 
 def _with_on_demand(joined: pa.Table, entity_df: pd.DataFrame, plan: RetrievalPlan) -> pd.DataFrame:

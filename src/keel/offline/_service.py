@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 from keel.features import FeatureRef, FeatureView
 from keel.offline._ingest import IngestResult, ingest_view
 from keel.offline._push import append_version
-from keel.offline._retrieval import historical_features, plan_request
+from keel.offline._retrieval import historical_features, join_at_rest, plan_request
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from keel.catalog import Catalog, FeatureVersion
     from keel.definitions import Definitions
-    from keel.engines import Engine
+    from keel.engines import Engine, EngineFrame, Written
     from keel.offline._store import OfflineStore
     from keel.offline._validate import ValidatedTable
 
@@ -102,12 +102,13 @@ class OfflineFeatureService:
 
     def historical_features(
         self,
-        entity_df: pd.DataFrame,
+        entity_df: pd.DataFrame | str | Path | EngineFrame,
         features: Sequence[str | FeatureRef] | str,
         *,
         timestamp: str | None = None,
         full_feature_names: bool = False,
-    ) -> pd.DataFrame:
+        into: str | Path | None = None,
+    ) -> pd.DataFrame | Written | EngineFrame:
         """The entity frame with ``features`` joined point in time (see :meth:`keel.Project.historical_features`)."""
         refs = [features] if isinstance(features, str) else list(features)
         resolved = plan_request(
@@ -118,4 +119,29 @@ class OfflineFeatureService:
             full_feature_names=full_feature_names,
             on_demand_lookup=self.definitions.find_on_demand,
         )
-        return historical_features(entity_df, resolved, store=self.store, engine=self.engine, timestamp=timestamp)
+        import pandas as pd
+
+        if isinstance(entity_df, pd.DataFrame) and into is None:
+            return historical_features(entity_df, resolved, store=self.store, engine=self.engine, timestamp=timestamp)
+        if isinstance(entity_df, pd.DataFrame):  # a small frame written where asked: joined in memory first
+            joined = historical_features(entity_df, resolved, store=self.store, engine=self.engine, timestamp=timestamp)
+            return write_frame(joined, str(into))
+        return join_at_rest(
+            entity_df,
+            resolved,
+            store=self.store,
+            engine=self.engine,
+            timestamp=timestamp,
+            into=None if into is None else str(into),
+        )
+
+
+def write_frame(frame: pd.DataFrame, into: str) -> Written:
+    """A joined frame written as one Parquet file under the folder ``into``."""
+    import pyarrow as pa
+
+    from keel.engines import Written
+    from keel.engines._arrow_files import write_parquet
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return Written(into, (write_parquet(table, into, "part-0.parquet"),))

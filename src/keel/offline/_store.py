@@ -13,31 +13,18 @@ import json
 import os
 import shutil
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from keel.engines import PARTITION_ROWS, Written
+from keel.engines._arrow_files import write_parts
 from keel.errors import BackendError
 
 if TYPE_CHECKING:
     from keel.catalog import FeatureVersion
 
-ROW_GROUP_ROWS = 256 * 1024
 MANIFEST = "_manifest.json"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Columns worth dictionary encoding: keys, strings, integers, flags; floats and times rarely repeat."""
-    return [
-        f.name
-        for f in schema
-        if pa.types.is_integer(f.type) or pa.types.is_string(f.type) or pa.types.is_boolean(f.type)
-    ]
 
 
 class OfflineStore:
@@ -48,7 +35,7 @@ class OfflineStore:
         partition_rows: versions with more rows are split into one file per month of event time.
     """
 
-    def __init__(self, uri: str, *, partition_rows: int = 1_000_000) -> None:
+    def __init__(self, uri: str, *, partition_rows: int = PARTITION_ROWS) -> None:
         import fsspec
 
         self.uri = uri
@@ -67,59 +54,69 @@ class OfflineStore:
         A file entry may name its own ``location``: a version made by a push lists its parent's files, which
         live in the parent's folder, before its own.
         """
-        paths = [f"{self._join(f.get('location', version.location))}/{f['path']}" for f in version.files]
-        if not self.is_local:
-            protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-            paths = [f"{protocol}://{p.lstrip('/')}" if "://" not in p else p for p in paths]
-        return tuple(paths)
+        return self.file_uris(version.location, version.files)
+
+    def file_uris(self, location: str, files: list[dict[str, Any]]) -> tuple[str, ...]:
+        """The files of a version's manifest (each may name its own ``location``) as URIs an engine reads."""
+        return tuple(self.uri_of(f"{self._join(f.get('location', location))}/{f['path']}") for f in files)
+
+    def uri_of(self, path: str) -> str:
+        """A path inside the store's filesystem as an engine reads it (a local path, or a URI)."""
+        if self.is_local or "://" in path:
+            return path
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return f"{protocol}://{path.lstrip('/')}"
+
+    def _inner(self, uri: str) -> str:
+        return str(self.fs._strip_protocol(uri)) if "://" in uri else uri
+
+    def staging(self, view: str) -> str:
+        """A fresh folder (as a URI an engine writes to) for a version of ``view`` before it is published."""
+        return self.uri_of(self._join(view, f"_tmp-{uuid.uuid4().hex}"))
+
+    def publish(self, view: str, staging: str, digest: str, written: Written) -> tuple[str, list[dict[str, Any]]]:
+        """Make the files an engine wrote under ``staging`` the version folder named by ``digest``.
+
+        The manifest (files, rows, SHA-256) is written last inside the folder, which is then renamed into
+        place; when the folder exists already (identical data published before), it is reused as it is and
+        the staging folder discarded. Returns ``(location, files)``.
+        """
+        location = f"{view}/{digest}"
+        final = self._join(location)
+        tmp = self._inner(staging)
+        try:
+            existing = self._manifest(final)
+            if existing is not None:
+                self._discard(tmp)
+                return location, existing
+            files = [{"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in written.files]
+            self._write_file(f"{tmp}/{MANIFEST}", json.dumps(files).encode())
+            self._publish(tmp, final)
+        except BaseException as exc:
+            self._discard(tmp)  # nothing half-written stays behind
+            if isinstance(exc, OSError | pa.ArrowException):
+                raise BackendError(f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}") from exc
+            raise
+        return location, self._manifest(final) or files
+
+    def discard(self, staging: str) -> None:
+        """Remove a staging folder that will not be published (the data was unchanged, or a step failed)."""
+        self._discard(self._inner(staging))
 
     def write_version(
         self, view: str, table: pa.Table, digest: str, timestamp: str
     ) -> tuple[str, list[dict[str, Any]]]:
-        """Write ``table`` as the version folder named by ``digest``; returns ``(location, files)``.
-
-        When the folder exists already (identical data written before), it is reused as it is.
-        """
-        location = f"{view}/{digest}"
-        final = self._join(location)
+        """Write ``table`` (already normalised) as the version folder named by ``digest``; returns
+        ``(location, files)``. When the folder exists already (identical data written before), it is reused."""
+        staging = self.staging(view)
         try:
-            existing = self._manifest(final)
-            if existing is not None:
-                return location, existing
-            tmp = self._join(view, f"_tmp-{uuid.uuid4().hex}")
-            try:
-                files = self._write_folder(tmp, table, timestamp)
-                self._publish(tmp, final)
-            except BaseException:
-                self._discard(tmp)  # nothing half-written stays behind
-                raise
-        except (OSError, pa.ArrowException) as exc:
-            raise BackendError(f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}") from exc
-        return location, self._manifest(final) or files
-
-    def _write_folder(self, tmp: str, table: pa.Table, timestamp: str) -> list[dict[str, Any]]:
-        self.fs.makedirs(tmp, exist_ok=True)
-        files: list[dict[str, Any]] = []
-        for rel, part in self._partitions(table, timestamp):
-            path = f"{tmp}/{rel}"
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            # Encode straight into the file (no whole-file buffer in memory), then hash what landed on disk.
-            with self.fs.open(path, "wb") as f:
-                pq.write_table(
-                    part,
-                    f,
-                    row_group_size=ROW_GROUP_ROWS,
-                    compression="snappy",
-                    use_dictionary=_dictionary_columns(part.schema),
-                )
-                if self.is_local:
-                    f.flush()
-                    os.fsync(f.fileno())
-            with self.fs.open(path, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-            files.append({"path": rel, "sha256": digest, "rows": part.num_rows})
-        self._write_file(f"{tmp}/{MANIFEST}", json.dumps(files).encode())
-        return files
+            written = write_parts(table, staging, timestamp, self.partition_rows)
+        except BaseException as exc:
+            self.discard(staging)
+            if isinstance(exc, OSError | pa.ArrowException):
+                raise BackendError(f"offline store {self.uri!r}: cannot write a version of {view!r}: {exc}") from exc
+            raise
+        return self.publish(view, staging, digest, written)
 
     def _discard(self, folder: str) -> None:
         with contextlib.suppress(Exception):
@@ -161,34 +158,6 @@ class OfflineStore:
             self.fs.rm(tmp, recursive=True)
             return
         self.fs.mv(tmp, final, recursive=True)
-
-    def _partitions(self, table: pa.Table, timestamp: str) -> list[tuple[str, pa.Table]]:
-        """One part, or one part per month (UTC) of event time; rows keep their order within a part."""
-        if table.num_rows <= self.partition_rows:
-            return [("part-0.parquet", table)]
-        micros = pc.cast(table.column(timestamp), pa.int64()).to_numpy()
-        bounds = pc.min_max(table.column(timestamp)).as_py()
-        first, last = bounds["min"], bounds["max"]
-        months: list[tuple[int, int]] = []
-        year, month = first.year, first.month
-        while (year, month) <= (last.year, last.month):
-            months.append((year, month))
-            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        starts = np.array(
-            [(datetime(y, m, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1) for y, m in months],
-            dtype=np.int64,
-        )
-        which = np.searchsorted(starts, micros, side="right") - 1
-        order = np.argsort(which, kind="stable")  # stable: the source order breaks ties on event time
-        ends = np.cumsum(np.bincount(which, minlength=len(months)))
-        ordered = table.take(pa.array(order))
-        out = []
-        begin = 0
-        for (y, m), end in zip(months, ends.tolist(), strict=True):
-            if end > begin:
-                out.append((f"month={y:04d}-{m:02d}/part-0.parquet", ordered.slice(begin, end - begin)))
-            begin = end
-        return out
 
     def verify(self, version: FeatureVersion) -> list[str]:
         """Re-hash every file of ``version``; returns the files whose content no longer matches."""

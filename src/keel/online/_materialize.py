@@ -14,18 +14,18 @@ whole) so that the store holds exactly the new version's latest values.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from keel._time import checked_utc
 from keel.engines import PointInTimeSource
 from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    import pyarrow as pa
+    from collections.abc import Callable, Iterable
 
     from keel.catalog import Catalog, FeatureVersion, Materialization
     from keel.definitions import Definitions
@@ -68,6 +68,9 @@ class MaterializeResult:
 
 _MICROSECOND = timedelta(microseconds=1)
 
+#: Entities per batch from the engine to the online store: bounded memory, few round trips.
+BATCH_ROWS = 65_536
+
 
 def _source(
     view: FeatureView, version: FeatureVersion, join_keys: list[str], offline_store: OfflineStore, *, features: bool
@@ -81,6 +84,7 @@ def _source(
         features=tuple((f, f) for f in version.columns["features"]) if features else (),
         ttl=view.ttl,
         deduplicate=version.has_duplicates,
+        sequence=version.columns.get("sequence"),
     )
 
 
@@ -96,6 +100,8 @@ def materialize_view(
     store_id: str,
     start: datetime | None = None,
     end: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+    on_progress: Callable[[int], None] | None = None,
 ) -> MaterializeResult:
     """Write ``view``'s latest values per entity with event time in ``(start, end]`` to the online store.
 
@@ -105,6 +111,9 @@ def materialize_view(
     retrieval at ``end`` can still see. A new version that lacks rows the store holds from the previous one
     rebuilds the view (see the module's docstring). An explicit ``start`` writes exactly that window (bounded
     by the TTL), whatever was written before.
+
+    The engine hands the latest rows over in batches of at most ``batch_rows``; ``on_progress`` is called with
+    the entities written so far after each batch.
 
     The catalog records ``start=None`` for a run after which the store holds every latest value up to ``end``
     (a run from the TTL, or one continuing such a run); only those runs are continued incrementally. A run of
@@ -144,7 +153,6 @@ def materialize_view(
         lower = floor
     features = list(version.columns["features"])
     source = _source(view, version, join_keys, offline_store, features=True)
-    latest = engine.latest_per_entity(source, start=lower, end=end_utc)
     rebuilt = ""
     if replaced is not None:
         previous = catalog.feature_version(view.name, replaced[0])
@@ -153,19 +161,21 @@ def materialize_view(
             previous,
             version,
             join_keys,
-            latest,
             engine=engine,
             offline_store=offline_store,
             lower=lower,
             end=min(replaced[1], end_utc),
+            new_end=end_utc,
         )
         if rebuilt:
             online_store.drop_view(view.name)
-    written = 0
-    if latest.num_rows:
-        written = online_store.write_batch(
-            view.name, latest, keys=join_keys, features=features, timestamp=source.timestamp, ttl=view.ttl
-        )
+    sink = StoreSink.of(online_store, view=view.name, keys=join_keys, features=features, timestamp=source.timestamp)
+    sink.ttl = view.ttl  # Redis expires each entity at its event time plus the TTL
+    # Bounded batches: the latest values of millions of entities never sit in memory at once (and on a
+    # distributed engine, never reach this process: its workers write a shared store themselves).
+    rows, written = engine.write_latest(
+        source, start=lower, end=end_utc, sink=sink, batch_rows=batch_rows, on_progress=on_progress
+    )
     seconds = time.perf_counter() - started
     catalog.add_materialization(
         view=view.name,
@@ -173,10 +183,62 @@ def materialize_view(
         version=version.version,
         start=None if complete else start_utc,
         end=end_utc,
-        row_count=latest.num_rows,
+        row_count=rows,
         seconds=seconds,
     )
     return MaterializeResult(view.name, version.version, written, start_utc, end_utc, seconds, rebuilt=rebuilt)
+
+
+#: Online store schemes that worker processes on other machines can reach.
+SHARED_SCHEMES = ("redis", "rediss")
+
+# (uri, prefix) -> the store a worker process opened for a sink: one connection per process, not per batch.
+_OPENED: dict[tuple[str, str], OnlineStore] = {}
+
+
+@dataclass
+class StoreSink:
+    """The online store materialization writes to, as an engine's worker process can rebuild it.
+
+    Pickled for a worker, it carries the store's URI and prefix (never the open store); the worker opens the
+    store once and keeps it for its later batches.
+    """
+
+    uri: str
+    prefix: str
+    view: str
+    keys: list[str]
+    features: list[str]
+    timestamp: str
+    ttl: timedelta | None = None
+    distributed: bool = False
+    store: OnlineStore | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, store: OnlineStore, *, view: str, keys: list[str], features: list[str], timestamp: str) -> StoreSink:
+        """A sink writing to ``store`` in this process, and to the same store from workers that can reach it."""
+        from keel._backends import scheme_of
+
+        distributed = scheme_of(store.uri) in SHARED_SCHEMES
+        return cls(store.uri, store.prefix, view, keys, features, timestamp, None, distributed, store)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "store": None}  # a worker opens its own connection
+
+    def write(self, rows: pa.Table) -> int:
+        """Write a batch of latest rows; returns how many were applied."""
+        store = self.store or self._opened()
+        return store.write_batch(
+            self.view, rows, keys=self.keys, features=self.features, timestamp=self.timestamp, ttl=self.ttl
+        )
+
+    def _opened(self) -> OnlineStore:
+        from keel._backends import backend_class
+
+        key = (self.uri, self.prefix)
+        if key not in _OPENED:
+            _OPENED[key] = backend_class("online", self.uri)(self.uri, prefix=self.prefix)
+        return _OPENED[key]
 
 
 def _replaced_version(
@@ -217,22 +279,20 @@ def _rebuild_reason(
     previous: FeatureVersion,
     version: FeatureVersion,
     join_keys: list[str],
-    latest: pa.Table,
     *,
     engine: Engine,
     offline_store: OfflineStore,
     lower: datetime | None,
     end: datetime,
+    new_end: datetime,
 ) -> str:
-    """Why the store cannot go from ``previous`` to ``version`` by upserting ``latest`` (``""``: it can).
+    """Why the store cannot go from ``previous`` to ``version`` by upserting ``version``'s latest rows (``""``:
+    it can).
 
     The store holds, per entity, ``previous``'s latest row up to ``end`` (older ones than ``lower`` are expired
     and read as null anyway). An upsert replaces each of them unless ``version`` has no row for the entity
     in the window, or an older one; and it is refused when keys or feature types differ.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     old_cols, new_cols = previous.columns, version.columns
     if list(old_cols["join_keys"].items()) != list(new_cols["join_keys"].items()):
         return f"the join keys of v{previous.version} and v{version.version} differ"
@@ -242,17 +302,13 @@ def _rebuild_reason(
         return f"the type of {', '.join(map(repr, changed))} changed between v{previous.version} and v{version.version}"
     if lower is not None and end <= lower:
         return ""
-    old = engine.latest_per_entity(
-        _source(view, previous, join_keys, offline_store, features=False), start=lower, end=end
+    count = engine.stale_entities(
+        _source(view, previous, join_keys, offline_store, features=False),
+        _source(view, version, join_keys, offline_store, features=False),
+        start=lower,
+        end=end,
+        new_end=new_end,
     )
-    if not old.num_rows:
-        return ""
-    old = pa.table({**{k: old.column(k) for k in join_keys}, "__keel_old": old.column(old_cols["timestamp"])})
-    new = pa.table({**{k: latest.column(k) for k in join_keys}, "__keel_new": latest.column(new_cols["timestamp"])})
-    both = old.join(new, keys=join_keys, join_type="left outer")
-    newer = both.column("__keel_new")
-    stale = pc.or_kleene(pc.is_null(newer), pc.less(newer, both.column("__keel_old")))
-    count = int(pc.sum(pc.cast(pc.fill_null(stale, True), pa.int64())).as_py() or 0)
     if not count:
         return ""
     return (
