@@ -143,17 +143,20 @@ class ScoringPlan:
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _located(self, exc: ValidationError, table: pa.Table, first_row: int | None) -> ValidationError:
-        """``exc`` with where its row is in the input: the input row number, and the row's id."""
+        """``exc`` with where its row is in the input: the input row number when known, and the row's id."""
         row = exc.row
         if row is None or not 0 <= row < table.num_rows:
             return exc
-        where = []
-        if first_row is not None:
-            where.append(f"input row {first_row + row}")
+        ident = ""
         if self.id_column is not None:
-            where.append(f"{self.id_column}={table.column(self.id_column)[row].as_py()!r}")
-        located = f"{exc} ({', '.join(where)})" if where else str(exc)
-        return ValidationError(located, field=exc.field, row=None if first_row is None else first_row + row)
+            ident = f"{self.id_column}={table.column(self.id_column)[row].as_py()!r}"
+        if first_row is not None:
+            where = f"input row {first_row + row}" + (f", {ident}" if ident else "")
+        else:  # a Spark batch: its row numbers are not the input's
+            where = "row counted within one batch; " + (
+                f"the row has {ident}" if ident else "give an id column to find the row"
+            )
+        return ValidationError(f"{exc} ({where})", field=exc.field, row=None if first_row is None else first_row + row)
 
 
 def prediction_type(package: Any) -> pa.DataType:
