@@ -128,24 +128,13 @@ class Scorer:
 
         return self._table_columns(from_ipc(data))
 
-    def _table_columns(self, table: pa.Table) -> pd.DataFrame | dict[str, Any]:
-        """A chunk's columns: float64 feature columns straight from Arrow as numpy arrays (nulls as NaN, as
-        pandas gives them), the others (and the id column) through pandas as before."""
-        import pyarrow as pa
-
-        numeric = {f.name for f in self.package.schema.features if f.dtype != "string"}
-        direct = [
-            c
-            for c in table.column_names
-            if c in numeric and c != self.id_column and pa.types.is_float64(table.schema.field(c).type)
-        ]
-        if not direct:
-            frame: pd.DataFrame = table.to_pandas()
-            return frame
-        rest = [c for c in table.column_names if c not in direct]
-        columns: dict[str, Any] = dict(table.select(rest).to_pandas().items()) if rest else {}
-        for c in direct:
-            columns[c] = table.column(c).to_numpy()  # float64; nulls -> NaN
+    def _table_columns(self, table: pa.Table) -> dict[str, Any]:
+        """A chunk's columns: the package's input of the table (:meth:`ModelPackage.arrow_columns`, the
+        conversion the engines use too) and the id column through pandas."""
+        columns = self.package.arrow_columns(table)
+        if self.id_column is not None:
+            # the output's id is built from the pandas column (pa.Array.from_pandas), whether or not it is a feature
+            columns = {**columns, self.id_column: table.column(self.id_column).to_pandas()}
         columns[_ROWS] = table.num_rows
         return columns
 

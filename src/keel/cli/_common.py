@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,11 +31,11 @@ ProjectOption = Annotated[
 ]
 
 
-def open_project(path: Path) -> Project:
-    """Open the project at ``path``."""
+def open_project(path: Path, **overrides: Any) -> Project:
+    """Open the project at ``path``; ``overrides`` replace configuration keys (``engine="spark"``)."""
     from keel.project import Project
 
-    return Project.open(path)
+    return Project.open(path, **overrides)
 
 
 def write_table(df: pd.DataFrame, path: Path) -> None:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from keel.cli._common import ProjectOption, console, err_console, open_project
+from keel.errors import NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from rich.progress import Task
     from rich.text import Text
+
+    from keel.batch import BatchResult
+    from keel.engines._base import Files
+    from keel.project import Project
+
+#: The engines ``--engine`` names.
+ENGINES = ("local", "spark")
 
 
 def _rate_column() -> type:
@@ -57,35 +66,38 @@ def predict(
     ] = True,
     allow_pickle: Annotated[bool, typer.Option(help="Load a pickle-based model package.")] = False,
     proba: Annotated[bool, typer.Option(help="Add a classifier's proba_<class> columns.")] = True,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Who scores: local (worker processes of this machine, into the --output Parquet file, in input "
+            "order, resumable) or spark (Spark's Python workers, into the --output folder of Parquet files; only "
+            "--features input). Default: the project's engine setting."
+        ),
+    ] = None,
     project: ProjectOption = Path("."),
 ) -> None:
-    """Score a file by chunks, in worker processes, keeping the input's order; resumable.
+    """Score a file by chunks, in worker processes, keeping the input's order; resumable. With the Spark engine,
+    score it in Spark's Python workers into a folder of Parquet files.
 
     Exits with 1 when a chunk failed twice (the summary names its rows); the finished chunks are written.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with (
-        open_project(project) as proj,
-        Progress(
-            TextColumn("scoring"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.fields[total_text]} rows"),
-            _rate_column()(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        ) as progress,
-    ):
-        task = progress.add_task("scoring", total=None, total_text="?")
-
-        def on_progress(done: int, total: int | None) -> None:
-            progress.update(task, completed=done, total=total, total_text="?" if total is None else f"{total:,}")
-
-        result = proj.predict_batch(
+    if engine is not None and engine not in ENGINES:
+        raise ValidationError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}", field="engine")
+    with open_project(project, **({"engine": engine} if engine else {})) as proj:
+        if proj.config.engine != "local":
+            _score_on_engine(
+                proj,
+                model,
+                input,
+                output,
+                features=features,
+                id_column=id_column,
+                proba=proba,
+                allow_pickle=allow_pickle,
+            )
+            return
+        result = _predict_locally(
+            proj,
             model,
             input,
             output,
@@ -96,8 +108,7 @@ def predict(
             timestamp=timestamp,
             resume=resume,
             allow_pickle=allow_pickle,
-            probabilities=proba,
-            on_progress=on_progress,
+            proba=proba,
         )
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
@@ -113,3 +124,106 @@ def predict(
             err_console.print(f"[red]failed:[/] {failure}", soft_wrap=True, highlight=False)
         err_console.print(f"the manifest {result.manifest} keeps the finished chunks; a re-run retries the rest")
         raise typer.Exit(1)
+
+
+def _predict_locally(proj: Project, model: str, input: str, output: str, *, proba: bool, **options: Any) -> BatchResult:
+    """Batch scoring in this machine's worker processes (:meth:`Project.predict_batch`), with a progress bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.fields[total_text]} rows"),
+        _rate_column()(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("scoring", total=None, total_text="?")
+
+        def on_progress(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total, total_text="?" if total is None else f"{total:,}")
+
+        return proj.predict_batch(model, input, output, probabilities=proba, on_progress=on_progress, **options)
+
+
+def _score_on_engine(
+    proj: Project,
+    model: str,
+    input: str,
+    output: str,
+    *,
+    features: str,
+    id_column: str | None,
+    proba: bool,
+    allow_pickle: bool,
+) -> None:
+    """Score with the project's engine (:meth:`Engine.score <keel.engines.Engine.score>`): the package by
+    reference, loaded and verified once in each of the engine's workers, the output a folder of Parquet files."""
+    from keel.engines._base import Scoring
+
+    name = proj.config.engine
+    if features != "input":
+        raise ValidationError(
+            f"the {name} engine scores the input's own feature columns (--features input); --features {features} "
+            "joins the features in this process: score with --engine local",
+            field="features",
+        )
+    files = input_files(input)
+    ref = proj.models.ref(model, allow_pickle=allow_pickle or None)  # None: the registry's own setting
+    started = time.perf_counter()
+    with err_console.status(f"scoring with {ref.label} on the {name} engine", spinner="dots"):
+        written = proj.engine.score(files, ref, output, scoring=Scoring(id_column=id_column, probabilities=proba))
+    seconds = time.perf_counter() - started
+    rate = written.rows / seconds if seconds > 0 else 0.0
+    console.print(
+        f"{written.rows:,} rows scored with {ref.name} v{ref.version} on the {name} engine in {seconds:.2f} s "
+        f"({rate:,.0f} rows/s); {len(written.files)} file(s) -> {output}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def input_files(input: str) -> Files:
+    """The input as the engines take it: a Parquet or CSV file, or a folder of Parquet (or CSV) files.
+
+    Raises:
+        NotFoundError: nothing at ``input``.
+        ValidationError: not a Parquet or CSV file, or a folder holding none.
+    """
+    from keel._files import open_filesystem
+    from keel.engines._base import Files
+
+    fs, path, _ = open_filesystem(input)
+    if not fs.exists(path):
+        raise NotFoundError(f"no input at {input}")
+    if not fs.isdir(path):
+        return Files((input,), format=_format_of(input))
+    found = sorted(
+        p
+        for p in fs.find(path)
+        if not any(part.startswith(("_", ".")) for part in p[len(path) :].split("/")) and p.lower().endswith(_SUFFIXES)
+    )
+    formats = {_format_of(p) for p in found}
+    if not found or len(formats) > 1:
+        what = "no Parquet or CSV file" if not found else "both Parquet and CSV files"
+        raise ValidationError(f"the input folder {input} holds {what}; give a folder of one kind", field="input")
+    uris = tuple(input.rstrip("/") + p[len(path.rstrip("/")) :] for p in found)
+    return Files(uris, format=formats.pop(), describe=f"the input folder {input!r}")
+
+
+_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+def _format_of(path: str) -> Literal["parquet", "csv"]:
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith(".csv"):
+        return "csv"
+    raise ValidationError(
+        f"{path}: unsupported input type; use a .parquet or .csv file (or a folder of them)", field="input"
+    )

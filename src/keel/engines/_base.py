@@ -235,8 +235,16 @@ class PackageSource(Protocol):
     """A model package by reference (:class:`keel.models.PackageRef`): picklable, loaded and verified by
     whoever scores with it, once per process."""
 
-    name: str
-    digest: str
+    # read-only: a PackageRef is frozen (settable protocol members would refuse it)
+    @property
+    def name(self) -> str:
+        """The model's name (for messages)."""
+        ...
+
+    @property
+    def digest(self) -> str:
+        """The package's SHA-256, lowercase hex."""
+        ...
 
     def load(self) -> Any:
         """The verified, deserialized package."""

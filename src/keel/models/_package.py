@@ -24,6 +24,7 @@ from keel.models._schema import InputSchema, _numeric
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 # InputSchema lives in _schema; exported here too because _serialization imports it from this module.
 __all__ = ["InputSchema", "ModelPackage", "Scores"]
@@ -204,6 +205,29 @@ class ModelPackage:
             return Scores(columns, predictions, probs)
         predictions = np.asarray(self.estimator.predict(matrix))
         return Scores(columns, predictions, np.asarray(self.estimator.predict_proba(matrix)) if proba else None)
+
+    def arrow_columns(self, table: pa.Table | pa.RecordBatch) -> dict[str, Any]:
+        """The input of :meth:`score` for an Arrow table: the feature columns it holds, by name.
+
+        A float64 column of a numeric feature is handed over straight from Arrow as a numpy array (nulls as NaN,
+        as pandas gives them; no copy when it has one chunk and no nulls); every other feature column goes
+        through pandas, as :meth:`score` of ``table.to_pandas()`` would see it. The predictions are therefore
+        those of ``score(table.to_pandas())``, bit for bit; batch scoring and both engines read Arrow this way.
+        Columns that are not features are left out; a missing feature is reported by :meth:`score`.
+        """
+        import pyarrow as pa
+
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        present = set(table.column_names)
+        names = [f.name for f in self.schema.features if f.name in present]
+        numeric = {f.name for f in self.schema.features if f.dtype != "string"}
+        direct = [c for c in names if c in numeric and pa.types.is_float64(table.schema.field(c).type)]
+        rest = [c for c in names if c not in direct]
+        columns: dict[str, Any] = dict(table.select(rest).to_pandas().items()) if rest else {}
+        for c in direct:
+            columns[c] = table.column(c).to_numpy()  # float64; nulls -> NaN
+        return columns
 
     def _check_mapping(self, frame: Any) -> None:
         if not isinstance(frame, Mapping):
