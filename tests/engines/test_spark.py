@@ -395,7 +395,8 @@ def test_parquet_nanosecond_timestamps_as_pandas_writes_them_are_read(engine: Sp
     naive = pa.array([1_999, None], pa.timestamp("ns"))
     path = write(tmp_path / "ns.parquet", {"k": [1, 2], "t": nanos, "c": naive, "x": [1.0, 2.0]})
 
-    ingested = engine.ingest(Files((path,)), rules(created_timestamp="c"), str(tmp_path / "v1"))
+    with pytest.warns(UserWarning, match="column 'c' has timestamps without a time zone"):
+        ingested = engine.ingest(Files((path,)), rules(created_timestamp="c"), str(tmp_path / "v1"))
 
     assert ingested.written is not None
     stored = read_version(ingested.written).sort_by(SEQ)
@@ -411,14 +412,14 @@ def test_parquet_nanosecond_timestamps_as_pandas_writes_them_are_read(engine: Sp
     )
 
 
-def test_an_empty_source_is_an_empty_version(engine: SparkEngine, tmp_path: Path) -> None:
+def test_an_empty_source_is_refused_whatever_its_form(engine: SparkEngine, spark: SparkSession, tmp_path: Path) -> None:
     table = pa.table({"k": pa.array([], pa.int64()), "t": at(), "x": pa.array([], pa.float64())})
+    path = write(tmp_path / "empty.parquet", {c: table.column(c) for c in table.column_names})
 
-    ingested = engine.ingest(table, rules(), str(tmp_path / "v1"))
-
-    assert ingested.written is not None and ingested.written.rows == 0
-    assert (ingested.rows, ingested.duplicates, ingested.event_time_min) == (0, 0, None)
-    assert ingested.statistics["x"]["count"] == 0
+    for data in (table, Files((path,)), spark.createDataFrame(table)):
+        with pytest.raises(ValidationError, match=r"^feature view 'v': the source has no rows; nothing ingested$"):
+            engine.ingest(data, rules(), str(tmp_path / "v1"))
+        assert not (tmp_path / "v1").exists()
 
 
 def test_every_written_column_is_optional_as_other_engines_write_them(engine: SparkEngine, tmp_path: Path) -> None:
@@ -441,7 +442,8 @@ def test_naive_and_text_timestamps_are_taken_as_utc_with_a_warning(engine: Spark
         }
     )
 
-    ingested = engine.ingest(table, rules(created_timestamp="c"), str(tmp_path / "v1"))
+    with pytest.warns(UserWarning, match="without a time zone"):
+        ingested = engine.ingest(table, rules(created_timestamp="c"), str(tmp_path / "v1"))
 
     assert ingested.written is not None
     stored = read_version(ingested.written).sort_by(SEQ)
@@ -498,7 +500,7 @@ def test_missing_columns_are_listed_with_the_columns_present(engine: SparkEngine
         engine, tmp_path, pa.table({"k": [1], "x": [1.0]}), rules(features=(("x", "float64"), ("y", "int64")))
     )
 
-    assert str(error) == "feature view 'v': column(s) ['t', 'y'] missing from the given table; it has: k, x"
+    assert str(error) == "feature view 'v': column(s) ['t', 'y'] missing from the source; it has: k, x"
     assert error.field == "t"
 
 
@@ -517,13 +519,20 @@ def test_a_key_of_floats_is_refused_after_its_nulls_are_checked(engine: SparkEng
     assert str(error) == "feature view 'v', join key 'k': keys must be integers or strings, the source holds double"
 
 
-def test_keys_must_have_the_types_the_extended_version_stores(engine: SparkEngine, tmp_path: Path) -> None:
-    table = pa.table({"k": [1], "t": at(0), "x": [1.0]})
+def test_keys_must_have_the_types_the_extended_version_stores_once_every_value_passed(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
+    declared = rules(key_types=(("k", "string"),), source="the pushed rows")
 
-    error = _fails(engine, tmp_path, table, rules(key_types=(("k", "string"),)))
+    kind = _fails(engine, tmp_path, pa.table({"k": [1], "t": at(0), "x": [1.0]}), declared)
+    value = _fails(engine, tmp_path, pa.table({"k": [1], "t": at(0), "x": ["one"]}), declared)
 
-    assert error.field == "k"
-    assert "holds integers but the version it extends stores strings" in str(error)
+    assert str(kind) == (
+        "feature view 'v', join key 'k': the pushed rows holds integers but the version it extends stores "
+        "strings; convert the column"
+    )
+    assert kind.field == "k"
+    assert value.field == "x"  # a bad value comes first: the keys' kind is judged last, as the local engine does
 
 
 def test_a_text_event_time_that_does_not_parse_names_its_row_and_value(engine: SparkEngine, tmp_path: Path) -> None:
@@ -704,7 +713,9 @@ def test_join_to_of_a_table_in_memory_equals_join_to_of_files(engine: SparkEngin
     assert sorted(from_memory.collect(), key=lambda r: r["id"]) == sorted(from_files.collect(), key=lambda r: r["id"])
 
 
-def test_join_to_takes_naive_entity_times_as_utc_and_casts_keys(engine: SparkEngine, tmp_path: Path) -> None:
+def test_join_to_joins_on_naive_entity_times_taken_as_utc_and_keys_cast_but_keeps_the_columns(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
     path = write(tmp_path / "v.parquet", {"k": [1, 2], "t": at(0, 0), "x": [1.0, 2.0]})
     table = pa.table(
         {"k": ["1", "2"], "when": pa.array([datetime(2024, 1, 1, 0, 30), datetime(2023, 12, 31)], pa.timestamp("us"))}
@@ -713,7 +724,21 @@ def test_join_to_takes_naive_entity_times_as_utc_and_casts_keys(engine: SparkEng
     frame = engine.join_to(table, [source([path])], timestamp="when", key_types={"k": "int64"}, into=None)
 
     rows = sorted(frame.toArrow().to_pylist(), key=lambda r: r["k"])
-    assert rows == [{"k": 1, "when": T0 + 0.5 * HOUR, "x": 1.0}, {"k": 2, "when": T0 - 24 * HOUR, "x": None}]
+    naive = [datetime(2024, 1, 1, 0, 30), datetime(2023, 12, 31)]  # the entity columns are kept as they are
+    assert rows == [{"k": "1", "when": naive[0], "x": 1.0}, {"k": "2", "when": naive[1], "x": None}]
+
+
+def test_join_to_of_entities_without_a_key_column_names_it(engine: SparkEngine, tmp_path: Path) -> None:
+    path = write(tmp_path / "v.parquet", {"k": [1], "t": at(0), "x": [1.0]})
+
+    with pytest.raises(ValidationError, match=r"^entity table lacks column 'k'; it has: when, id$"):
+        engine.join_to(
+            pa.table({"when": at(1), "id": [1]}),
+            [source([path])],
+            timestamp="when",
+            key_types={"k": "int64"},
+            into=None,
+        )
 
 
 def test_join_to_with_a_key_that_does_not_convert_is_a_validation_error_naming_it(

@@ -107,6 +107,25 @@ class Plan:
         """Whether no problem was seen in the schema (the values can then be computed)."""
         return all(not isinstance(s, Problem) for c in self.columns for s in c.steps)
 
+    @property
+    def key_problem(self) -> Problem | None:
+        """Keys of another kind than the version being extended stores: judged once every value passed."""
+        kinds = self.key_types()
+        for key, required in self.rules.key_types:
+            if kinds.get(key, required) != required:
+                message = (
+                    f"feature view {self.rules.view!r}, join key {key!r}: {self.rules.source} holds "
+                    f"{_KIND[kinds[key]]} but the version it extends stores {_KIND.get(required, required)}; "
+                    "convert the column"
+                )
+                return Problem(message, key)
+        return None
+
+    @property
+    def writable(self) -> bool:
+        """Whether the rows can be written once their values pass (nothing in the schema stands in the way)."""
+        return self.valid and self.key_problem is None
+
     def aggregates(self, seq: Column) -> list[Column]:
         """Per check, the smallest sequence number of a failing row (``__keel_check<i>``), and per text
         timestamp column whether any value was naive (``__keel_naive<i>``)."""
@@ -142,7 +161,8 @@ class Plan:
                 row = int(seq) - first_sequence
                 value = value_at(step.column, int(seq)) if step.wants_value else None
                 return ValidationError(step.message(row, value), field=column.name, row=row)
-        return None
+        problem = self.key_problem
+        return None if problem is None else ValidationError(problem.message, field=problem.column)
 
     def warnings(self, found: dict[str, Any]) -> list[str]:
         """The naive-timestamp warnings, in column order."""
@@ -177,10 +197,9 @@ def compile_rules(rules: Normalisation, schema: StructType, nanoseconds: dict[st
     nanos = nanoseconds or {}
     types = {f.name: f.dataType for f in schema.fields}
     view = rules.view
-    required = dict(rules.key_types)
     columns: list[ColumnRule] = []
     for key in rules.join_keys:
-        columns.append(_key(view, key, types[key], required.get(key)))
+        columns.append(_key(view, key, types[key]))
     for name, nullable, event_time in (
         (rules.timestamp, False, True),
         *([(rules.created_timestamp, True, False)] if rules.created_timestamp else []),
@@ -265,7 +284,7 @@ def _is_unsigned_64(dtype: DataType) -> bool:
     return isinstance(dtype, DecimalType) and dtype.precision == 20 and dtype.scale == 0
 
 
-def _key(view: str, name: str, dtype: DataType, required: str | None) -> ColumnRule:
+def _key(view: str, name: str, dtype: DataType) -> ColumnRule:
     from pyspark.sql.types import StringType
 
     x = _col(name)
@@ -286,12 +305,6 @@ def _key(view: str, name: str, dtype: DataType, required: str | None) -> ColumnR
     else:
         problem = f"{where}: keys must be integers or strings, the source holds {arrow_name(dtype)}"
         return ColumnRule(name, None, [*steps, Problem(problem, name)])
-    if required is not None and required != kind:
-        problem = (
-            f"{where}: holds {_KIND[kind]} but the version it extends stores {_KIND.get(required, required)}; "
-            "convert the column before pushing"
-        )
-        steps.append(Problem(problem, name))
     return ColumnRule(name, value, steps, key_type=kind)
 
 

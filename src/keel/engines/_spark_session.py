@@ -14,7 +14,9 @@ runtime settings are always applied, because results depend on them:
 A local JVM (``local[*]``, ``spark://host:port``) is started with its own output sent to a log file in the
 temporary folder (:func:`log_path`): the JVM prints start-up notes on its console that no logging setting
 silences (``WARNING: Using incubator modules``), and a library must not write on its caller's terminal.
-``sc://host:port`` connects to a Spark Connect server instead; nothing starts locally.
+With a local master, Spark's Python workers are given this process's ``sys.path``: they unpickle what the
+driver pickled by reference (a sink or a function of the caller's own modules). ``sc://host:port`` connects to
+a Spark Connect server instead; nothing starts locally.
 """
 
 from __future__ import annotations
@@ -180,6 +182,8 @@ def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
     properties = os.path.join(_folder(), f"log4j2-{os.getpid()}.properties")
     with open(properties, "w") as f:
         f.write(LOG4J2_PROPERTIES)
+    if master.startswith("local"):
+        settings["spark.executorEnv.PYTHONPATH"] = _worker_path(settings.get("spark.executorEnv.PYTHONPATH", ""))
     option = f"-Dlog4j2.configurationFile=file:{properties}"
     settings["spark.driver.extraJavaOptions"] = " ".join(
         part for part in (settings.get("spark.driver.extraJavaOptions", ""), option) if part
@@ -200,6 +204,14 @@ def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
     context.setLogLevel("ERROR")
     log.debug("Spark %s started (master %s); its log is %s", context.version, master, logfile)
     return SparkSession(context)
+
+
+def _worker_path(configured: str) -> str:
+    """The ``PYTHONPATH`` of local Python workers: this process's ``sys.path``, so that a worker unpickles what
+    the driver pickled by reference (Keel itself when it runs from a source folder, a sink or a function
+    defined in the caller's own modules); then whatever the configuration adds."""
+    paths = [os.getcwd() if p == "" else p for p in sys.path if p == "" or os.path.exists(p)]
+    return os.pathsep.join(dict.fromkeys([*paths, *filter(None, configured.split(os.pathsep))]))
 
 
 def _check_java() -> None:

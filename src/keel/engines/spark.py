@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from keel.engines._base import (
     EngineFrame,
     Files,
     Ingested,
+    LatestSink,
     Normalisation,
     PackageSource,
     PointInTimeSource,
@@ -59,6 +61,7 @@ from keel.engines._base import (
     Written,
     WrittenFile,
 )
+from keel.engines._normalise import NaiveTimestampWarning
 from keel.engines._spark_normalise import Plan, compile_rules
 from keel.engines._spark_session import quiet_pandas_warning
 from keel.engines._statistics import (
@@ -139,7 +142,6 @@ class _Source:
         frame: the source's columns plus, when ``units``, ``__keel_unit``/``__keel_unit_part`` (the file,
             split or partition a row was read from) and ``__keel_position`` (its place in it); otherwise
             ``__keel_position`` is already the row's index in the source.
-        label: how messages name the source.
         uris: the files in the order given (to order the units), when read from files.
         units: whether positions are relative to a unit.
         persist: whether the frame must be kept between passes (positions that a second read may not repeat).
@@ -149,7 +151,6 @@ class _Source:
     """
 
     frame: DataFrame
-    label: str
     uris: tuple[str, ...] = ()
     units: bool = True
     persist: bool = True
@@ -314,7 +315,7 @@ class SparkEngine(EngineBase):
         missing = [c for c in dict.fromkeys(rules.columns) if c not in present]
         if missing:
             raise ValidationError(
-                f"feature view {rules.view!r}: column(s) {missing} missing from {source.label}; "
+                f"feature view {rules.view!r}: column(s) {missing} missing from {rules.source}; "
                 f"it has: {', '.join(present)}",
                 field=missing[0],
             )
@@ -347,6 +348,8 @@ class SparkEngine(EngineBase):
 
         rules = plan.rules
         numbered, rows = self._numbered(raw, source, first_sequence)
+        if rows == 0:
+            raise ValidationError(f"feature view {rules.view!r}: {rules.source} has no rows; nothing ingested")
         seq = F.col(SEQ)
         flags = {f"__keel_bad{i}": check.bad for i, check in enumerate(plan.checks())}
         aggregates = [F.count(F.lit(1)).alias("__keel_rows")]
@@ -356,7 +359,7 @@ class SparkEngine(EngineBase):
             row = numbered.where(seq == at).select(_col(column)).limit(1).toArrow()
             return row.column(0)[0].as_py()
 
-        if not plan.valid:  # a problem in the schema: only the checks before it may fail first; nothing is written
+        if not plan.writable:  # a problem in the schema: only the checks before it may fail first; nothing is written
             checked = numbered.select(*[v.alias(k) for k, v in flags.items()], seq).agg(*aggregates).collect()[0]
             error = plan.first_error(checked.asDict(), first_sequence, value_at)
             assert error is not None
@@ -397,6 +400,10 @@ class SparkEngine(EngineBase):
         else:
             statistics = _statistics_values(found, dtypes, rows, tops)
             written = self._written(into)
+        noticed = tuple(plan.warnings(found))
+        for message in noticed:  # as the local engine does: to the caller's warning filters and the log
+            warnings.warn(message, NaiveTimestampWarning, stacklevel=4)
+            log.warning(message)
         return Ingested(
             written=written,
             rows=rows,
@@ -406,7 +413,7 @@ class SparkEngine(EngineBase):
             duplicates=duplicates,
             statistics=statistics,
             digest=digest,
-            warnings=tuple(plan.warnings(found)),
+            warnings=noticed,
         )
 
     def _positioned(self, data: Data, rules: Normalisation) -> _Source:
@@ -417,7 +424,7 @@ class SparkEngine(EngineBase):
         if isinstance(data, pa.Table):
             indexed = data.append_column(_POSITION, pa.array(range(data.num_rows), pa.int64()))
             frame = self._from_arrow(indexed, round_up=(rules.timestamp,))
-            return _Source(frame, "the given table", units=False, persist=False, rows=data.num_rows, in_memory=True)
+            return _Source(frame, units=False, persist=False, rows=data.num_rows, in_memory=True)
         if isinstance(data, Files):
             read = self._read_files(data, nanoseconds_as_counts=True)
             files = read.inputFiles() if data.format == "parquet" else []
@@ -425,7 +432,7 @@ class SparkEngine(EngineBase):
             if len(files) == 1:  # one Parquet file: the row number is the position
                 frame = read.select("*", F.col("_metadata.row_index").alias(_POSITION))
                 rows = _footer_rows(files[0])
-                return _Source(frame, data.label, units=False, persist=False, rows=rows, nanoseconds=nanoseconds)
+                return _Source(frame, units=False, persist=False, rows=rows, nanoseconds=nanoseconds)
             if data.format == "parquet":
                 position = F.col("_metadata.row_index")
                 part = F.lit(0).cast("bigint")
@@ -437,7 +444,7 @@ class SparkEngine(EngineBase):
             )
             # Parquet row numbers are the same at every read; the ids of CSV rows are kept by persisting the rows.
             persist = data.format != "parquet"
-            return _Source(frame, data.label, uris=data.uris, persist=persist, nanoseconds=nanoseconds)
+            return _Source(frame, uris=data.uris, persist=persist, nanoseconds=nanoseconds)
         if _is_frame(data):
             frame = data.select(
                 "*",
@@ -445,7 +452,7 @@ class SparkEngine(EngineBase):
                 F.spark_partition_id().cast("bigint").alias(_UNIT_PART),
                 F.monotonically_increasing_id().alias(_POSITION),
             )
-            return _Source(frame, "the given Spark DataFrame", persist=True)
+            return _Source(frame, persist=True)
         self._frame(data)  # raises the error naming what data may be
         raise AssertionError("unreachable")
 
@@ -622,22 +629,32 @@ class SparkEngine(EngineBase):
         key_types: dict[str, str],
         into: str | None,
     ) -> Written | EngineFrame:
+        """Every entity row with all its columns as they are, followed by the features. The join itself uses the
+        entity time as UTC instants and the keys cast to ``key_types``, in hidden columns dropped at the end."""
         import pyarrow as pa
 
         small = isinstance(entities, pa.Table)
         if small:  # in memory: numbered here, joined by broadcasting it
             entities = entities.append_column("__keel_entity", pa.array(range(entities.num_rows), pa.int64()))
         frame = self._frame(entities)
-        frame = frame.withColumn(timestamp, _entity_time(frame, timestamp))
+        present = [c for c in frame.columns if not c.startswith("__keel_")]
+        for column in [timestamp, *key_types]:
+            if column not in present:
+                raise ValidationError(
+                    f"entity table lacks column {column!r}; it has: {', '.join(present)}", field=column
+                )
+        keys = {key: f"__keel_key{i}" for i, key in enumerate(key_types)}
+        hidden = [_entity_time(frame, timestamp).alias("__keel_at")]
         for key, dtype in key_types.items():
-            if key in frame.columns:
-                target = "bigint" if dtype == "int64" else "string"
-                frame = frame.withColumn(key, _converted_key(frame, key, _type_of(target), f"{dtype} keys"))
+            target = _type_of("bigint" if dtype == "int64" else "string")
+            hidden.append(_converted_key(frame, key, target, f"{dtype} keys").alias(keys[key]))
+        frame = frame.select("*", *hidden)
         if small:
-            frame = self._small_join(frame, "__keel_entity", sources, timestamp=timestamp).drop("__keel_entity")
+            frame = self._small_join(frame, "__keel_entity", sources, timestamp="__keel_at", key_columns=keys)
         else:
             for src in sources:
-                frame = self._as_of(frame, src, timestamp=timestamp)
+                frame = self._as_of(frame, src, timestamp="__keel_at", key_columns=keys)
+        frame = frame.drop("__keel_at", "__keel_entity", *keys.values())
         if into is None:
             return frame
         if _exists(into):
@@ -646,7 +663,13 @@ class SparkEngine(EngineBase):
         return self._written(into)
 
     def _small_join(
-        self, entities: DataFrame, row: str, sources: list[PointInTimeSource], *, timestamp: str
+        self,
+        entities: DataFrame,
+        row: str,
+        sources: list[PointInTimeSource],
+        *,
+        timestamp: str,
+        key_columns: dict[str, str] | None = None,
     ) -> DataFrame:
         """The point-in-time join of a small entity frame (one that came from memory), numbered by ``row``.
 
@@ -655,9 +678,12 @@ class SparkEngine(EngineBase):
         row keeps the latest of those (``max_by``, combined in each task before anything is shuffled). The
         entity rows are then joined to each source's latest values by their number. The work grows with the
         pairs that meet, as for a hand-written join: for a large entity frame, see :meth:`_as_of`.
+
+        ``key_columns`` names the entity column of a join key when it is not the key's own name.
         """
         from pyspark.sql import functions as F
 
+        named = key_columns or {}
         out = entities
         for src in sources:
             feats = self._read_version(src, ranked=src.deduplicate and src.sequence is None)
@@ -667,7 +693,9 @@ class SparkEngine(EngineBase):
                 _col(row).alias("__keel_e"),
                 _col(timestamp).alias("__keel_at"),
                 *[
-                    _converted_key(entities, k, types[k], "the feature view's keys").alias(keys[i])
+                    _converted_key(entities, named.get(k, k), types[k], "the feature view's keys", name=k).alias(
+                        keys[i]
+                    )
                     for i, k in enumerate(src.join_keys)
                 ],
             )
@@ -695,18 +723,21 @@ class SparkEngine(EngineBase):
             out = out.join(values, on=row, how="left")
         return out
 
-    def _as_of(self, entities: DataFrame, src: PointInTimeSource, *, timestamp: str) -> DataFrame:
+    def _as_of(
+        self, entities: DataFrame, src: PointInTimeSource, *, timestamp: str, key_columns: dict[str, str] | None = None
+    ) -> DataFrame:
         """``entities`` with ``src``'s features: per entity row, the source's latest row of the same keys at or
         before its time (within the TTL), ties broken by created time then sequence.
 
         An as-of join as one window: entity rows and feature rows are put together, partitioned by the keys and
         ordered by time (a feature row before an entity row of the same time); an entity row takes the last
         feature row seen so far. The work grows with the rows, not with the pairs of rows that meet: an entity
-        frame of any size against feature views of any history.
+        frame of any size against feature views of any history. ``key_columns`` as for :meth:`_small_join`.
         """
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
+        named = key_columns or {}
         dedupe = src.deduplicate
         feats = self._read_version(src, ranked=dedupe and src.sequence is None)
         keys = [f"__keel_k{i}" for i in range(len(src.join_keys))]
@@ -725,7 +756,7 @@ class SparkEngine(EngineBase):
         feature_rows = feature_rows.where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in keys]))
         entity_rows = entities.select(
             *[
-                _converted_key(entities, k, types[k], "the feature view's keys").alias(keys[i])
+                _converted_key(entities, named.get(k, k), types[k], "the feature view's keys", name=k).alias(keys[i])
                 for i, k in enumerate(src.join_keys)
             ],
             _col(timestamp).alias("__keel_t"),
@@ -784,12 +815,55 @@ class SparkEngine(EngineBase):
         for row in chunks.toLocalIterator():
             yield from pa.ipc.open_stream(pa.py_buffer(row[0])).read_all().to_batches()
 
+    def _write_latest(
+        self,
+        src: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        sink: LatestSink,
+        batch_rows: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> tuple[int, int]:
+        """A sink the workers can reach is written by them, each partition in batches of at most ``batch_rows``
+        (nothing passes through the driver; progress is told once, at the end); any other sink by this
+        process, batch by batch (:meth:`EngineBase._write_latest`)."""
+        from pyspark.sql import functions as F
+
+        from keel.engines._spark_score import carried_error
+
+        if not sink.distributed:
+            return super()._write_latest(
+                src, start=start, end=end, sink=sink, batch_rows=batch_rows, on_progress=on_progress
+            )
+        if batch_rows < 1:
+            raise ValidationError(f"batch_rows must be at least 1, got {batch_rows}", field="batch_rows")
+        with quiet_pandas_warning():
+            counts = self._latest(src, start, end).mapInArrow(_sink_writes(sink, batch_rows), "rows long, applied long")
+        try:
+            total = counts.agg(F.sum("rows").alias("rows"), F.sum("applied").alias("applied")).collect()[0]
+        except Exception as exc:
+            carried = carried_error(exc)
+            if carried is not None:
+                raise carried from exc
+            raise
+        rows, applied = int(total["rows"] or 0), int(total["applied"] or 0)
+        if on_progress is not None:
+            on_progress(rows)
+        return rows, applied
+
     def _stale_entities(
-        self, old: PointInTimeSource, new: PointInTimeSource, *, start: datetime | None, end: datetime
+        self,
+        old: PointInTimeSource,
+        new: PointInTimeSource,
+        *,
+        start: datetime | None,
+        end: datetime,
+        new_end: datetime,
     ) -> int:
         from pyspark.sql import functions as F
 
-        def last_time(src: PointInTimeSource, name: str) -> DataFrame:
+        def last_time(src: PointInTimeSource, name: str, end: datetime) -> DataFrame:
             frame = self._read_version(src)
             ts = _col(src.timestamp)
             window = ts <= _timestamp(_micros(end))
@@ -799,7 +873,7 @@ class SparkEngine(EngineBase):
             return frame.where(window).groupBy(*keys).agg(F.max(ts).alias(name))
 
         keys = [f"__keel_k{i}" for i in range(len(old.join_keys))]
-        both = last_time(old, "__keel_old").join(last_time(new, "__keel_new"), on=keys, how="left")
+        both = last_time(old, "__keel_old", end).join(last_time(new, "__keel_new", new_end), on=keys, how="left")
         stale = F.col("__keel_new").isNull() | (F.col("__keel_new") < F.col("__keel_old"))
         return int(both.where(stale).count())
 
@@ -807,7 +881,8 @@ class SparkEngine(EngineBase):
     def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         from keel.engines._spark_score import score_frame
 
-        written: Written = score_frame(self.spark, self._frame(data), package, into, scoring)
+        written = score_frame(self.spark, self._frame(data), package, into, scoring)
+        assert isinstance(written, Written)  # a folder was given: the files written, not a frame
         return written
 
 
@@ -895,12 +970,14 @@ def _entity_time(frame: DataFrame, name: str) -> Column:
     raise ValidationError(f"entity timestamp column {name!r} holds {dtype.simpleString()}, not timestamps", field=name)
 
 
-def _converted_key(frame: DataFrame, name: str, target: DataType, what: str) -> Column:
-    """The key column as ``target``; a value that does not convert stops the job with an error naming the key."""
+def _converted_key(frame: DataFrame, column: str, target: DataType, what: str, *, name: str | None = None) -> Column:
+    """The key ``column`` as ``target``; a value that does not convert stops the job with an error naming the
+    key (``name``, when the column is a hidden copy of it)."""
     from pyspark.sql import functions as F
 
-    source = frame.select(_col(name)).schema.fields[0].dataType
-    x = _col(name)
+    name = name or column
+    source = frame.select(_col(column)).schema.fields[0].dataType
+    x = _col(column)
     if source == target:
         return x
     converted = x.try_cast(target)
@@ -964,6 +1041,26 @@ def _digest_states(dtypes: dict[str, str]) -> Callable[[Iterator[pa.RecordBatch]
     return states
 
 
+def _bounded(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
+    """``batches`` regrouped as tables of exactly ``batch_rows`` rows (the last one fewer), each one chunk."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        offset = 0
+        while offset < batch.num_rows:
+            take = min(batch_rows - size, batch.num_rows - offset)
+            pending.append(batch.slice(offset, take))
+            size += take
+            offset += take
+            if size == batch_rows:
+                yield pa.Table.from_batches(pending).combine_chunks()
+                pending, size = [], 0
+    if size:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
 def _ipc_chunks(batch_rows: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The function each Python worker runs on a partition: its rows as Arrow IPC streams of at most
     ``batch_rows`` rows, one per output row."""
@@ -971,30 +1068,37 @@ def _ipc_chunks(batch_rows: int) -> Callable[[Iterator[pa.RecordBatch]], Iterato
     def chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
-        pending: list[pa.RecordBatch] = []
-        size = 0
-
-        def flush() -> pa.RecordBatch:
-            table = pa.Table.from_batches(pending).combine_chunks()
+        for table in _bounded(batches, batch_rows):
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
-            return pa.RecordBatch.from_pydict({"batch": pa.array([sink.getvalue().to_pybytes()], pa.binary())})
-
-        for batch in batches:
-            offset = 0
-            while offset < batch.num_rows:
-                take = min(batch_rows - size, batch.num_rows - offset)
-                pending.append(batch.slice(offset, take))
-                size += take
-                offset += take
-                if size == batch_rows:
-                    yield flush()
-                    pending, size = [], 0
-        if size:
-            yield flush()
+            yield pa.RecordBatch.from_pydict({"batch": pa.array([sink.getvalue().to_pybytes()], pa.binary())})
 
     return chunks
+
+
+def _sink_writes(sink: LatestSink, batch_rows: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function each Python worker runs on a partition: its rows written to ``sink`` in batches of at most
+    ``batch_rows``, answering one row of counts. A Keel error the sink raises travels to the driver in the
+    failure's text (:func:`keel.engines._spark_score.carry`)."""
+
+    def writes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        from keel.engines._spark_score import carry
+
+        rows = applied = 0
+        try:
+            for table in _bounded(batches, batch_rows):
+                rows += table.num_rows
+                applied += sink.write(table)
+        except KeelError as exc:
+            raise RuntimeError(carry(exc)) from exc
+        yield pa.RecordBatch.from_pydict(
+            {"rows": pa.array([rows], pa.int64()), "applied": pa.array([applied], pa.int64())}
+        )
+
+    return writes
 
 
 def _statistics_aggregates(dtypes: dict[str, str]) -> list[Column]:
