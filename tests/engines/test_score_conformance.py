@@ -126,7 +126,9 @@ def blob_ref(package: ModelPackage) -> PackageRef:
 def grades() -> tuple[PackageRef, pd.DataFrame]:
     """A classifier of string labels (``low``/``mid``/``high``) with Keel's preprocessing, and rows to score."""
     rng = np.random.default_rng(11)
-    frame = pd.DataFrame({"id": np.arange(300), "x": rng.normal(0, 1, 300), "kind": rng.choice(["a", "b", "c"], 300)})
+    frame = pd.DataFrame(
+        {"id": [f"row-{i}" for i in range(300)], "x": rng.normal(0, 1, 300), "kind": rng.choice(["a", "b", "c"], 300)}
+    )
     y = np.where(frame["x"] > 0.5, "high", np.where(frame["x"] < -0.5, "low", "mid"))
     dtypes = {"x": "float64", "kind": "string"}
     pre = auto_preprocessor(dtypes, HistGradientBoostingClassifier())
@@ -377,7 +379,7 @@ def test_each_spark_worker_loads_the_package_once_across_its_tasks(
 
     log = tmp_path / "loads.log"
     ref = LoggedRef(trained.ref("churn@latest"), str(log))
-    frame = spark.read.parquet(str(trained.input)).repartition(8)
+    frame = spark.read.parquet(str(trained.input)).repartition(8)  # eight tasks for two worker processes
     assert spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") == "true"
 
     written = score_frame(spark, frame, ref, str(tmp_path / "out"), Scoring("customer_id"))

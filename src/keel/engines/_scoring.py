@@ -140,7 +140,10 @@ class ScoringPlan:
         if self.probabilities:
             proba = scored.probabilities
             columns += [pa.array(proba[:, i], type=pa.float64()) for i in range(proba.shape[1])]
-        return pa.Table.from_arrays(columns, schema=self.schema)
+        schema = self.schema
+        if self.id_column is not None:  # the id as it came: an engine may hand over another string or time type
+            schema = schema.set(0, table.schema.field(self.id_column))
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def _located(self, exc: ValidationError, table: pa.Table, first_row: int | None) -> ValidationError:
         """``exc`` with where its row is in the input: the input row number when known, and the row's id."""
@@ -185,9 +188,9 @@ def _prediction_array(predictions: np.ndarray, kind: pa.DataType) -> pa.Array:
 def gather(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
     """Tables of at least ``rows`` rows (the last may hold fewer) from consecutive ``batches``, in order.
 
-    Scoring per call has a fixed cost (the trees' setup, thread pools): a HistGradientBoosting package scores
-    100,000 rows in one call markedly faster than in ten calls of 10,000, Spark's Arrow batch size. A table is
-    given out as soon as it holds ``rows`` rows, so at most ``rows`` plus one batch are held.
+    Readers cut their batches at row-group or block boundaries; gathering them keeps every scoring call near the
+    size asked for. A table is given out as soon as it holds ``rows`` rows, so at most ``rows`` plus one batch
+    are held.
     """
     import pyarrow as pa
 
