@@ -149,8 +149,10 @@ def test_features_historical_at_rest_writes_a_folder_without_loading_the_entitie
 
     result = runner.invoke(
         app,
-        ["features", "historical", "--at-rest", "-e", str(tmp_path / "entities.parquet"), "-f", "activity:spend"]
-        + ["--timestamp", "ts", "-o", str(out), "-p", str(cli_project)],
+        [
+            *("features", "historical", "--at-rest", "-e", str(tmp_path / "entities.parquet")),
+            *("-f", "activity:spend", "--timestamp", "ts", "-o", str(out), "-p", str(cli_project)),
+        ],
     )
 
     assert result.exit_code == 0, result.output
