@@ -7,6 +7,7 @@ A test that needs a service skips with the reason when the service is absent, un
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,8 +117,17 @@ def spark_engine() -> Any:
     from keel._backends import open_engine
     from keel.config import KeelConfig, SparkConfig
 
+    # Spark's local Python workers get this process's sys.path when the session starts: every test folder goes
+    # on it first, so that what a test hands to the workers by reference (a sink class of a test module)
+    # unpickles there whichever test started the session.
+    tests = Path(__file__).resolve().parent
+    for folder in [tests, *sorted(p for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))]:
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
     config = KeelConfig(engine="spark", spark=SparkConfig(master="local[2]", conf=SPARK_TEST_CONF))
-    return open_engine(config)
+    engine = open_engine(config)
+    engine.spark  # start the session now, with the path above  # noqa: B018
+    return engine
 
 
 @pytest.fixture(scope="session")
