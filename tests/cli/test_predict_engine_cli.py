@@ -17,10 +17,10 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 import keel
-from _training_fixtures import activity_frame, in_memory_services, labels_frame
+from _training_fixtures import Services, activity_frame, labels_frame
 from keel.cli import app
 from keel.errors import ValidationError
-from keel.training import TrainingSpec, train
+from keel.training import TrainingSpec
 
 # the session fixture of the engine tests (tests/engines is not on the path of the tests of this folder)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
@@ -36,7 +36,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with ``churn`` v1 (HGB, Keel's preprocessing) at ``champion``, and ``data/customers.parquet``."""
     root = tmp_path_factory.mktemp("predict-engine") / "project"
     activity = activity_frame(ROWS)
-    services = in_memory_services(activity)  # its training set: the activity rows, joined by customer
     spec = TrainingSpec(
         "churn",
         labels=labels_frame(activity)[["customer_id", "ts", "churned"]],
@@ -45,17 +44,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model=HistGradientBoostingClassifier(max_iter=20),
     )
     root.mkdir(parents=True)
-    with keel.Project.open(root) as project:
-        with threadpool_limits(1):
-            run = train(
-                spec,
-                root=None,
-                build_training_set=services.build_training_set,
-                feature_version_digest=lambda _view, _version: "",
-                catalog=project.catalog,
-                artifacts=project.artifacts,
-            )
-        project.models.register(run)
+    with keel.Project.open(root) as project, threadpool_limits(1):
+        # trained on the activity rows joined by customer, recorded in the project's catalog and artifact store
+        services = Services(project.catalog, project.artifacts, project.models, activity)
+        project.models.register(services.train(spec))
         project.models.set_alias("churn", "champion", 1)
     (root / "data").mkdir()
     customers = activity_frame(ROWS, seed=9).drop(columns=["event_time"])

@@ -321,6 +321,17 @@ def test_a_missing_feature_column_is_the_packages_own_error(trained: Trained, sc
     assert raised.value.field == "spend"
 
 
+def test_a_feature_column_of_lists_is_refused_before_any_row_is_scored(trained: Trained, score: Score) -> None:
+    table = pq.read_table(trained.input)
+    spend = pa.array([[v] for v in table.column("spend").to_pylist()], pa.list_(pa.float64()))
+    table = table.set_column(table.schema.get_field_index("spend"), "spend", spend)
+
+    with pytest.raises(ValidationError, match=r"column 'spend' .* holds list<.*> values, which are not float64") as e:
+        score(table, trained.ref("churn@latest"), Scoring(id_column="customer_id"))
+
+    assert e.value.field == "spend"
+
+
 def test_a_missing_id_column_is_named(trained: Trained, score: Score) -> None:
     with pytest.raises(ValidationError, match="no id column 'client'") as raised:
         score(trained.input, trained.ref("churn@latest"), Scoring(id_column="client"))

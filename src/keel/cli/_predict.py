@@ -172,7 +172,7 @@ def _score_on_engine(
             "joins the features in this process: score with --engine local",
             field="features",
         )
-    files = input_files(input)
+    files = _input_files(input)
     ref = proj.models.ref(model, allow_pickle=allow_pickle or None)  # None: the registry's own setting
     started = time.perf_counter()
     with err_console.status(f"scoring with {ref.label} on the {name} engine", spinner="dots"):
@@ -187,7 +187,7 @@ def _score_on_engine(
     )
 
 
-def input_files(input: str) -> Files:
+def _input_files(input: str) -> Files:
     """The input as the engines take it: a Parquet or CSV file, or a folder of Parquet (or CSV) files.
 
     Raises:
