@@ -131,6 +131,12 @@ def spark_engine() -> Any:
 
 
 @pytest.fixture(scope="session")
+def spark_session(spark_engine: Any) -> Any:
+    """The test run's Spark session (the one :func:`spark_engine` started)."""
+    return spark_engine.spark
+
+
+@pytest.fixture(scope="session")
 def local_engine() -> Any:
     """The local engine, as ``engine: local`` builds it."""
     from keel._backends import open_engine

@@ -24,7 +24,6 @@ from keel.training import TrainingSpec
 
 # the session fixture of the engine tests (tests/engines is not on the path of the tests of this folder)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
-from _spark_fixture import spark_session  # noqa: F401  (the session fixture)
 
 runner = CliRunner()
 FEATURES = ["spend", "orders", "plan", "active", "since"]
@@ -53,34 +52,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     customers = activity_frame(ROWS, seed=9).drop(columns=["event_time"])
     pq.write_table(pa.Table.from_pandas(customers, preserve_index=False), root / "data" / "customers.parquet")
     return root
-
-
-@pytest.fixture
-def spark_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The session; when no Spark engine is registered yet (it comes with the Spark engine's branch), one that
-    only scores stands in, reading the files with the session and scoring them with ``score_frame``."""
-    from keel._backends import BACKENDS
-
-    session = request.getfixturevalue("spark_session")
-    if "spark" not in BACKENDS["engine"]:
-        monkeypatch.setitem(BACKENDS["engine"], "spark", f"{__name__}:scoring_spark_engine")
-    return session
-
-
-def scoring_spark_engine(config: Any, filesystems: list[Any]) -> Any:
-    """The stand-in Spark engine (see :func:`spark_engine`)."""
-    from pyspark.sql import SparkSession
-
-    from keel.engines._spark_score import score_frame
-
-    class ScoringSparkEngine:
-        name = "spark"
-
-        def score(self, data: Any, package: Any, into: str, *, scoring: Any) -> Any:
-            session = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
-            return score_frame(session, session.read.parquet(*data.uris), package, into, scoring)
-
-    return ScoringSparkEngine()
 
 
 def predictions(folder: Path) -> pd.DataFrame:
