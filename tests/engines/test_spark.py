@@ -5,6 +5,7 @@ conformance suite.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import random
@@ -681,8 +682,11 @@ def test_an_empty_entity_table_gives_an_empty_result_with_every_column(engine: S
     assert joined(engine, entities({"k": pa.array([], pa.int64())}, []), [source([path])]) == []
 
 
-def test_join_to_keeps_every_entity_column_and_gives_the_oracles_values(engine: SparkEngine, tmp_path: Path) -> None:
-    src = _random_source(tmp_path / "features", 5, sequence=SEQ)
+@pytest.mark.parametrize("ttl", [None, 3 * HOUR], ids=["as-of-window", "join-within-the-ttl"])
+def test_join_to_keeps_every_entity_column_and_gives_the_oracles_values(
+    engine: SparkEngine, tmp_path: Path, ttl: timedelta | None
+) -> None:
+    src = dataclasses.replace(_random_source(tmp_path / "features", 5, sequence=SEQ), ttl=ttl)
     table = _random_entities(5)
     expected = {r[ROW]: r for r in oracle.point_in_time_join(table, [src])}
     at_rest = write(

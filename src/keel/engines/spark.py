@@ -341,8 +341,12 @@ class SparkEngine(EngineBase):
     def _write_checked(
         self, raw: DataFrame, source: _Source, plan: Plan, into: str, first_sequence: int, partition_rows: int
     ) -> dict[str, Any]:
-        """Write the normalised rows under ``into`` while observing the checks and statistics; raise the first
-        failed check. Returns the observed aggregates."""
+        """Write the normalised rows under ``into`` while observing the checks (the row count, each check's first
+        failing row, whether text timestamps were naive); raise the first failed check. Returns what was observed.
+
+        Only these cheap aggregates ride on the write: Spark evaluates observed aggregates without generated
+        code, so the statistics run faster as jobs of their own over the written files (:meth:`_described`).
+        """
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
@@ -352,7 +356,7 @@ class SparkEngine(EngineBase):
             raise ValidationError(f"feature view {rules.view!r}: {rules.source} has no rows; nothing ingested")
         seq = F.col(SEQ)
         flags = {f"__keel_bad{i}": check.bad for i, check in enumerate(plan.checks())}
-        aggregates = [F.count(F.lit(1)).alias("__keel_rows")]
+        aggregates = [_count_rows()]
         aggregates += [F.min(F.when(F.col(name), seq)).alias(f"__keel_check{i}") for i, name in enumerate(flags)]
 
         def value_at(column: str, at: int) -> Any:
@@ -366,7 +370,6 @@ class SparkEngine(EngineBase):
             raise error
         naive = {f"__keel_naive{i}": rule.naive for i, rule in enumerate(plan.columns) if rule.naive is not None}
         aggregates += [F.max(F.col(name).cast("int")).alias(name) for name in naive]
-        aggregates += _statistics_aggregates(rules.dtypes(plan.key_types()))
         extra = [value.alias(name) for name, value in {**flags, **naive}.items()]
         normal = numbered.select(*plan.values(), *extra, seq)
         observation = Observation("keel_ingest")
@@ -379,40 +382,41 @@ class SparkEngine(EngineBase):
         return found
 
     def _described(self, into: str, plan: Plan, found: dict[str, Any], unless_digest: str | None) -> Ingested:
-        """What was written under ``into``, from the observed aggregates and the files read back."""
+        """What was written under ``into``: its digest, duplicates and statistics, from the files read back (only
+        the columns each job needs), with what was observed while writing."""
         rules = plan.rules
         key_types = plan.key_types()
         dtypes = rules.dtypes(key_types)
         version = self._read_folder(into).select(*[_col(c) for c in dtypes])
-        # Three jobs of their own, submitted together: Spark runs their tasks side by side, so the cores that one
-        # job leaves idle (its driver-side steps, the end of a stage) work for another.
-        with ThreadPoolExecutor(3, thread_name_prefix="keel-spark") as pool:
-            digest_job = pool.submit(self._digest, version, dtypes)
-            duplicates_job = pool.submit(self._duplicates, version, [*rules.join_keys, rules.timestamp])
-            tops_job = pool.submit(self._tops, version, dtypes)
-            digest, duplicates, tops = digest_job.result(), duplicates_job.result(), tops_job.result()
-        timestamp = list(dtypes).index(rules.timestamp)
+        done = _together(
+            {
+                "digest": lambda: self._digest(version, dtypes),
+                "duplicates": lambda: self._duplicates(version, [*rules.join_keys, rules.timestamp]),
+                **self._statistics_jobs(version, dtypes),
+            }
+        )
         rows = int(found["__keel_rows"])
         written: Written | None = None
         statistics: dict[str, dict[str, Any]] = {}
-        if digest == unless_digest:
+        if done["digest"] == unless_digest:
             _remove(into)
         else:
-            statistics = _statistics_values(found, dtypes, rows, tops)
+            statistics = _statistics_values(done, dtypes, rows)
             written = self._written(into)
         noticed = tuple(plan.warnings(found))
         for message in noticed:  # as the local engine does: to the caller's warning filters and the log
             warnings.warn(message, NaiveTimestampWarning, stacklevel=4)
             log.warning(message)
+        timestamp = list(dtypes).index(rules.timestamp)
         return Ingested(
             written=written,
             rows=rows,
             key_types=key_types,
-            event_time_min=_datetime(found[f"__keel_s{timestamp}_min"]),
-            event_time_max=_datetime(found[f"__keel_s{timestamp}_max"]),
-            duplicates=duplicates,
+            event_time_min=_datetime(done["exact"][f"__keel_s{timestamp}_min"]),
+            event_time_max=_datetime(done["exact"][f"__keel_s{timestamp}_max"]),
+            duplicates=done["duplicates"],
             statistics=statistics,
-            digest=digest,
+            digest=done["digest"],
             warnings=noticed,
         )
 
@@ -582,12 +586,23 @@ class SparkEngine(EngineBase):
 
     # -- statistics ----------------------------------------------------------------------------------------------
     def _column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
-        from pyspark.sql import functions as F
-
         frame = self._frame(data).select(*[_col(c) for c in dtypes])
-        found = frame.agg(F.count(F.lit(1)).alias("__keel_rows"), *_statistics_aggregates(dtypes)).collect()[0]
-        values = found.asDict()
-        return _statistics_values(values, dtypes, int(values["__keel_rows"]), self._tops(frame, dtypes))
+        done = _together(self._statistics_jobs(frame, dtypes))
+        return _statistics_values(done, dtypes, int(done["exact"]["__keel_rows"]))
+
+    def _statistics_jobs(self, frame: DataFrame, dtypes: dict[str, str]) -> dict[str, Callable[[], Any]]:
+        """The jobs that compute the statistics of ``frame``'s columns (see :func:`_statistics_values`).
+
+        Exact aggregates (counts, bounds, moments) and sketches (quantiles, distinct counts) are two jobs:
+        Spark generates code for an aggregate of the first kind only, and evaluates every aggregate of a job
+        without it as soon as one sketch is among them.
+        """
+        exact, sketches = _statistics_aggregates(dtypes)
+        return {
+            "exact": lambda: frame.agg(_count_rows(), *exact).collect()[0].asDict(),
+            "sketches": lambda: frame.agg(*sketches).collect()[0].asDict() if sketches else {},
+            "tops": lambda: self._tops(frame, dtypes),
+        }
 
     def _tops(self, frame: DataFrame, dtypes: dict[str, str]) -> dict[str, list[list[Any]]]:
         """The most frequent values of each string column (a top-N per column: no full sort)."""
@@ -653,7 +668,8 @@ class SparkEngine(EngineBase):
             frame = self._small_join(frame, "__keel_entity", sources, timestamp="__keel_at", key_columns=keys)
         else:
             for src in sources:
-                frame = self._as_of(frame, src, timestamp="__keel_at", key_columns=keys)
+                join = self._windowed_join if _within_ttl(src) else self._as_of
+                frame = join(frame, src, timestamp="__keel_at", key_columns=keys)
         frame = frame.drop("__keel_at", "__keel_entity", *keys.values())
         if into is None:
             return frame
@@ -722,6 +738,53 @@ class SparkEngine(EngineBase):
             )
             out = out.join(values, on=row, how="left")
         return out
+
+    def _windowed_join(
+        self, entities: DataFrame, src: PointInTimeSource, *, timestamp: str, key_columns: dict[str, str] | None = None
+    ) -> DataFrame:
+        """``entities`` with ``src``'s features, for a source with a TTL: each entity row meets the feature rows
+        of its keys in ``[time - TTL, time]`` (a join on the keys, the window a condition of it) and keeps the
+        latest of them (``max_by``). The aggregate groups by the keys and a row number, so it runs where the join
+        left the rows: one shuffle in all, the join's. The TTL bounds the rows an entity row meets; without one,
+        :meth:`_as_of`, whose work does not grow with the history.
+        """
+        from pyspark.sql import functions as F
+
+        named = key_columns or {}
+        feats = self._read_version(src, ranked=src.deduplicate and src.sequence is None)
+        types = {f.name: f.dataType for f in feats.select(*[_col(k) for k in src.join_keys]).schema.fields}
+        keys = [f"__keel_k{i}" for i in range(len(src.join_keys))]
+        mine = [f"__keel_fk{i}" for i in range(len(src.join_keys))]
+        # numbered in the one read of the entity rows: the join and the aggregate see the same numbers
+        side = entities.select(
+            F.struct(*[_col(c) for c in entities.columns]).alias("__keel_e"),
+            *[
+                _converted_key(entities, named.get(k, k), types[k], "the feature view's keys", name=k).alias(keys[i])
+                for i, k in enumerate(src.join_keys)
+            ],
+            _col(timestamp).alias("__keel_at"),
+            F.monotonically_increasing_id().alias("__keel_rid"),
+        )
+        rows = feats.select(
+            *[_col(k).alias(mine[i]) for i, k in enumerate(src.join_keys)],
+            _col(src.timestamp).alias("__keel_t"),
+            _tie_order(src).alias("__keel_order"),
+            F.struct(*[_col(stored).alias(f"__keel_x{j}") for j, (stored, _) in enumerate(src.features)]).alias(
+                "__keel_f"
+            ),
+        )
+        assert src.ttl is not None
+        ttl = src.ttl // timedelta(microseconds=1)
+        meet = reduce(lambda a, b: a & b, [side[k] == rows[m] for k, m in zip(keys, mine, strict=True)])
+        meet = meet & (rows["__keel_t"] <= side["__keel_at"])
+        meet = meet & (F.unix_micros(rows["__keel_t"]) >= F.unix_micros(side["__keel_at"]) - F.lit(ttl))
+        latest = (
+            side.join(rows, on=meet, how="left")
+            .groupBy(*keys, "__keel_rid")
+            .agg(F.first("__keel_e").alias("__keel_e"), F.max_by("__keel_f", "__keel_order").alias("__keel_l"))
+        )
+        outputs = [F.col(f"__keel_l.__keel_x{j}").alias(name) for j, (_, name) in enumerate(src.features)]
+        return latest.select("__keel_e.*", *outputs)
 
     def _as_of(
         self, entities: DataFrame, src: PointInTimeSource, *, timestamp: str, key_columns: dict[str, str] | None = None
@@ -932,6 +995,11 @@ def _nullable(frame: DataFrame) -> DataFrame:
     )
 
 
+def _within_ttl(src: PointInTimeSource) -> bool:
+    """Whether ``src`` keeps values only for a while (a TTL shorter than the calendar)."""
+    return src.ttl is not None and src.ttl < UNBOUNDED_TTL
+
+
 def _tie_order(src: PointInTimeSource) -> Column:
     """What orders a source's rows, the latest last: event time, then created time (a missing one first),
     then the sequence number (or, in versions without one, the file's position and the row's)."""
@@ -1101,37 +1169,56 @@ def _sink_writes(sink: LatestSink, batch_rows: int) -> Callable[[Iterator[pa.Rec
     return writes
 
 
-def _statistics_aggregates(dtypes: dict[str, str]) -> list[Column]:
-    """The aggregates of :mod:`keel.engines._statistics`, named ``__keel_s<i>_<statistic>``."""
+def _count_rows() -> Column:
+    """``count(*)``, named ``__keel_rows``."""
     from pyspark.sql import functions as F
 
-    out = []
+    return F.count(F.lit(1)).alias("__keel_rows")
+
+
+def _statistics_aggregates(dtypes: dict[str, str]) -> tuple[list[Column], list[Column]]:
+    """The aggregates of :mod:`keel.engines._statistics`, named ``__keel_s<i>_<statistic>``: the exact ones
+    (counts, bounds, moments), then the sketches (quantiles, distinct counts)."""
+    from pyspark.sql import functions as F
+
+    exact: list[Column] = []
+    sketches: list[Column] = []
     for i, (name, dtype) in enumerate(dtypes.items()):
         c = _col(name)
         p = f"__keel_s{i}_"
-        out.append(F.count(c).alias(p + "count"))
+        exact.append(F.count(c).alias(p + "count"))
         if dtype in ("int64", "float64"):
             v = c.cast("double")
-            out += [
+            exact += [
                 F.min(c).alias(p + "min"),  # int64 bounds stay exact integers
                 F.max(c).alias(p + "max"),
                 F.avg(v).alias(p + "mean"),
                 F.stddev_samp(v).alias(p + "std"),
+            ]
+            sketches += [
                 F.percentile_approx(v, list(QUANTILES), QUANTILE_ACCURACY).alias(p + "quantiles"),
                 _distinct(F.when(c.isNotNull(), F.xxhash64(c))).alias(p + "distinct"),
             ]
         elif dtype == "bool":
-            out.append(F.avg(c.cast("double")).alias(p + "mean"))
+            exact.append(F.avg(c.cast("double")).alias(p + "mean"))
         elif dtype == "timestamp":
-            out += [
+            exact += [
                 F.unix_micros(F.min(c).cast("timestamp")).alias(p + "min"),
                 F.unix_micros(F.max(c).cast("timestamp")).alias(p + "max"),
             ]
         elif dtype == "string":
-            out.append(_distinct(c).alias(p + "distinct"))
+            sketches.append(_distinct(c).alias(p + "distinct"))
         elif dtype == "list[float64]":
-            out.append(F.avg(F.when(c.isNotNull(), F.size(c))).alias(p + "mean_length"))
-    return out
+            exact.append(F.avg(F.when(c.isNotNull(), F.size(c))).alias(p + "mean_length"))
+    return exact, sketches
+
+
+def _together(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run Spark jobs side by side (each from its own thread, as Spark allows): the cores one job leaves idle, at
+    the end of a stage or while its driver works, run another's tasks. Their results, by name."""
+    with ThreadPoolExecutor(len(jobs) or 1, thread_name_prefix="keel-spark") as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _distinct(values: Column) -> Column:
@@ -1145,10 +1232,11 @@ def _distinct(values: Column) -> Column:
     return F.coalesce(F.hll_sketch_estimate(F.hll_sketch_agg(values, DISTINCT_LG_K)), F.lit(0))
 
 
-def _statistics_values(
-    found: dict[str, Any], dtypes: dict[str, str], rows: int, tops: dict[str, list[list[Any]]]
-) -> dict[str, dict[str, Any]]:
-    """The statistics dict of :mod:`keel.engines._statistics` from the aggregates' results."""
+def _statistics_values(done: dict[str, Any], dtypes: dict[str, str], rows: int) -> dict[str, dict[str, Any]]:
+    """The statistics dict of :mod:`keel.engines._statistics` from the results of the jobs of
+    :meth:`SparkEngine._statistics_jobs`."""
+    found = {**done["exact"], **done["sketches"]}
+    tops: dict[str, list[list[Any]]] = done["tops"]
     stats: dict[str, dict[str, Any]] = {}
     for i, (name, dtype) in enumerate(dtypes.items()):
         p = f"__keel_s{i}_"
