@@ -76,8 +76,10 @@ from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Row, SparkSession
     from pyspark.sql.types import DataType
+
+    from keel.engines._digest import RowDigest
 
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
@@ -238,9 +240,10 @@ class SparkEngine(EngineBase):
         raise ValidationError(f"{self.description}: {files.label}: unknown format {files.format!r}")
 
     def _read_csv(self, paths: list[str], options: dict[str, str]) -> DataFrame:
-        """CSV with types inferred by Spark, except timestamps and dates, which stay text: the normalisation
-        reads them as ISO 8601 and knows which carried a time zone (Spark's inference would not say)."""
-        from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampNTZType, TimestampType
+        """CSV with types inferred by Spark, except timestamps, which stay text: the normalisation reads them as
+        ISO 8601 and knows which carried a time zone (Spark's inference would not say). Dates stay dates, as the
+        local engine reads them."""
+        from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
         options = {"header": "true", **options}
         if "delim" in options:
@@ -251,7 +254,7 @@ class SparkEngine(EngineBase):
             [
                 StructField(
                     f.name,
-                    StringType() if isinstance(f.dataType, DateType | TimestampType | TimestampNTZType) else f.dataType,
+                    StringType() if isinstance(f.dataType, TimestampType | TimestampNTZType) else f.dataType,
                     True,
                 )
                 for f in inferred.fields
@@ -390,7 +393,7 @@ class SparkEngine(EngineBase):
         version = self._read_folder(into).select(*[_col(c) for c in dtypes])
         done = _together(
             {
-                "digest": lambda: self._digest(version, dtypes),
+                "digest": self._digest(version, dtypes),
                 "duplicates": lambda: self._duplicates(version, [*rules.join_keys, rules.timestamp]),
                 **self._statistics_jobs(version, dtypes),
             }
@@ -494,21 +497,17 @@ class SparkEngine(EngineBase):
         joined = raw.join(F.broadcast(offsets), on=[_UNIT, _UNIT_PART])
         return joined.withColumn(SEQ, position + F.col("__keel_delta")).drop(*internal, "__keel_delta"), rows
 
-    def _digest(self, frame: DataFrame, dtypes: dict[str, str]) -> str:
-        """The content digest of ``frame``'s rows: partial states per partition, added up here."""
+    def _digest(self, frame: DataFrame, dtypes: dict[str, str]) -> Callable[[], str]:
+        """The job computing the content digest of ``frame``'s rows: partial states per partition (in the Python
+        workers), added up here. The job is planned now, in the calling thread (planning it touches the global
+        warning filters), and runs when called."""
         from keel.engines._digest import RowDigest
 
         with quiet_pandas_warning():
-            states = frame.mapInArrow(
+            partial = frame.mapInArrow(
                 _digest_states(dtypes), "rows long, lane0 string, lane1 string, lane2 string, lane3 string"
-            ).collect()
-        total = RowDigest(dtypes)
-        for state in states:
-            total.merge(
-                (int(state["rows"]), int(state["lane0"]), int(state["lane1"]), int(state["lane2"]), int(state["lane3"]))
             )
-        digest: str = total.hexdigest()
-        return digest
+        return lambda: _total_digest(RowDigest(dtypes), partial.collect())
 
     @staticmethod
     def _duplicates(frame: DataFrame, columns: list[str]) -> int:
@@ -1087,6 +1086,16 @@ def _spark_ready(table: pa.Table, *, round_up: tuple[str, ...] = ()) -> pa.Table
             column = pc.cast(column, pa.timestamp("us", tz=t.tz), safe=False)
         columns.append(column)
     return pa.table(columns, names=table.column_names)
+
+
+def _total_digest(total: RowDigest, states: list[Row]) -> str:
+    """``total`` (an empty digest) with every partition's state added: the digest of all the rows."""
+    for state in states:
+        total.merge(
+            (int(state["rows"]), int(state["lane0"]), int(state["lane1"]), int(state["lane2"]), int(state["lane3"]))
+        )
+    digest: str = total.hexdigest()
+    return digest
 
 
 def _digest_states(dtypes: dict[str, str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
