@@ -364,23 +364,19 @@ class SparkEngine(EngineBase):
         if rows == 0:
             raise ValidationError(f"feature view {rules.view!r}: {rules.source} has no rows; nothing ingested")
         seq = F.col(SEQ)
-        flags = {f"__keel_bad{i}": check.bad for i, check in enumerate(plan.checks())}
-        aggregates = [_count_rows()]
-        aggregates += [F.min(F.when(F.col(name), seq)).alias(f"__keel_check{i}") for i, name in enumerate(flags)]
+        flags = [value.alias(name) for name, value in plan.flags().items()]
+        aggregates = [_count_rows(), *plan.aggregates(seq)]
 
         def value_at(column: str, at: int) -> Any:
             row = numbered.where(seq == at).select(_col(column)).limit(1).toArrow()
             return row.column(0)[0].as_py()
 
         if not plan.writable:  # a problem in the schema: only the checks before it may fail first; nothing is written
-            checked = numbered.select(*[v.alias(k) for k, v in flags.items()], seq).agg(*aggregates).collect()[0]
+            checked = numbered.select(*flags, seq).agg(*aggregates).collect()[0]
             error = plan.first_error(checked.asDict(), first_sequence, value_at)
             assert error is not None
             raise error
-        naive = {f"__keel_naive{i}": rule.naive for i, rule in enumerate(plan.columns) if rule.naive is not None}
-        aggregates += [F.max(F.col(name).cast("int")).alias(name) for name in naive]
-        extra = [value.alias(name) for name, value in {**flags, **naive}.items()]
-        normal = numbered.select(*plan.values(), *extra, seq)
+        normal = numbered.select(*plan.values(), *flags, seq)
         observation = Observation("keel_ingest")
         stored = _nullable(normal.observe(observation, *aggregates).select(*[_col(c) for c in rules.columns], seq))
         self._write_version(stored, rules, into, partitioned=rows > partition_rows, one_file=source.in_memory)
