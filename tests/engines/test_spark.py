@@ -339,6 +339,23 @@ def test_csv_rows_are_numbered_in_file_order_across_files_and_splits(
     assert ingested.key_types == {"k": "int64"}
 
 
+def test_csv_dates_are_midnight_utc_and_naive_timestamps_are_taken_as_utc_with_a_warning(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
+    dated = tmp_path / "dated.csv"
+    dated.write_text("k,t,x\n1,2024-01-01,1.0\n2,2024-01-02,2.0\n")
+    naive = tmp_path / "naive.csv"
+    naive.write_text("k,t,x\n1,2024-01-01 05:00:00,1.0\n")
+
+    by_date = engine.ingest(Files((str(dated),), format="csv"), rules(), str(tmp_path / "v1"))
+    with pytest.warns(UserWarning, match="column 't' has timestamps without a time zone"):
+        by_time = engine.ingest(Files((str(naive),), format="csv"), rules(), str(tmp_path / "v2"))
+
+    assert by_date.warnings == ()
+    assert (by_date.event_time_min, by_date.event_time_max) == (T0, T0 + 24 * HOUR)
+    assert by_time.event_time_min == T0 + 5 * HOUR
+
+
 def test_parquet_rows_are_numbered_in_the_order_of_the_uris_and_a_folders_files_by_path(
     engine: SparkEngine, spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -1,14 +1,16 @@
 """The :class:`~keel.engines.Normalisation` rules compiled to Spark SQL, with the local engine's checks and messages.
 
-The rules are those of :mod:`keel.offline._validate` (keys ``int64`` or ``string``, UTC microsecond timestamps,
-features cast to their declared dtype, NaN made null), and so are the checks, their order and their messages:
-the columns are judged in stored order (keys, event time, created time, features) and, inside a column, in the
-order ``_validate`` judges them; the first failure is reported with its row counted in source order.
+The rules are the local engine's (:mod:`keel.engines._normalise`: keys ``int64`` or ``string``, UTC microsecond
+timestamps, features cast to their declared dtype, NaN made null), and so are the checks, their order and their
+messages: the columns are judged in stored order (keys, event time, created time, features) and, inside a
+column, in the order the local engine judges them; the first failure is reported with its row counted in source
+order; keys of another kind than the version being extended stores are refused last.
 
-Spark cannot stop at the first bad row, so every check is a condition evaluated on every row, and one
-aggregate pass takes, per check, the smallest sequence number where it holds (:meth:`Plan.aggregates`); the
-driver then walks the checks in order and reports the first one that found a row (:meth:`Plan.first_error`).
-Problems seen in the schema alone (a key of floats) need no pass and stop the walk where they stand.
+Spark cannot stop at the first bad row, so every check is a condition evaluated on every row (:meth:`Plan.flags`),
+and aggregates take, per check, the smallest sequence number where it holds (:meth:`Plan.aggregates`: observed
+while the rows are written, or one pass of their own when the schema already fails); the driver then walks the
+checks in order and reports the first one that found a row (:meth:`Plan.first_error`). Problems seen in the
+schema alone (a key of floats) need no pass and stop the walk where they stand.
 
 Every conversion uses Spark's ``try_`` forms, which give null instead of failing (Spark 4 runs in ANSI mode), and
 a value counts as convertible only when pyarrow would convert it too: Spark reads ``' 12'`` as 12 and ``'yes'``
@@ -126,18 +128,24 @@ class Plan:
         """Whether the rows can be written once their values pass (nothing in the schema stands in the way)."""
         return self.valid and self.key_problem is None
 
+    def flags(self) -> dict[str, Column]:
+        """Per row: each check's condition (``__keel_bad<i>``) and, per text timestamp column, whether the value
+        was naive (``__keel_naive<i>``); columns to compute once, next to the values, for :meth:`aggregates`."""
+        out = {f"__keel_bad{i}": check.bad for i, check in enumerate(self.checks())}
+        out.update({f"__keel_naive{i}": rule.naive for i, rule in enumerate(self.columns) if rule.naive is not None})
+        return out
+
     def aggregates(self, seq: Column) -> list[Column]:
-        """Per check, the smallest sequence number of a failing row (``__keel_check<i>``), and per text
-        timestamp column whether any value was naive (``__keel_naive<i>``)."""
+        """Over the columns of :meth:`flags`: per check, the smallest sequence number of a failing row
+        (``__keel_check<i>``); per text timestamp column, whether any value was naive (``__keel_naive<i>``)."""
         from pyspark.sql import functions as F
 
-        out = [F.min(F.when(check.bad, seq)).alias(f"__keel_check{i}") for i, check in enumerate(self.checks())]
-        if self.valid:
-            out += [
-                F.max(rule.naive.cast("int")).alias(f"__keel_naive{i}")
-                for i, rule in enumerate(self.columns)
-                if rule.naive is not None
-            ]
+        out = [F.min(F.when(F.col(f"__keel_bad{i}"), seq)).alias(f"__keel_check{i}") for i in range(len(self.checks()))]
+        out += [
+            F.max(F.col(f"__keel_naive{i}").cast("int")).alias(f"__keel_naive{i}")
+            for i, rule in enumerate(self.columns)
+            if rule.naive is not None
+        ]
         return out
 
     def first_error(

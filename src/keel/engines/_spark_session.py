@@ -14,9 +14,8 @@ runtime settings are always applied, because results depend on them:
 A local JVM (``local[*]``, ``spark://host:port``) is started with its own output sent to a log file in the
 temporary folder (:func:`log_path`): the JVM prints start-up notes on its console that no logging setting
 silences (``WARNING: Using incubator modules``), and a library must not write on its caller's terminal.
-With a local master, Spark's Python workers are given this process's ``sys.path``: they unpickle what the
-driver pickled by reference (a sink or a function of the caller's own modules). ``sc://host:port`` connects to
-a Spark Connect server instead; nothing starts locally.
+With a local master, Spark's Python workers are given this process's ``sys.path`` (:func:`_share_sys_path`).
+``sc://host:port`` connects to a Spark Connect server instead; nothing starts locally.
 """
 
 from __future__ import annotations
@@ -99,7 +98,11 @@ def import_pyspark() -> None:
         with quiet_pandas_warning():
             import pyspark.sql
             import pyspark.sql.functions
-            import pyspark.testing.utils  # noqa: F401  (where the warning is raised, on first use otherwise)
+
+            with contextlib.suppress(
+                ImportError
+            ):  # where the warning is raised (else at first use); not in every build
+                import pyspark.testing.utils  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError("pyspark", "spark", "the Spark engine (engine: spark)") from exc
     _quiet_query_context_loggers()
@@ -139,6 +142,7 @@ def spark_session(
         for key, value in REQUIRED_CONF.items():
             if session.conf.get(key, None) != value:
                 session.conf.set(key, value)
+        _share_sys_path(session)
         _session = session
         return session
 
@@ -182,8 +186,6 @@ def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
     properties = os.path.join(_folder(), f"log4j2-{os.getpid()}.properties")
     with open(properties, "w") as f:
         f.write(LOG4J2_PROPERTIES)
-    if master.startswith("local"):
-        settings["spark.executorEnv.PYTHONPATH"] = _worker_path(settings.get("spark.executorEnv.PYTHONPATH", ""))
     option = f"-Dlog4j2.configurationFile=file:{properties}"
     settings["spark.driver.extraJavaOptions"] = " ".join(
         part for part in (settings.get("spark.driver.extraJavaOptions", ""), option) if part
@@ -206,12 +208,22 @@ def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
     return SparkSession(context)
 
 
-def _worker_path(configured: str) -> str:
-    """The ``PYTHONPATH`` of local Python workers: this process's ``sys.path``, so that a worker unpickles what
-    the driver pickled by reference (Keel itself when it runs from a source folder, a sink or a function
-    defined in the caller's own modules); then whatever the configuration adds."""
+def _share_sys_path(session: SparkSession) -> None:
+    """Give a local session's Python workers this process's ``sys.path`` (before what they had), so that a worker
+    unpickles what the driver pickled by reference: Keel itself when it runs from a source folder, a sink or a
+    function of the caller's own modules.
+
+    Spark hands a context's ``environment`` to every Python function when the function is planned, so this
+    holds whoever started the session, for the jobs planned from now on.
+    """
+    context = getattr(session, "_sc", None)  # None on Spark Connect: its workers are the server's
+    if context is None or not str(context.master).startswith("local"):
+        return
     paths = [os.getcwd() if p == "" else p for p in sys.path if p == "" or os.path.exists(p)]
-    return os.pathsep.join(dict.fromkeys([*paths, *filter(None, configured.split(os.pathsep))]))
+    had = context.environment.get("PYTHONPATH", "")
+    wanted = os.pathsep.join(dict.fromkeys([*paths, *filter(None, had.split(os.pathsep))]))
+    if wanted != had:  # unchanged, it keeps the workers Spark already started for it
+        context.environment["PYTHONPATH"] = wanted
 
 
 def _check_java() -> None:

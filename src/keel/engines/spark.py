@@ -9,14 +9,20 @@ How the local engine's definitions are kept (see :mod:`keel.engines._base`):
 - **Sequence numbers.** Spark has no row number that survives its readers, so :data:`SEQ` is built from where
   each row was read: Parquet rows by ``_metadata.row_index`` within their file; CSV rows by their position
   (``monotonically_increasing_id``) within their input split; rows of a Spark frame by their position within
-  their partition. One cheap pass counts the rows of each file, split or partition; the driver orders those
-  (files in the order given, a folder's files by path, splits by offset) and adds up the counts; each row's
-  number is its unit's offset plus its position. Exact, and nothing but a small table of counts is collected.
-- **Normalisation** is compiled to Spark SQL by :mod:`keel.engines._spark_normalise`, with the same checks,
-  order and messages as :mod:`keel.offline._validate`.
+  their partition. Unless the source is one Parquet file, one cheap pass counts the rows of each file, split or
+  partition; the driver orders them (files in the order given, a folder's files by path, splits by offset) and
+  adds up the counts; a row's number is its unit's offset plus its position in it. Exact, and nothing but a
+  small table of counts is collected.
+- **Normalisation** is compiled to Spark SQL by :mod:`keel.engines._spark_normalise`: the checks, their order and
+  their messages are those of the local engine's (:mod:`keel.engines._normalise`).
+- **Ingest** reads the source once: the normalised rows are written while the checks are observed (a failure
+  removes what was written); the digest, duplicates and statistics are then jobs over the written files, run
+  side by side.
 - **Ties** on event time go to the latest created time (a missing one loses), then to the largest sequence
-  number; the point-in-time join is an as-of join written as one window over the union of entity rows and
-  feature rows (no join that multiplies rows), and the latest value per entity one aggregate (``max_by``).
+  number. The point-in-time join takes, per entity row, the latest row with ``max_by`` over the rows it meets:
+  an in-memory entity table is broadcast to the feature rows; an entity table at rest meets them in a join on
+  the keys within the TTL; without a TTL, an as-of window over entity and feature rows together does the work
+  without pairing rows at all. The latest value per entity is one aggregate (``max_by``).
 - **The digest** (:mod:`keel.engines._digest`) is computed per partition in the Python workers
   (``mapInArrow``) and the partial states are added on the driver.
 - **Statistics** are those of :mod:`keel.engines._statistics`; quantiles are approximate
@@ -76,8 +82,10 @@ from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Row, SparkSession
     from pyspark.sql.types import DataType
+
+    from keel.engines._digest import RowDigest
 
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
@@ -200,7 +208,7 @@ class SparkEngine(EngineBase):
             return ValidationError
         return BackendError
 
-    # -- reading -------------------------------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------------------------
     def _frame(self, data: Data) -> DataFrame:
         """``data`` as a Spark frame: files read by Spark, an Arrow table sent to it, a frame as it is."""
         import pyarrow as pa
@@ -238,9 +246,10 @@ class SparkEngine(EngineBase):
         raise ValidationError(f"{self.description}: {files.label}: unknown format {files.format!r}")
 
     def _read_csv(self, paths: list[str], options: dict[str, str]) -> DataFrame:
-        """CSV with types inferred by Spark, except timestamps and dates, which stay text: the normalisation
-        reads them as ISO 8601 and knows which carried a time zone (Spark's inference would not say)."""
-        from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampNTZType, TimestampType
+        """CSV with types inferred by Spark, except timestamps, which stay text: the normalisation reads them as
+        ISO 8601 and knows which carried a time zone (Spark's inference would not say). Dates stay dates, as the
+        local engine reads them."""
+        from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
         options = {"header": "true", **options}
         if "delim" in options:
@@ -251,7 +260,7 @@ class SparkEngine(EngineBase):
             [
                 StructField(
                     f.name,
-                    StringType() if isinstance(f.dataType, DateType | TimestampType | TimestampNTZType) else f.dataType,
+                    StringType() if isinstance(f.dataType, TimestampType | TimestampNTZType) else f.dataType,
                     True,
                 )
                 for f in inferred.fields
@@ -288,7 +297,7 @@ class SparkEngine(EngineBase):
         ]
         return reduce(lambda a, b: a.unionByName(b), parts)
 
-    # -- ingest --------------------------------------------------------------------------------------------------
+    # -- ingest ----------------------------------------------------------------------------------------------------
     def _ingest(
         self,
         data: Data,
@@ -355,23 +364,19 @@ class SparkEngine(EngineBase):
         if rows == 0:
             raise ValidationError(f"feature view {rules.view!r}: {rules.source} has no rows; nothing ingested")
         seq = F.col(SEQ)
-        flags = {f"__keel_bad{i}": check.bad for i, check in enumerate(plan.checks())}
-        aggregates = [_count_rows()]
-        aggregates += [F.min(F.when(F.col(name), seq)).alias(f"__keel_check{i}") for i, name in enumerate(flags)]
+        flags = [value.alias(name) for name, value in plan.flags().items()]
+        aggregates = [_count_rows(), *plan.aggregates(seq)]
 
         def value_at(column: str, at: int) -> Any:
             row = numbered.where(seq == at).select(_col(column)).limit(1).toArrow()
             return row.column(0)[0].as_py()
 
         if not plan.writable:  # a problem in the schema: only the checks before it may fail first; nothing is written
-            checked = numbered.select(*[v.alias(k) for k, v in flags.items()], seq).agg(*aggregates).collect()[0]
+            checked = numbered.select(*flags, seq).agg(*aggregates).collect()[0]
             error = plan.first_error(checked.asDict(), first_sequence, value_at)
             assert error is not None
             raise error
-        naive = {f"__keel_naive{i}": rule.naive for i, rule in enumerate(plan.columns) if rule.naive is not None}
-        aggregates += [F.max(F.col(name).cast("int")).alias(name) for name in naive]
-        extra = [value.alias(name) for name, value in {**flags, **naive}.items()]
-        normal = numbered.select(*plan.values(), *extra, seq)
+        normal = numbered.select(*plan.values(), *flags, seq)
         observation = Observation("keel_ingest")
         stored = _nullable(normal.observe(observation, *aggregates).select(*[_col(c) for c in rules.columns], seq))
         self._write_version(stored, rules, into, partitioned=rows > partition_rows, one_file=source.in_memory)
@@ -390,7 +395,7 @@ class SparkEngine(EngineBase):
         version = self._read_folder(into).select(*[_col(c) for c in dtypes])
         done = _together(
             {
-                "digest": lambda: self._digest(version, dtypes),
+                "digest": self._digest(version, dtypes),
                 "duplicates": lambda: self._duplicates(version, [*rules.join_keys, rules.timestamp]),
                 **self._statistics_jobs(version, dtypes),
             }
@@ -494,21 +499,17 @@ class SparkEngine(EngineBase):
         joined = raw.join(F.broadcast(offsets), on=[_UNIT, _UNIT_PART])
         return joined.withColumn(SEQ, position + F.col("__keel_delta")).drop(*internal, "__keel_delta"), rows
 
-    def _digest(self, frame: DataFrame, dtypes: dict[str, str]) -> str:
-        """The content digest of ``frame``'s rows: partial states per partition, added up here."""
+    def _digest(self, frame: DataFrame, dtypes: dict[str, str]) -> Callable[[], str]:
+        """The job computing the content digest of ``frame``'s rows: partial states per partition (in the Python
+        workers), added up here. The job is planned now, in the calling thread (planning it touches the global
+        warning filters), and runs when called."""
         from keel.engines._digest import RowDigest
 
         with quiet_pandas_warning():
-            states = frame.mapInArrow(
+            partial = frame.mapInArrow(
                 _digest_states(dtypes), "rows long, lane0 string, lane1 string, lane2 string, lane3 string"
-            ).collect()
-        total = RowDigest(dtypes)
-        for state in states:
-            total.merge(
-                (int(state["rows"]), int(state["lane0"]), int(state["lane1"]), int(state["lane2"]), int(state["lane3"]))
             )
-        digest: str = total.hexdigest()
-        return digest
+        return lambda: _total_digest(RowDigest(dtypes), partial.collect())
 
     @staticmethod
     def _duplicates(frame: DataFrame, columns: list[str]) -> int:
@@ -584,7 +585,7 @@ class SparkEngine(EngineBase):
         ]
         return Written(folder=into, files=tuple(sorted(files, key=lambda f: f.path)))
 
-    # -- statistics ----------------------------------------------------------------------------------------------
+    # -- statistics ------------------------------------------------------------------------------------------------
     def _column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
         frame = self._frame(data).select(*[_col(c) for c in dtypes])
         done = _together(self._statistics_jobs(frame, dtypes))
@@ -627,7 +628,7 @@ class SparkEngine(EngineBase):
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         return self._duplicates(self._frame(data), [*keys, timestamp])
 
-    # -- point-in-time join --------------------------------------------------------------------------------------
+    # -- point-in-time join ----------------------------------------------------------------------------------------
     def _point_in_time_join(self, entities: pa.Table, sources: list[PointInTimeSource]) -> pa.Table:
         frame = self._from_arrow(entities)
         joined = self._small_join(frame, ROW, sources, timestamp=TS)
@@ -844,7 +845,7 @@ class SparkEngine(EngineBase):
             outputs.append((value if fresh is None else F.when(fresh, value)).alias(name))
         return seen.select("__keel_e.*", *outputs)
 
-    # -- latest value per entity ---------------------------------------------------------------------------------
+    # -- latest value per entity -----------------------------------------------------------------------------------
     def _latest(self, src: PointInTimeSource, start: datetime | None, end: datetime) -> DataFrame:
         """Per entity, the row with the latest event time in ``(start, end]``, ties broken as in the join."""
         from pyspark.sql import functions as F
@@ -866,16 +867,16 @@ class SparkEngine(EngineBase):
     def _latest_per_entity(
         self, src: PointInTimeSource, *, start: datetime | None, end: datetime, batch_rows: int
     ) -> Iterator[pa.RecordBatch]:
-        """The latest rows, brought to the driver partition by partition, as Arrow batches of at most
-        ``batch_rows`` rows serialised by the executors (one row each): the driver holds one partition at a
-        time, never the whole result."""
+        """The latest rows, brought to the driver partition by partition as Arrow batches of at most
+        ``batch_rows`` rows, serialised by the executors (one row of Spark's each). The driver holds a partition
+        while its batches are read and the next one, computed meanwhile; never the whole result."""
         import pyarrow as pa
 
         if batch_rows < 1:
             raise ValidationError(f"batch_rows must be at least 1, got {batch_rows}", field="batch_rows")
         with quiet_pandas_warning():
             chunks = self._latest(src, start, end).mapInArrow(_ipc_chunks(batch_rows), "batch binary")
-        for row in chunks.toLocalIterator():
+        for row in chunks.toLocalIterator(prefetchPartitions=True):
             yield from pa.ipc.open_stream(pa.py_buffer(row[0])).read_all().to_batches()
 
     def _write_latest(
@@ -940,7 +941,7 @@ class SparkEngine(EngineBase):
         stale = F.col("__keel_new").isNull() | (F.col("__keel_new") < F.col("__keel_old"))
         return int(both.where(stale).count())
 
-    # -- scoring -------------------------------------------------------------------------------------------------
+    # -- scoring ---------------------------------------------------------------------------------------------------
     def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         from keel.engines._spark_score import score_frame
 
@@ -949,12 +950,7 @@ class SparkEngine(EngineBase):
         return written
 
 
-# -- helpers -----------------------------------------------------------------------------------------------------
-def dtypes_index(dtypes: dict[str, str], name: str) -> int:
-    """The position of ``name`` among the columns statistics are computed of (their aggregate names)."""
-    return list(dtypes).index(name)
-
-
+# -- helpers -------------------------------------------------------------------------------------------------------
 def _is_frame(data: Any) -> bool:
     """Whether ``data`` is a Spark frame (classic or Spark Connect), without importing PySpark needlessly."""
     if "pyspark" not in type(data).__module__:
@@ -1089,6 +1085,17 @@ def _spark_ready(table: pa.Table, *, round_up: tuple[str, ...] = ()) -> pa.Table
     return pa.table(columns, names=table.column_names)
 
 
+# -- what the Python workers run -----------------------------------------------------------------------------------
+def _total_digest(total: RowDigest, states: list[Row]) -> str:
+    """``total`` (an empty digest) with every partition's state added: the digest of all the rows."""
+    for state in states:
+        total.merge(
+            (int(state["rows"]), int(state["lane0"]), int(state["lane1"]), int(state["lane2"]), int(state["lane3"]))
+        )
+    digest: str = total.hexdigest()
+    return digest
+
+
 def _digest_states(dtypes: dict[str, str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The function each Python worker runs on a partition: its digest state, as one row (lanes as text: they
     are unsigned 64-bit, Spark's longs are signed)."""
@@ -1169,6 +1176,7 @@ def _sink_writes(sink: LatestSink, batch_rows: int) -> Callable[[Iterator[pa.Rec
     return writes
 
 
+# -- statistics ----------------------------------------------------------------------------------------------------
 def _count_rows() -> Column:
     """``count(*)``, named ``__keel_rows``."""
     from pyspark.sql import functions as F
@@ -1266,7 +1274,7 @@ def _statistics_values(done: dict[str, Any], dtypes: dict[str, str], rows: int) 
     return stats
 
 
-# -- paths -------------------------------------------------------------------------------------------------------
+# -- paths and files -----------------------------------------------------------------------------------------------
 def _spark_path(uri: str) -> str:
     """What Spark should read or write: local paths made absolute (Spark resolves relative ones against the
     directory its JVM started in), URIs as they are."""
