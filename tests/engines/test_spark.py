@@ -244,6 +244,31 @@ def test_the_digest_is_the_digest_of_the_rows_whatever_engine_computes_it(engine
     assert ingested.digest == table_digest(stored.take([2, 0, 1]), declared.dtypes(ingested.key_types))
 
 
+def test_sparks_own_sql_computes_the_local_digest_of_every_dtype_and_edge_value(spark: SparkSession) -> None:
+    # The digest of a version is summed by Spark's generated code, never by Python: the same definition must
+    # come out of xxhash64 in the JVM and out of NumPy, value for value.
+    from keel.engines._spark_statistics import count_rows, digest_aggregates, hexdigest
+
+    nan, inf = float("nan"), float("inf")
+    table = pa.table(
+        {
+            "k": pa.array([1, None, -(2**63), 2**63 - 1, 0, 7], pa.int64()),
+            "t": pa.array([T0, None, T0 - 400 * HOUR, T0 + HOUR / 3600, T0, T0], UTC_US),
+            "x": [0.5, None, nan, -0.0, inf, -inf],
+            "s": ["fr", None, "", "ßü ✓", "x" * 40, "fr"],
+            "b": [True, None, False, True, False, None],
+            "l": pa.array([[1.0, None], None, [], [nan, -0.0], [2.5] * 9, [0.0]], pa.list_(pa.float64())),
+        }
+    )
+    dtypes = {"k": "int64", "t": "timestamp", "x": "float64", "s": "string", "b": "bool", "l": "list[float64]"}
+    frame = spark.createDataFrame(table)
+
+    found = frame.agg(count_rows(), *digest_aggregates(dtypes)).collect()[0].asDict()
+
+    assert hexdigest(found, found["__keel_rows"], dtypes) == table_digest(table, dtypes)
+    assert hexdigest(found, 6, dict(reversed(dtypes.items()))) != table_digest(table, dtypes)
+
+
 def test_the_same_digest_again_writes_nothing(engine: SparkEngine, tmp_path: Path) -> None:
     table = pa.table({"k": [1, 2], "t": at(0, 1), "x": [1.0, 2.0]})
     first = engine.ingest(table, rules(), str(tmp_path / "v1"))
@@ -292,7 +317,7 @@ def test_ingest_statistics_match_the_oracle(engine: SparkEngine, tmp_path: Path)
     assert (x["count"], x["nulls"], x["min"], x["max"]) == tuple(expected[n] for n in ("count", "nulls", "min", "max"))
     assert x["mean"] == pytest.approx(expected["mean"], rel=1e-12)
     assert x["std"] == pytest.approx(expected["std"], rel=1e-12)
-    assert_quantiles_within_rank_error(x["quantiles"], [v for v in values if v is not None])
+    assert_quantiles_are_exact(x["quantiles"], [v for v in values if v is not None])
     assert (s["count"], s["nulls"], s["distinct"], s["top"]) == (
         sum(w is not None for w in words),
         sum(w is None for w in words),
@@ -303,14 +328,12 @@ def test_ingest_statistics_match_the_oracle(engine: SparkEngine, tmp_path: Path)
     assert list(ingested.statistics) == ["k", "t", "x", "s"]
 
 
-def assert_quantiles_within_rank_error(quantiles: dict[str, Any], values: list[float]) -> None:
-    """Spark's quantiles are values of the data within a rank error of 1/QUANTILE_ACCURACY (exact on small data)."""
-    ordered = sorted(values)
+def assert_quantiles_are_exact(quantiles: dict[str, Any], values: list[float]) -> None:
+    """Spark's quantiles of small data are exact, interpolated between ranks as the local engine's are."""
+    import numpy as np
+
     for name, got in quantiles.items():
-        p = int(name[1:]) / 100
-        low = ordered[max(0, int(p * len(ordered)) - 1)]
-        high = ordered[min(len(ordered) - 1, int(p * len(ordered)) + 1)]
-        assert low <= got <= high, (name, got, low, high)
+        assert got == pytest.approx(float(np.quantile(values, int(name[1:]) / 100)), rel=1e-12), name
 
 
 # -- ingest: sequence numbers in source order --------------------------------------------------------------------
@@ -582,6 +605,19 @@ def test_a_value_that_does_not_cast_names_its_row_and_pyarrows_reason(engine: Sp
     assert (error.field, error.row) == ("x", 1)
 
 
+def test_a_bad_value_in_a_later_file_names_its_row_in_the_whole_source_and_writes_nothing(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
+    first = write(tmp_path / "src" / "a.parquet", {"k": [1, 2, 3], "t": at(0, 1, 2), "x": ["1", "2", "3"]})
+    second = write(tmp_path / "src" / "b.parquet", {"k": [4, 5, 6], "t": at(3, 4, 5), "x": ["4", "five", "6"]})
+
+    with pytest.raises(ValidationError, match="row 4") as failure:
+        engine.ingest(Files((first, second)), rules(), str(tmp_path / "v1"))
+
+    assert "five" in str(failure.value)
+    assert not (tmp_path / "v1").exists()
+
+
 def test_a_float_declared_string_is_refused(engine: SparkEngine, tmp_path: Path) -> None:
     error = _fails(engine, tmp_path, pa.table({"k": [1], "t": at(0), "x": [1.5]}), rules(features=(("x", "string"),)))
 
@@ -845,6 +881,28 @@ def test_statistics_of_other_dtypes_match_the_local_engines(engine: SparkEngine)
     assert stats["l"] == {"dtype": "list[float64]", "count": 9, "nulls": 3, "mean_length": 2.0}
     assert (stats["i"]["min"], stats["i"]["max"], stats["i"]["distinct"]) == (-3, 2**60, 3)
     assert isinstance(stats["i"]["max"], int)
+
+
+def test_quantiles_of_many_rows_come_from_a_sample_the_same_whatever_the_partitioning(
+    engine: SparkEngine, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keel.engines import _spark_statistics
+
+    monkeypatch.setattr(_spark_statistics, "QUANTILE_SAMPLE_ROWS", 2_000)
+    rng = random.Random(5)
+    values = [rng.lognormvariate(0, 1) for _ in range(40_000)]
+    table = pa.table({SEQ: pa.array(range(40_000), pa.int64()), "x": values})
+    frame = spark.createDataFrame(table)
+
+    quantiles = engine.column_statistics(frame.repartition(3), {"x": "float64"})["x"]["quantiles"]
+    again = engine.column_statistics(frame.repartition(7), {"x": "float64"})["x"]["quantiles"]
+
+    assert quantiles == again
+    ordered = sorted(values)
+    for name, got in quantiles.items():  # a 2,000-row sample: within 0.05 of rank (DKW: 1 - 1e-4)
+        rank = sum(v <= got for v in ordered) / len(ordered)
+        assert abs(rank - int(name[1:]) / 100) < 0.05, (name, rank)
+    assert quantiles != engine.column_statistics(table.drop_columns([SEQ]), {"x": "float64"})["x"]["quantiles"]
 
 
 def test_statistics_of_an_empty_table_count_nothing(engine: SparkEngine) -> None:

@@ -1,26 +1,26 @@
 """The content digest of a table: the same for the same rows, whatever their order, chunking or engine.
 
 An ingested version is named by its digest and compared by it ("the same data again"), so the local engine
-(one process) and the Spark engine (many worker processes, each seeing some partitions) must compute the same
-one. It is therefore a **multiset hash**: every row is hashed to 256 bits (four 64-bit lanes) and the lanes are
+(NumPy, one process) and the Spark engine (SQL expressions in the JVM, many executors) must compute the same
+one. It is therefore a **multiset hash**: every row is hashed to 128 bits (two 64-bit lanes) and the lanes are
 summed modulo 2**64 over the rows. Addition does not care about order or grouping, so partial sums from any
 partitioning combine into the whole by :meth:`RowDigest.merge`. The digest is the SHA-256 of a header (the
-definition's kind, each column's name and Keel dtype in order, the row count) and the four lane sums.
+definition's kind, each column's name and Keel dtype in order, the row count) and the two lane sums.
 
-How a row is hashed (the definition :data:`DIGEST_KIND` names; changing any of it changes every digest):
+The hash is **XXH64**, exactly as Spark's ``xxhash64`` SQL function computes it, so that Spark evaluates the
+digest with its own generated code (no Python worker sees a row) and this module reproduces it bit for bit
+(:func:`hash_long`, :func:`hash_int` vectorised with NumPy; strings by the ``xxhash`` library). How a row is
+hashed (the definition :data:`DIGEST_KIND` names; changing any of it changes every digest):
 
-1. Each value becomes a 64-bit *word* by its meaning, not its physical form: ``int64`` as itself (narrower
-   integers widened first), ``float64`` by its IEEE bits with ``-0.0`` made ``0.0`` and NaN made null,
-   ``bool`` as 0 or 1, ``timestamp`` as microseconds since the epoch in UTC (any unit or zone converted first),
-   ``string`` by SipHash-2-4 of its UTF-8 bytes (:func:`pandas.util.hash_array` with a fixed key: stable across
-   processes and machines, unlike :func:`hash`), ``list[float64]`` by the sum of its items' hashes, each mixed
-   with its position in the list, plus a hash of its length (a NaN item counts as a null item).
-2. The word of column ``i`` is mixed with a key of ``i`` (splitmix64's finaliser: a bijection, so distinct
-   64-bit values never collide), giving ``u``; each lane adds ``u`` times its own odd multiplier for ``i``.
-   A null adds no ``u`` but a per-column, per-lane constant instead, which no value's four products match.
-3. Each lane is finalised again; the four results are the row's hash.
-
-The constants are the first eight bytes of SHA-256 of their names (:func:`_constant`): nothing up the sleeve.
+1. Column ``i`` (0-based, in the order of the dtypes) has the seed ``s_i = XXH64(int32 i, seed 42)``. Each value
+   becomes a 64-bit *word* ``w_i`` by its meaning, not its physical form, hashed with that seed: ``int64`` and
+   ``timestamp`` (microseconds since the epoch in UTC, any unit or zone converted first) as an 8-byte integer,
+   ``float64`` by its IEEE bits with ``-0.0`` made ``0.0`` and NaN made null, ``bool`` as a 4-byte 0 or 1,
+   ``string`` as its UTF-8 bytes, ``list[float64]`` as its length (4 bytes) followed by each item's bits in
+   order, each hashed with the previous result as seed (a null or NaN item is NaN's canonical bits; a null
+   list has length -1). A null value's word is ``s_i`` itself. In Spark: ``xxhash64(i, column)``.
+2. The row's first lane is the words chained: ``h = XXH64(w_n-1, … XXH64(w_1, XXH64(w_0, 42)))``, in Spark
+   ``xxhash64(w_0, …, w_n-1)``; its second lane is ``XXH64(h, 42)``.
 
 Example:
     >>> import pyarrow as pa
@@ -40,80 +40,93 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.util import hash_array
+import xxhash
 
 from keel.errors import ValidationError
 
-__all__ = ["DIGEST_KIND", "RowDigest", "partial_state", "table_digest"]
+__all__ = ["DIGEST_KIND", "LANES", "RowDigest", "column_seed", "hash_int", "hash_long", "partial_state", "table_digest"]
 
 #: The definition of the digest, recorded in the catalog beside it: a new definition gets a new kind.
-DIGEST_KIND = "rows-v1"
+DIGEST_KIND = "rows-v2"
 
 #: The Keel dtypes a digest knows.
 DTYPES = ("int64", "float64", "bool", "string", "timestamp", "list[float64]")
 
-#: (rows, lane 0, lane 1, lane 2, lane 3): what a partition contributes, lanes in ``[0, 2**64)``.
-State = tuple[int, int, int, int, int]
+#: The lanes each row is hashed to.
+LANES = 2
+
+#: (rows, lane 0, lane 1): what a partition contributes, lanes in ``[0, 2**64)``.
+State = tuple[int, ...]
 
 U64 = npt.NDArray[np.uint64]
 
-_LANES = 4
 _MASK = 2**64 - 1
+#: The seed Spark's ``xxhash64`` starts from.
+SPARK_SEED = 42
 #: Rows hashed at a time: the working arrays stay in the CPU's cache, and memory stays bounded.
 _SLICE_ROWS = 65_536
-#: SipHash key of strings; exactly 16 bytes, as :func:`pandas.util.hash_array` requires.
-_STRING_KEY = "keel-rows-v1-str"
-#: The word of a null item of a list: a NaN's bits, which no item has once NaN counts as null.
-_NULL_ITEM = np.uint64(0x7FF8_0000_0000_0000)
+#: The bits of a null or NaN item of a list: Java's canonical NaN, as ``Double.doubleToLongBits`` gives it.
+_NAN_BITS = np.uint64(0x7FF8_0000_0000_0000)
 _UTC_US = pa.timestamp("us", tz="UTC")
 _ITEMS = pa.large_list(pa.float64())
 
-
-def _constant(*name: object) -> int:
-    """A 64-bit constant of the definition: the first eight bytes of SHA-256 of its name."""
-    text = " ".join(map(str, (DIGEST_KIND, *name)))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def _lanes(*name: object, odd: bool = False) -> U64:
-    """One constant per lane, as a column ``(4, 1)`` that broadcasts over a slice's rows."""
-    values = [_constant(*name, lane) | int(odd) for lane in range(_LANES)]
-    return np.array(values, dtype=np.uint64).reshape(_LANES, 1)
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
+_P4 = np.uint64(0x85EBCA77C2B2AE63)
+_P5 = np.uint64(0x27D4EB2F165667C5)
 
 
-_ROW_START = _lanes("row")
-_POSITION_KEY = np.uint64(_constant("list item position"))
-_LENGTH_KEY = np.uint64(_constant("list length"))
+def _rotl(x: U64, r: int) -> U64:
+    out: U64 = (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+    return out
 
 
-def _mix(x: U64) -> U64:
-    """splitmix64's finaliser, in place: a bijection of 64-bit words that spreads every bit over all of them."""
-    t = x >> 30
-    x ^= t
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    np.right_shift(x, 27, out=t)
-    x ^= t
-    x *= np.uint64(0x94D049BB133111EB)
-    np.right_shift(x, 31, out=t)
-    x ^= t
-    return x
+def _avalanche(h: U64) -> U64:
+    h = h ^ (h >> np.uint64(33))
+    h *= _P2
+    h ^= h >> np.uint64(29)
+    h *= _P3
+    h ^= h >> np.uint64(32)
+    return h
+
+
+def hash_long(values: U64, seed: U64 | np.uint64) -> U64:
+    """XXH64 of each 8-byte little-endian integer with its seed (Spark's ``XXH64.hashLong``), vectorised."""
+    with np.errstate(over="ignore"):
+        h = seed + (_P5 + np.uint64(8))
+        h = h ^ (_rotl(values * _P2, 31) * _P1)
+        h = _rotl(h, 27) * _P1 + _P4
+        return _avalanche(h)
+
+
+def hash_int(values: U64, seed: U64 | np.uint64) -> U64:
+    """XXH64 of each 4-byte little-endian integer (the low 32 bits of ``values``) with its seed (Spark's
+    ``XXH64.hashInt``), vectorised."""
+    with np.errstate(over="ignore"):
+        h = seed + (_P5 + np.uint64(4))
+        h = h ^ ((values & np.uint64(0xFFFF_FFFF)) * _P1)
+        h = _rotl(h, 23) * _P2 + _P3
+        return _avalanche(h)
+
+
+def column_seed(position: int) -> int:
+    """The seed of the words of column ``position``: Spark's ``xxhash64(position)``, as an unsigned integer."""
+    return int(hash_int(np.array([position], np.uint64), np.uint64(SPARK_SEED))[0])
 
 
 class _Column:
-    """One column's place in the definition: its name, dtype and the constants of its position."""
+    """One column's place in the definition: its name, dtype and seed."""
 
     def __init__(self, position: int, name: str, dtype: str) -> None:
         self.name = name
         self.dtype = dtype
-        self.key = np.uint64(_constant("column", position))
-        self.multipliers = _lanes("multiplier", position, odd=True)  # odd: u -> u * m is a bijection
-        self.null = _lanes("null", position)
+        self.seed = np.uint64(column_seed(position))
         #: A string column seen to have mostly distinct values is hashed directly, not by its dictionary.
         self.distinct = False
 
@@ -141,13 +154,12 @@ class RowDigest:
                 )
         self._columns = [_Column(i, name, dtype) for i, (name, dtype) in enumerate(dtypes.items())]
         self._rows = 0
-        self._sums = [0] * _LANES
+        self._sums = [0] * LANES
 
     @property
     def state(self) -> State:
-        """The rows seen and the four lane sums: what another process's :meth:`merge` adds."""
-        lane0, lane1, lane2, lane3 = self._sums
-        return (self._rows, lane0, lane1, lane2, lane3)
+        """The rows seen and the lane sums: what another process's :meth:`merge` adds."""
+        return (self._rows, *self._sums)
 
     def update(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Add the rows of ``batch``; its columns are found by name, others (``__keel_seq``) are ignored.
@@ -174,11 +186,11 @@ class RowDigest:
         """Add another partial :attr:`state` (from another process or partition).
 
         Raises:
-            ValueError: ``state`` is not five integers with lanes in ``[0, 2**64)``.
+            ValueError: ``state`` is not the row count and :data:`LANES` lanes in ``[0, 2**64)``.
         """
         rows, *sums = state
-        if len(sums) != _LANES or rows < 0 or any(not 0 <= s <= _MASK for s in sums):
-            raise ValueError(f"not a digest state (rows, four lanes in [0, 2**64)): {state!r}")
+        if len(sums) != LANES or rows < 0 or any(not 0 <= s <= _MASK for s in sums):
+            raise ValueError(f"not a digest state (rows, {LANES} lanes in [0, 2**64)): {state!r}")
         self._rows += int(rows)
         self._sums = [(a + int(b)) & _MASK for a, b in zip(self._sums, sums, strict=True)]
 
@@ -193,31 +205,22 @@ class RowDigest:
         sums = b"".join(s.to_bytes(8, "big") for s in self._sums)
         return hashlib.sha256(text.encode() + b"\n" + sums).hexdigest()
 
-    def _hash(self, part: pa.RecordBatch | pa.Table) -> U64:
-        """The four lane sums of one slice's rows."""
-        rows = np.empty((_LANES, part.num_rows), dtype=np.uint64)
-        rows[:] = _ROW_START
-        product = np.empty_like(rows)
+    def _hash(self, part: pa.RecordBatch | pa.Table) -> list[int]:
+        """The lane sums of one slice's rows."""
+        h = np.full(part.num_rows, SPARK_SEED, dtype=np.uint64)
         for column in self._columns:
             values = part.column(column.name)
             if isinstance(values, pa.ChunkedArray):
                 values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
             try:
-                words, valid = _words(column, _cast(column, values))
+                words = _words(column, _cast(column, values))
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
                 raise ValidationError(
                     f"cannot digest column {column.name!r} as {column.dtype}: {exc}", field=column.name
                 ) from exc
-            u = _mix(words ^ column.key)
-            if valid is not None:
-                np.multiply(u, valid, out=u)  # a null adds no value ...
-            np.multiply(column.multipliers, u, out=product)
-            rows += product
-            if valid is not None:  # ... but its own constants (a multiply: ``np.add(where=)`` is ten times slower)
-                np.multiply(column.null, ~valid, out=product)
-                rows += product
-        sums: U64 = _mix(rows).sum(axis=1, dtype=np.uint64)
-        return sums
+            h = hash_long(words, h)
+        second = hash_long(h, np.uint64(SPARK_SEED))
+        return [int(h.sum(dtype=np.uint64)), int(second.sum(dtype=np.uint64))]
 
 
 def _cast(column: _Column, values: pa.Array) -> pa.Array:
@@ -271,26 +274,35 @@ def _contiguous(views: pa.Array) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), pc.list_flatten(views), mask=views.is_null())
 
 
-def _words(column: _Column, values: pa.Array) -> tuple[U64, npt.NDArray[np.bool_] | None]:
-    """Each value's 64-bit word, and which values are not null (``None``: all of them)."""
+def _words(column: _Column, values: pa.Array) -> U64:
+    """Each value's 64-bit word: XXH64 of the value with the column's seed, the seed itself for a null."""
     n = len(values)
+    seed = column.seed
     if pa.types.is_null(values.type):
-        return np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.bool_)
+        if column.dtype == "list[float64]":  # a null list's word is its length, -1, hashed
+            return hash_int(np.full(n, 2**64 - 1, dtype=np.uint64), seed)
+        return np.full(n, seed, dtype=np.uint64)
     if column.dtype == "string":
         return _string_words(column, values)
-    if column.dtype == "float64":
-        return _float_words(values)
-    valid = _validity(values)
     if column.dtype == "list[float64]":
-        return _list_words(values), valid
-    filled = values.fill_null(False if column.dtype == "bool" else 0) if values.null_count else values
-    array = filled.to_numpy(zero_copy_only=False)
-    if column.dtype == "bool":
-        return array.astype(np.uint64), valid
-    return array.view(np.int64).view(np.uint64), valid  # int64; timestamp: microseconds since the epoch
+        return _list_words(seed, values)
+    if column.dtype == "float64":
+        bits, valid = _float_bits(values)
+        words = hash_long(bits, seed)
+    elif column.dtype == "bool":
+        valid = _validity(values)
+        filled = values.fill_null(False) if values.null_count else values
+        words = hash_int(filled.to_numpy(zero_copy_only=False).astype(np.uint64), seed)
+    else:  # int64; timestamp: microseconds since the epoch
+        valid = _validity(values)
+        filled = values.fill_null(0) if values.null_count else values
+        words = hash_long(filled.to_numpy(zero_copy_only=False).view(np.uint64), seed)
+    if valid is not None:
+        words[~valid] = seed
+    return words
 
 
-def _float_words(values: pa.Array) -> tuple[U64, npt.NDArray[np.bool_] | None]:
+def _float_bits(values: pa.Array) -> tuple[U64, npt.NDArray[np.bool_] | None]:
     """Floats by their bits, with one zero and NaN as null."""
     valid = _validity(values)
     # Adding 0.0 turns -0.0 into 0.0: the two zeros are one value.
@@ -307,51 +319,51 @@ def _validity(values: pa.Array) -> npt.NDArray[np.bool_] | None:
     return values.is_valid().to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
-def _string_words(column: _Column, values: pa.Array) -> tuple[U64, npt.NDArray[np.bool_] | None]:
-    """Strings hashed by SipHash of their UTF-8 bytes, each distinct value once when few are distinct."""
+def _string_words(column: _Column, values: pa.Array) -> U64:
+    """Strings hashed by XXH64 of their UTF-8 bytes, each distinct value once when few are distinct."""
+    seed = int(column.seed)
     if pa.types.is_dictionary(values.type) and len(values.dictionary) > len(values):
         values = values.dictionary_decode()  # a slice of a large dictionary: cheaper to hash its own values
-    valid = _validity(values)
     if column.distinct and not pa.types.is_dictionary(values.type):
-        filled = values.fill_null("") if values.null_count else values
-        return _siphash(filled.to_numpy(zero_copy_only=False)), valid
+        return _xxh64(values, seed)
     encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
-    dictionary = encoded.dictionary
-    # Hashing a dictionary costs more than hashing the values directly when they are mostly distinct: remember
-    # that, and hash the column's next slices directly (the words are the same either way).
-    column.distinct = len(dictionary) > len(values) // 2 and len(values) > 1_000
-    filled_dictionary = dictionary.fill_null("") if dictionary.null_count else dictionary
-    # One more entry, so that a null index (taken as 0) never runs off the end of an empty dictionary.
-    hashes = np.append(_siphash(filled_dictionary.to_numpy(zero_copy_only=False)), np.uint64(0))
-    indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
-    words = hashes[indices]  # null indices are masked by ``valid``
-    if dictionary.null_count:  # a dictionary may hold a null entry: its values are null too
-        dictionary_valid = np.append(dictionary.is_valid().to_numpy(zero_copy_only=False), False)
-        valid = dictionary_valid[indices] if valid is None else valid & dictionary_valid[indices]
-    return words, valid
-
-
-def _siphash(strings: npt.NDArray[Any]) -> U64:
-    words: U64 = hash_array(np.asarray(strings, dtype=object), hash_key=_STRING_KEY, categorize=False)
+    # Encoding costs more than it saves when the values are mostly distinct: remember that, and hash the
+    # column's next slices directly (the words are the same either way).
+    column.distinct = len(encoded.dictionary) > len(values) // 2 and len(values) > 1_000
+    # One more entry, for null indices: the null word.
+    hashes = np.append(_xxh64(encoded.dictionary, seed), np.uint64(seed))
+    indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+    words: U64 = hashes[indices]
     return words
 
 
-def _list_words(values: pa.Array) -> U64:
-    """A list's word: the sum of its items' hashes, each mixed with its position, plus its length's hash."""
+def _xxh64(strings: pa.Array, seed: int) -> U64:
+    """XXH64 of each string's UTF-8 bytes with ``seed``; a null's word is ``seed``."""
+    hash_ = xxhash.xxh64_intdigest
+    return np.fromiter(
+        (seed if s is None else hash_(s.encode(), seed) for s in strings.to_pylist()),
+        dtype=np.uint64,
+        count=len(strings),
+    )
+
+
+def _list_words(seed: np.uint64, values: pa.Array) -> U64:
+    """A list's word: XXH64 of its length (-1 for a null list), then of each item's bits in order."""
     offsets = values.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
     first, last = int(offsets[0]), int(offsets[-1])
-    bits, item_valid = _float_words(values.values.slice(first, last - first))
+    bits, item_valid = _float_bits(values.values.slice(first, last - first))
     if item_valid is not None:
-        bits[~item_valid] = _NULL_ITEM
+        bits[~item_valid] = _NAN_BITS
     lengths = np.diff(offsets)
+    valid = _validity(values)
+    if valid is not None:
+        lengths = np.where(valid, lengths, -1)
+    words = hash_int(lengths.astype(np.uint64), seed)  # -1: its low 32 bits, as Spark hashes an int
     starts = offsets[:-1] - first
-    positions = np.arange(len(bits), dtype=np.uint64) - np.repeat(starts, lengths).astype(np.uint64)
-    # Mix the item first: a position's key could otherwise cancel a particular difference of two items' bits.
-    hashed = _mix(_mix(bits) ^ _mix(positions ^ _POSITION_KEY))
-    running = np.zeros(len(hashed) + 1, dtype=np.uint64)
-    np.cumsum(hashed, out=running[1:])
-    sums: U64 = running[offsets[1:] - first] - running[starts]  # wraps modulo 2**64, as the sums did
-    return sums + _mix(lengths.astype(np.uint64) ^ _LENGTH_KEY)
+    for position in range(int(lengths.max(initial=0))):
+        rows = np.flatnonzero(lengths > position)
+        words[rows] = hash_long(bits[starts[rows] + position], words[rows])
+    return words
 
 
 def partial_state(batch: pa.RecordBatch | pa.Table, dtypes: dict[str, str]) -> State:

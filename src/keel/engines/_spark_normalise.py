@@ -7,9 +7,9 @@ column, in the order the local engine judges them; the first failure is reported
 order; keys of another kind than the version being extended stores are refused last.
 
 Spark cannot stop at the first bad row, so every check is a condition evaluated on every row (:meth:`Plan.flags`),
-and aggregates take, per check, the smallest sequence number where it holds (:meth:`Plan.aggregates`: observed
-while the rows are written, or one pass of their own when the schema already fails); the driver then walks the
-checks in order and reports the first one that found a row (:meth:`Plan.first_error`). Problems seen in the
+and aggregates take, per check, the smallest sequence number where it holds (:meth:`Plan.aggregates`, one pass
+of their own, run only once the write found a failing row or when the schema already fails); the driver then
+walks the checks in order and reports the first one that found a row (:meth:`Plan.first_error`). Problems seen in the
 schema alone (a key of floats) need no pass and stop the walk where they stand.
 
 Every conversion uses Spark's ``try_`` forms, which give null instead of failing (Spark 4 runs in ANSI mode), and
@@ -129,24 +129,31 @@ class Plan:
         return self.valid and self.key_problem is None
 
     def flags(self) -> dict[str, Column]:
-        """Per row: each check's condition (``__keel_bad<i>``) and, per text timestamp column, whether the value
-        was naive (``__keel_naive<i>``); columns to compute once, next to the values, for :meth:`aggregates`."""
-        out = {f"__keel_bad{i}": check.bad for i, check in enumerate(self.checks())}
-        out.update({f"__keel_naive{i}": rule.naive for i, rule in enumerate(self.columns) if rule.naive is not None})
-        return out
+        """Per row: :meth:`check_flags` and :meth:`naive_flags`, columns to compute once, next to the values, for
+        :meth:`aggregates`."""
+        return {**self.check_flags(), **self.naive_flags()}
+
+    def check_flags(self) -> dict[str, Column]:
+        """Per row, each check's condition (``__keel_bad<i>``): true where the row fails it."""
+        return {f"__keel_bad{i}": check.bad for i, check in enumerate(self.checks())}
+
+    def naive_flags(self) -> dict[str, Column]:
+        """Per row and text timestamp column, whether the value was naive (``__keel_naive<i>``)."""
+        return {f"__keel_naive{i}": rule.naive for i, rule in enumerate(self.columns) if rule.naive is not None}
 
     def aggregates(self, seq: Column) -> list[Column]:
         """Over the columns of :meth:`flags`: per check, the smallest sequence number of a failing row
-        (``__keel_check<i>``); per text timestamp column, whether any value was naive (``__keel_naive<i>``)."""
+        (``__keel_check<i>``), then :meth:`naive_aggregates`."""
         from pyspark.sql import functions as F
 
         out = [F.min(F.when(F.col(f"__keel_bad{i}"), seq)).alias(f"__keel_check{i}") for i in range(len(self.checks()))]
-        out += [
-            F.max(F.col(f"__keel_naive{i}").cast("int")).alias(f"__keel_naive{i}")
-            for i, rule in enumerate(self.columns)
-            if rule.naive is not None
-        ]
-        return out
+        return out + self.naive_aggregates()
+
+    def naive_aggregates(self) -> list[Column]:
+        """Over the columns of :meth:`naive_flags`: whether any value was naive (``__keel_naive<i>``)."""
+        from pyspark.sql import functions as F
+
+        return [F.max(F.col(name).cast("int")).alias(name) for name in self.naive_flags()]
 
     def first_error(
         self, found: dict[str, Any], first_sequence: int, value_at: Callable[[str, int], Any]

@@ -1,14 +1,20 @@
 """What every engine's column statistics hold, and how their numbers are made JSON-safe.
 
 Statistics are stored in the catalog with each version. Every engine gives, per column: ``dtype``, ``count``
-(non-null values) and ``nulls``; numbers add ``min``, ``max`` (integers stay exact), ``mean``, ``std`` (sample),
-``quantiles`` at :data:`QUANTILES` (``p01`` …, interpolated between ranks) and ``distinct`` (approximate,
-HyperLogLog: within a few percent); booleans ``mean``; timestamps ``min``/``max`` (ISO 8601); strings
-``distinct`` and ``top`` (the :data:`TOP_CATEGORIES` most frequent values, most frequent first, ties by value);
-lists ``mean_length``.
+(non-null values) and ``nulls``; numbers add ``min``, ``max`` (integers stay exact), ``mean``, ``std`` (sample)
+and ``quantiles`` at :data:`QUANTILES` (``p01`` …, interpolated between ranks); integers and strings add
+``distinct`` (approximate, HyperLogLog: within a few percent); booleans ``mean``; timestamps ``min``/``max``
+(ISO 8601); strings ``top`` (the :data:`TOP_CATEGORIES` most frequent values, most frequent first, ties by
+value); lists ``mean_length``.
+
+Floats have no ``distinct``: a continuous feature's distinct count is about its count and tells nothing, and
+on Spark its sketch cost as much as every other statistic together (TensorFlow Data Validation, too, counts
+unique values of categorical features only). Their quantiles describe them.
 
 Engines that cannot afford exact quantiles on data larger than one machine compute them approximately and
-say so: the Spark engine's are within a rank error of ``1 / QUANTILE_ACCURACY`` of the exact ones.
+say so: over more than :data:`QUANTILE_SAMPLE_ROWS` rows, the Spark engine's are exact over a uniform sample of
+about that many rows, so their rank error is within :data:`QUANTILE_RANK_ERROR` with probability above
+``1 - 10**-5`` (the Dvoretzky–Kiefer–Wolfowitz inequality: ``P(error > e) <= 2 exp(-2 n e**2)``).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from typing import Any
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 TOP_CATEGORIES = 20
-#: The relative rank error of approximate quantiles is at most ``1 / QUANTILE_ACCURACY``.
-QUANTILE_ACCURACY = 10_000
+#: Over more rows than this, an engine may compute quantiles over a uniform sample of about this many.
+QUANTILE_SAMPLE_ROWS = 2**18
+#: The rank error such sampled quantiles stay within (with probability above ``1 - 10**-5``).
+QUANTILE_RANK_ERROR = 0.005
 
 
 def quantile_names() -> list[str]:

@@ -387,8 +387,9 @@ class LocalEngine(EngineBase):
                         f"avg({v}) AS c{i}_mean",
                         f"stddev_samp({v}) AS c{i}_std",
                         f"quantile_cont({v}, {quant}) AS c{i}_quantiles",
-                        f"approx_count_distinct({c}) AS c{i}_distinct",
                     ]
+                    if dtype == "int64":
+                        exprs += [f"approx_count_distinct({c}) AS c{i}_distinct"]
                 elif dtype == "bool":
                     exprs += [f"avg(CAST({c} AS DOUBLE)) AS c{i}_mean"]
                 elif dtype == "timestamp":
@@ -419,8 +420,9 @@ class LocalEngine(EngineBase):
                                 strict=True,
                             )
                         ),
-                        distinct=int(values[f"c{i}_distinct"] or 0),
                     )
+                    if dtype == "int64":
+                        s["distinct"] = int(values[f"c{i}_distinct"] or 0)
                 elif dtype == "bool":
                     s["mean"] = json_number(values[f"c{i}_mean"])
                 elif dtype == "timestamp":

@@ -9,24 +9,24 @@ How the local engine's definitions are kept (see :mod:`keel.engines._base`):
 - **Sequence numbers.** Spark has no row number that survives its readers, so :data:`SEQ` is built from where
   each row was read: Parquet rows by ``_metadata.row_index`` within their file; CSV rows by their position
   (``monotonically_increasing_id``) within their input split; rows of a Spark frame by their position within
-  their partition. Unless the source is one Parquet file, one cheap pass counts the rows of each file, split or
-  partition; the driver orders them (files in the order given, a folder's files by path, splits by offset) and
-  adds up the counts; a row's number is its unit's offset plus its position in it. Exact, and nothing but a
-  small table of counts is collected.
+  their partition. Parquet files whose footers the driver can read (up to a few hundred) are read one by one,
+  each row numbered by its file's offset (the counts of the files before it) plus its row index: no pass is
+  needed. Otherwise one cheap pass counts the rows of each file, split or partition; the driver orders them
+  (files in the order given, a folder's files by path, splits by offset) and adds up the counts; a row's number
+  is its unit's offset plus its position in it. Exact, and nothing but a small table of counts is collected.
 - **Normalisation** is compiled to Spark SQL by :mod:`keel.engines._spark_normalise`: the checks, their order and
   their messages are those of the local engine's (:mod:`keel.engines._normalise`).
-- **Ingest** reads the source once: the normalised rows are written while the checks are observed (a failure
-  removes what was written); the digest, duplicates and statistics are then jobs over the written files, run
-  side by side.
+- **Ingest** reads the source once: the normalised rows are written, and a row failing a check fails the write
+  (a pass of its own then finds the first such row, for the local engine's error, and what was written is
+  removed); the digest, duplicates and statistics are then jobs over the written files, run side by side.
 - **Ties** on event time go to the latest created time (a missing one loses), then to the largest sequence
   number. The point-in-time join takes, per entity row, the latest row with ``max_by`` over the rows it meets:
   an in-memory entity table is broadcast to the feature rows; an entity table at rest meets them in a join on
   the keys within the TTL; without a TTL, an as-of window over entity and feature rows together does the work
   without pairing rows at all. The latest value per entity is one aggregate (``max_by``).
-- **The digest** (:mod:`keel.engines._digest`) is computed per partition in the Python workers
-  (``mapInArrow``) and the partial states are added on the driver.
-- **Statistics** are those of :mod:`keel.engines._statistics`; quantiles are approximate
-  (``percentile_approx`` at :data:`~keel.engines._statistics.QUANTILE_ACCURACY`), counts and bounds exact.
+- **The digest** (:mod:`keel.engines._digest`) and the **statistics** (:mod:`keel.engines._statistics`) are Spark
+  SQL aggregates (:mod:`keel.engines._spark_statistics`): the digest is built on Spark's ``xxhash64``; counts,
+  bounds and moments are exact; quantiles of many rows come from a uniform sample, with a stated bound.
 
 Spark's ``AnalysisException`` for an absent column, and casts that fail, are
 :class:`~keel.errors.ValidationError`; everything else (a missing path, a file that is not Parquet, an executor
@@ -70,27 +70,20 @@ from keel.engines._base import (
 from keel.engines._normalise import NaiveTimestampWarning
 from keel.engines._spark_normalise import Plan, compile_rules
 from keel.engines._spark_session import quiet_pandas_warning
-from keel.engines._statistics import (
-    QUANTILE_ACCURACY,
-    QUANTILES,
-    TOP_CATEGORIES,
-    json_bound,
-    json_number,
-    quantile_names,
-)
+from keel.engines._spark_statistics import ROWS, hexdigest, statistics_jobs, statistics_values
 from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import Column, DataFrame, Row, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
-
-    from keel.engines._digest import RowDigest
 
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
-#: The size of the distinct-count sketches (2**14 buckets): a relative error under 1%, small counts exact.
-DISTINCT_LG_K = 14
+#: The message a task fails with when a row fails a normalisation check (the error is then found and raised).
+_CHECK_FAILED = "keel: a row failed a normalisation check"
+#: Parquet sources of at most this many files are read file by file, their rows placed by their footers' counts.
+_UNION_FILES = 256
 
 #: Spark's error conditions that mean the data does not fit the query (see :class:`~keel.engines.EngineBase`).
 VALIDATION_CONDITIONS = frozenset(
@@ -334,7 +327,7 @@ class SparkEngine(EngineBase):
         if source.persist:
             raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            found = self._write_checked(raw, source, plan, into, first_sequence, partition_rows)
+            rows, found = self._write_checked(raw, source, plan, into, first_sequence, partition_rows)
         except BaseException:
             _remove(into)
             raise
@@ -342,19 +335,22 @@ class SparkEngine(EngineBase):
             if source.persist:
                 raw.unpersist()
         try:
-            return self._described(into, plan, found, unless_digest)
+            return self._described(into, plan, rows, found, unless_digest)
         except BaseException:
             _remove(into)
             raise
 
     def _write_checked(
         self, raw: DataFrame, source: _Source, plan: Plan, into: str, first_sequence: int, partition_rows: int
-    ) -> dict[str, Any]:
-        """Write the normalised rows under ``into`` while observing the checks (the row count, each check's first
-        failing row, whether text timestamps were naive); raise the first failed check. Returns what was observed.
+    ) -> tuple[int, dict[str, Any]]:
+        """Write the normalised rows under ``into``; raise the first failed check. Returns the row count and what
+        was observed while writing (whether text timestamps were naive).
 
-        Only these cheap aggregates ride on the write: Spark evaluates observed aggregates without generated
-        code, so the statistics run faster as jobs of their own over the written files (:meth:`_described`).
+        The checks cost the write almost nothing: a row that fails one makes its task raise (``raise_error``), and
+        only then does one pass of its own find the first failing row in source order, for the same error as the
+        local engine's. (Observing aggregates on the write would cost more: Spark evaluates them without generated
+        code.) Only the naive-timestamp flags, which warn rather than fail, are observed, and only when a column
+        of text timestamps has them.
         """
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -364,49 +360,70 @@ class SparkEngine(EngineBase):
         if rows == 0:
             raise ValidationError(f"feature view {rules.view!r}: {rules.source} has no rows; nothing ingested")
         seq = F.col(SEQ)
-        flags = [value.alias(name) for name, value in plan.flags().items()]
-        aggregates = [_count_rows(), *plan.aggregates(seq)]
+        flags = plan.flags()
 
         def value_at(column: str, at: int) -> Any:
             row = numbered.where(seq == at).select(_col(column)).limit(1).toArrow()
             return row.column(0)[0].as_py()
 
+        def first_error() -> ValidationError | None:
+            checked = numbered.select(*[v.alias(k) for k, v in flags.items()], seq).agg(*plan.aggregates(seq))
+            return plan.first_error(checked.collect()[0].asDict(), first_sequence, value_at)
+
         if not plan.writable:  # a problem in the schema: only the checks before it may fail first; nothing is written
-            checked = numbered.select(*flags, seq).agg(*aggregates).collect()[0]
-            error = plan.first_error(checked.asDict(), first_sequence, value_at)
+            error = first_error()
             assert error is not None
             raise error
-        normal = numbered.select(*plan.values(), *flags, seq)
-        observation = Observation("keel_ingest")
-        stored = _nullable(normal.observe(observation, *aggregates).select(*[_col(c) for c in rules.columns], seq))
-        self._write_version(stored, rules, into, partitioned=rows > partition_rows, one_file=source.in_memory)
-        found: dict[str, Any] = dict(observation.get)
-        error = plan.first_error(found, first_sequence, value_at)
-        if error is not None:
-            raise error
-        return found
+        guarded = seq
+        checks = plan.check_flags()
+        if checks:
+            failed = reduce(lambda a, b: a | b, checks.values())
+            guarded = F.when(failed, F.raise_error(F.lit(_CHECK_FAILED))).otherwise(seq)
+        naive = plan.naive_flags()
+        normal = numbered.select(*plan.values(), guarded.alias(SEQ), *[v.alias(k) for k, v in naive.items()])
+        observation = Observation("keel_ingest") if naive else None
+        if observation is not None:
+            normal = normal.observe(observation, *plan.naive_aggregates())
+        stored = _nullable(normal.select(*[_col(c) for c in rules.columns], seq))
+        try:
+            self._write_version(stored, rules, into, partitioned=rows > partition_rows, one_file=source.in_memory)
+        except Exception as exc:
+            if _CHECK_FAILED not in str(exc):
+                raise
+            error = first_error()
+            if error is None:  # the failing row cannot be found again: report the failure as it came
+                raise
+            raise error from None
+        return rows, dict(observation.get) if observation is not None else {}
 
-    def _described(self, into: str, plan: Plan, found: dict[str, Any], unless_digest: str | None) -> Ingested:
-        """What was written under ``into``: its digest, duplicates and statistics, from the files read back (only
-        the columns each job needs), with what was observed while writing."""
+    def _described(
+        self, into: str, plan: Plan, rows: int, found: dict[str, Any], unless_digest: str | None
+    ) -> Ingested:
+        """What was written under ``into``: its digest, duplicates and statistics, by jobs over the written files
+        run side by side (see :mod:`keel.engines._spark_statistics`), with what was observed while writing."""
         rules = plan.rules
         key_types = plan.key_types()
         dtypes = rules.dtypes(key_types)
-        version = self._read_folder(into).select(*[_col(c) for c in dtypes])
+        version = self._read_folder(into).select(*[_col(c) for c in dtypes], _col(SEQ))
         done = _together(
             {
-                "digest": self._digest(version, dtypes),
                 "duplicates": lambda: self._duplicates(version, [*rules.join_keys, rules.timestamp]),
-                **self._statistics_jobs(version, dtypes),
+                **statistics_jobs(version, dtypes, rows=rows, digest=True),
             }
         )
-        rows = int(found["__keel_rows"])
+        counted = int(done["exact"][ROWS])
+        if counted != rows:
+            raise BackendError(
+                f"{self.description}: {rows:,} rows were read from {rules.source} but {counted:,} were written to "
+                f"{into}; nothing ingested"
+            )
+        digest = hexdigest(done["exact"], rows, dtypes)
         written: Written | None = None
         statistics: dict[str, dict[str, Any]] = {}
-        if done["digest"] == unless_digest:
+        if digest == unless_digest:
             _remove(into)
         else:
-            statistics = _statistics_values(done, dtypes, rows)
+            statistics = statistics_values(done, dtypes, rows)
             written = self._written(into)
         noticed = tuple(plan.warnings(found))
         for message in noticed:  # as the local engine does: to the caller's warning filters and the log
@@ -421,7 +438,7 @@ class SparkEngine(EngineBase):
             event_time_max=_datetime(done["exact"][f"__keel_s{timestamp}_max"]),
             duplicates=done["duplicates"],
             statistics=statistics,
-            digest=done["digest"],
+            digest=digest,
             warnings=noticed,
         )
 
@@ -442,6 +459,9 @@ class SparkEngine(EngineBase):
                 frame = read.select("*", F.col("_metadata.row_index").alias(_POSITION))
                 rows = _footer_rows(files[0])
                 return _Source(frame, units=False, persist=False, rows=rows, nanoseconds=nanoseconds)
+            counted = self._counted_parquet(read, files, data.uris) if data.format == "parquet" else None
+            if counted is not None:
+                return counted
             if data.format == "parquet":
                 position = F.col("_metadata.row_index")
                 part = F.lit(0).cast("bigint")
@@ -464,6 +484,30 @@ class SparkEngine(EngineBase):
             return _Source(frame, persist=True)
         self._frame(data)  # raises the error naming what data may be
         raise AssertionError("unreachable")
+
+    def _counted_parquet(self, read: DataFrame, files: list[str], uris: tuple[str, ...]) -> _Source | None:
+        """Parquet files whose row counts their footers give (read here): each file read on its own with the
+        row's place in the source already known (its file's offset plus its row index), so no pass counts the
+        rows and no row carries its file's path. ``None`` when a footer cannot be read from here (a store only
+        Spark reaches) or the files are too many for one plan."""
+        from pyspark.sql import functions as F
+
+        if len(files) > _UNION_FILES:
+            return None
+        ordered = sorted(files, key=lambda f: _file_rank(f, uris))
+        counts = [_footer_rows(f) for f in ordered]
+        if any(n is None for n in counts):
+            return None
+        parts = []
+        offset = 0
+        for path, rows in zip(ordered, counts, strict=True):
+            assert rows is not None
+            one = self.spark.read.schema(read.schema).parquet(path)
+            parts.append(one.select("*", (F.col("_metadata.row_index") + F.lit(offset)).alias(_POSITION)))
+            offset += rows
+        frame = reduce(lambda a, b: a.unionByName(b), parts)
+        nanoseconds = _nanosecond_columns(ordered[0])
+        return _Source(frame, units=False, persist=False, rows=offset, nanoseconds=nanoseconds)
 
     def _numbered(self, raw: DataFrame, source: _Source, first_sequence: int) -> tuple[DataFrame, int]:
         """``raw`` with :data:`SEQ` (its unit's offset plus its position in the unit), and its row count."""
@@ -498,18 +542,6 @@ class SparkEngine(EngineBase):
         offsets = self.spark.createDataFrame(table)
         joined = raw.join(F.broadcast(offsets), on=[_UNIT, _UNIT_PART])
         return joined.withColumn(SEQ, position + F.col("__keel_delta")).drop(*internal, "__keel_delta"), rows
-
-    def _digest(self, frame: DataFrame, dtypes: dict[str, str]) -> Callable[[], str]:
-        """The job computing the content digest of ``frame``'s rows: partial states per partition (in the Python
-        workers), added up here. The job is planned now, in the calling thread (planning it touches the global
-        warning filters), and runs when called."""
-        from keel.engines._digest import RowDigest
-
-        with quiet_pandas_warning():
-            partial = frame.mapInArrow(
-                _digest_states(dtypes), "rows long, lane0 string, lane1 string, lane2 string, lane3 string"
-            )
-        return lambda: _total_digest(RowDigest(dtypes), partial.collect())
 
     @staticmethod
     def _duplicates(frame: DataFrame, columns: list[str]) -> int:
@@ -587,43 +619,10 @@ class SparkEngine(EngineBase):
 
     # -- statistics ------------------------------------------------------------------------------------------------
     def _column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
-        frame = self._frame(data).select(*[_col(c) for c in dtypes])
-        done = _together(self._statistics_jobs(frame, dtypes))
-        return _statistics_values(done, dtypes, int(done["exact"]["__keel_rows"]))
-
-    def _statistics_jobs(self, frame: DataFrame, dtypes: dict[str, str]) -> dict[str, Callable[[], Any]]:
-        """The jobs that compute the statistics of ``frame``'s columns (see :func:`_statistics_values`).
-
-        Exact aggregates (counts, bounds, moments) and sketches (quantiles, distinct counts) are two jobs:
-        Spark generates code for an aggregate of the first kind only, and evaluates every aggregate of a job
-        without it as soon as one sketch is among them.
-        """
-        exact, sketches = _statistics_aggregates(dtypes)
-        return {
-            "exact": lambda: frame.agg(_count_rows(), *exact).collect()[0].asDict(),
-            "sketches": lambda: frame.agg(*sketches).collect()[0].asDict() if sketches else {},
-            "tops": lambda: self._tops(frame, dtypes),
-        }
-
-    def _tops(self, frame: DataFrame, dtypes: dict[str, str]) -> dict[str, list[list[Any]]]:
-        """The most frequent values of each string column (a top-N per column: no full sort)."""
-        from pyspark.sql import functions as F
-
-        out: dict[str, list[list[Any]]] = {}
-        for name, dtype in dtypes.items():
-            if dtype != "string":
-                continue
-            column = _col(name)
-            top = (
-                frame.where(column.isNotNull())
-                .groupBy(column.alias("v"))
-                .agg(F.count(F.lit(1)).alias("k"))
-                .orderBy(F.col("k").desc(), F.col("v").asc())
-                .limit(TOP_CATEGORIES)
-                .collect()
-            )
-            out[name] = [[str(r["v"]), int(r["k"])] for r in top]
-        return out
+        frame = self._frame(data)
+        columns = [*dtypes, *([SEQ] if SEQ in frame.columns and SEQ not in dtypes else [])]
+        done = _together(statistics_jobs(frame.select(*[_col(c) for c in columns]), dtypes))
+        return statistics_values(done, dtypes, int(done["exact"][ROWS]))
 
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         return self._duplicates(self._frame(data), [*keys, timestamp])
@@ -1086,36 +1085,6 @@ def _spark_ready(table: pa.Table, *, round_up: tuple[str, ...] = ()) -> pa.Table
 
 
 # -- what the Python workers run -----------------------------------------------------------------------------------
-def _total_digest(total: RowDigest, states: list[Row]) -> str:
-    """``total`` (an empty digest) with every partition's state added: the digest of all the rows."""
-    for state in states:
-        total.merge(
-            (int(state["rows"]), int(state["lane0"]), int(state["lane1"]), int(state["lane2"]), int(state["lane3"]))
-        )
-    digest: str = total.hexdigest()
-    return digest
-
-
-def _digest_states(dtypes: dict[str, str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The function each Python worker runs on a partition: its digest state, as one row (lanes as text: they
-    are unsigned 64-bit, Spark's longs are signed)."""
-
-    def states(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
-        from keel.engines._digest import RowDigest
-
-        digest = RowDigest(dtypes)
-        for batch in batches:
-            digest.update(batch)
-        rows, *lanes = digest.state
-        yield pa.RecordBatch.from_pydict(
-            {"rows": pa.array([rows], pa.int64()), **{f"lane{i}": [str(v)] for i, v in enumerate(lanes)}}
-        )
-
-    return states
-
-
 def _bounded(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
     """``batches`` regrouped as tables of exactly ``batch_rows`` rows (the last one fewer), each one chunk."""
     import pyarrow as pa
@@ -1176,102 +1145,12 @@ def _sink_writes(sink: LatestSink, batch_rows: int) -> Callable[[Iterator[pa.Rec
     return writes
 
 
-# -- statistics ----------------------------------------------------------------------------------------------------
-def _count_rows() -> Column:
-    """``count(*)``, named ``__keel_rows``."""
-    from pyspark.sql import functions as F
-
-    return F.count(F.lit(1)).alias("__keel_rows")
-
-
-def _statistics_aggregates(dtypes: dict[str, str]) -> tuple[list[Column], list[Column]]:
-    """The aggregates of :mod:`keel.engines._statistics`, named ``__keel_s<i>_<statistic>``: the exact ones
-    (counts, bounds, moments), then the sketches (quantiles, distinct counts)."""
-    from pyspark.sql import functions as F
-
-    exact: list[Column] = []
-    sketches: list[Column] = []
-    for i, (name, dtype) in enumerate(dtypes.items()):
-        c = _col(name)
-        p = f"__keel_s{i}_"
-        exact.append(F.count(c).alias(p + "count"))
-        if dtype in ("int64", "float64"):
-            v = c.cast("double")
-            exact += [
-                F.min(c).alias(p + "min"),  # int64 bounds stay exact integers
-                F.max(c).alias(p + "max"),
-                F.avg(v).alias(p + "mean"),
-                F.stddev_samp(v).alias(p + "std"),
-            ]
-            sketches += [
-                F.percentile_approx(v, list(QUANTILES), QUANTILE_ACCURACY).alias(p + "quantiles"),
-                _distinct(F.when(c.isNotNull(), F.xxhash64(c))).alias(p + "distinct"),
-            ]
-        elif dtype == "bool":
-            exact.append(F.avg(c.cast("double")).alias(p + "mean"))
-        elif dtype == "timestamp":
-            exact += [
-                F.unix_micros(F.min(c).cast("timestamp")).alias(p + "min"),
-                F.unix_micros(F.max(c).cast("timestamp")).alias(p + "max"),
-            ]
-        elif dtype == "string":
-            sketches.append(_distinct(c).alias(p + "distinct"))
-        elif dtype == "list[float64]":
-            exact.append(F.avg(F.when(c.isNotNull(), F.size(c))).alias(p + "mean_length"))
-    return exact, sketches
-
-
 def _together(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
     """Run Spark jobs side by side (each from its own thread, as Spark allows): the cores one job leaves idle, at
     the end of a stage or while its driver works, run another's tasks. Their results, by name."""
     with ThreadPoolExecutor(len(jobs) or 1, thread_name_prefix="keel-spark") as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
-
-
-def _distinct(values: Column) -> Column:
-    """The approximate count of distinct ``values`` (strings or longs; nulls do not count).
-
-    A DataSketches HLL sketch: several times faster than ``approx_count_distinct`` at the same accuracy, and
-    exact for small counts. Numbers are counted by their 64-bit hash (the sketch takes no floats).
-    """
-    from pyspark.sql import functions as F
-
-    return F.coalesce(F.hll_sketch_estimate(F.hll_sketch_agg(values, DISTINCT_LG_K)), F.lit(0))
-
-
-def _statistics_values(done: dict[str, Any], dtypes: dict[str, str], rows: int) -> dict[str, dict[str, Any]]:
-    """The statistics dict of :mod:`keel.engines._statistics` from the results of the jobs of
-    :meth:`SparkEngine._statistics_jobs`."""
-    found = {**done["exact"], **done["sketches"]}
-    tops: dict[str, list[list[Any]]] = done["tops"]
-    stats: dict[str, dict[str, Any]] = {}
-    for i, (name, dtype) in enumerate(dtypes.items()):
-        p = f"__keel_s{i}_"
-        count = int(found[p + "count"])
-        s: dict[str, Any] = {"dtype": dtype, "count": count, "nulls": rows - count}
-        if dtype in ("int64", "float64"):
-            quantiles = found[p + "quantiles"] or [None] * len(QUANTILES)
-            s.update(
-                min=json_bound(found[p + "min"]),
-                max=json_bound(found[p + "max"]),
-                mean=json_number(found[p + "mean"]),
-                std=json_number(found[p + "std"]),
-                quantiles=dict(zip(quantile_names(), [json_number(v) for v in quantiles], strict=True)),
-                distinct=int(found[p + "distinct"] or 0),
-            )
-        elif dtype == "bool":
-            s["mean"] = json_number(found[p + "mean"])
-        elif dtype == "timestamp":
-            lo, hi = _datetime(found[p + "min"]), _datetime(found[p + "max"])
-            s.update(min=lo.isoformat() if lo else None, max=hi.isoformat() if hi else None)
-        elif dtype == "string":
-            s["distinct"] = int(found[p + "distinct"] or 0)
-            s["top"] = tops.get(name, [])
-        elif dtype == "list[float64]":
-            s["mean_length"] = json_number(found[p + "mean_length"])
-        stats[name] = s
-    return stats
 
 
 # -- paths and files -----------------------------------------------------------------------------------------------

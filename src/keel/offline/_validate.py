@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keel.engines import SEQ, Normalisation
+from keel.engines import SEQ, Normalisation, _digest
 from keel.engines._normalise import NaiveTimestampWarning, normalise_table, parse_timestamps
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["NaiveTimestampWarning", "ValidatedTable", "normalisation", "parse_timestamps", "validate_table"]
 
 #: The definition of the version digest recorded with each version (:mod:`keel.engines._digest`).
-DIGEST_KIND = "rows-v1"
+DIGEST_KIND = _digest.DIGEST_KIND
 
 
 def normalisation(view: FeatureView, join_keys: list[str], *, key_types: dict[str, str] | None = None) -> Normalisation:
