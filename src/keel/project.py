@@ -437,7 +437,14 @@ class Project:
         from keel.monitoring import Monitor
         from keel.prediction_log import log_root
 
-        return Monitor(self.models, self.artifacts, self.catalog, log_root(self.config.offline))
+        return Monitor(
+            self.models,
+            self.artifacts,
+            self.catalog,
+            log_root(self.config.offline),
+            engine=lambda: self.engine,
+            scratch=f"{self.config.offline.rstrip('/')}/_scratch",
+        )
 
     @cached_property
     def retrainer(self) -> Retrainer:

@@ -9,7 +9,8 @@ file ``SAMPLE`` (one id a line). It writes under the folder ``OUT``:
 - ``training_set.parquet``: the training set, in the labels' order;
 - ``online.parquet``: the online values of the sample, in the sample's order;
 - ``score_input.parquet``: the training set's feature columns and a ``row_id``, the input of ``keel predict``;
-- ``summary.json``: per view the version, rows and digest; the run's metrics, sizes and package digest.
+- ``summary.json``: per view the version, rows and digest; the run's metrics, sizes and package digest; the
+  drift of half the scored rows against a reference profile of all of them, computed by the engine.
 
 Why a separate interpreter: a process holds one SparkSession (the unit tests' ``local[2]`` one may live in the
 test process), and the engine builds its session from the configuration of the process that opens the
@@ -70,6 +71,14 @@ def run(root: Path, out: Path, sample: list[int]) -> dict[str, Any]:
         score_input = training[key_columns + feature_columns].reset_index(drop=True)
         score_input.insert(0, "row_id", range(len(score_input)))
         score_input.to_parquet(out / "score_input.parquet", index=False)
+        # The reference profile of rows at rest is computed by the engine (and its predictions scored by it).
+        checked = project.monitor(
+            f"{version.name}@{ALIAS}",
+            reference=str(out / "score_input.parquet"),
+            current=score_input.iloc[: len(score_input) // 2],
+            store=False,
+        )
+        monitored = {"reference_rows": checked.reference["rows"], "drift": checked.to_dict()["drift"]}
 
         summary = {
             "engine": project.config.engine,
@@ -85,6 +94,7 @@ def run(root: Path, out: Path, sample: list[int]) -> dict[str, Any]:
             },
             "model": {"name": version.name, "version": version.version},
             "materialized": {r.view: r.rows for r in materialized},
+            "monitor": monitored,
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -202,6 +202,8 @@ def _summary_differences(spark: dict[str, Any], local: dict[str, Any]) -> list[s
             out.append(f"training run: {field} {spark['run'][field]!r} on spark vs {local['run'][field]!r} on local")
     if spark["materialized"] != local["materialized"]:
         out.append(f"materialized entities: {spark['materialized']} on spark vs {local['materialized']} on local")
+    if spark["monitor"] != local["monitor"]:
+        out.append(f"monitoring against reference rows at rest: {spark['monitor']} on spark vs {local['monitor']}")
     return out
 
 
@@ -275,5 +277,7 @@ def test_spark_on_a_cluster_and_the_local_engine_agree_end_to_end(
     )
     # And the comparison compared something: rows were trained on, scored, and found online.
     assert local.summary["training_set"]["rows"] == len(predictions["local"]) > 100
+    assert local.summary["monitor"]["reference_rows"] == len(predictions["local"])
+    assert local.summary["monitor"]["drift"]["features"]  # a drift statistic per feature was compared
     online_values = local.frame("online.parquet")
     assert online_values.drop(columns="customer_id").iloc[:-1].notna().any(axis=1).mean() > 0.5

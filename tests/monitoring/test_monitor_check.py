@@ -118,6 +118,27 @@ def test_explicit_reference_rows_and_missing_profile_errors(served: tuple[keel.P
         project.monitor("nope@champion", current=current)
 
 
+def test_reference_rows_at_rest_are_profiled_by_the_engine_as_the_same_rows_in_memory(
+    served: tuple[keel.Project, pd.DataFrame], tmp_path: Path
+) -> None:
+    project, labels = served
+    current = _current(project, labels)
+    reference = _current(project, labels, seed=21)
+    path = tmp_path / "reference.parquet"
+    reference.to_parquet(path, index=False)
+
+    at_rest = project.monitor("churn@champion", current=current, reference=str(path), store=False)
+    in_memory = project.monitor("churn@champion", current=current, reference=reference, store=False)
+
+    assert at_rest.reference == {"rows": 600, "source": str(path)}
+    assert at_rest.drift == in_memory.drift  # the same statistics from the same reference profile
+    scratch = Path(project.config.offline) / "_scratch"
+    assert not scratch.exists() or not any(scratch.iterdir())  # the predictions scored there are gone
+    current.drop(columns=["spend"]).to_parquet(tmp_path / "narrow.parquet", index=False)
+    with pytest.raises(ValidationError, match=r"reference: .*'spend'"):
+        project.monitor("churn@champion", current=current, reference=str(tmp_path / "narrow.parquet"))
+
+
 def test_too_few_rows_give_no_drift_verdict(served: tuple[keel.Project, pd.DataFrame]) -> None:
     project, labels = served
     report = project.monitor("churn@champion", current=_current(project, labels, n=10))

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keel.cli._common import ProjectOption, console, err_console, open_project
-from keel.errors import NotFoundError, ValidationError
+from keel.errors import ValidationError
 
 if TYPE_CHECKING:
     from rich.progress import Task
     from rich.text import Text
 
     from keel.batch import BatchResult
-    from keel.engines._base import Files
     from keel.project import Project
 
 #: The engines ``--engine`` names.
@@ -164,6 +163,7 @@ def _score_on_engine(
     """Score with the project's engine (:meth:`Engine.score <keel.engines.Engine.score>`): the package by
     reference, loaded and verified once in each of the engine's workers, the output a folder of Parquet files."""
     from keel.engines._base import Scoring
+    from keel.engines._inputs import input_files
 
     name = proj.config.engine
     if features != "input":
@@ -172,7 +172,7 @@ def _score_on_engine(
             "joins the features in this process: score with --engine local",
             field="features",
         )
-    files = _input_files(input)
+    files = input_files(input)
     ref = proj.models.ref(model, allow_pickle=allow_pickle or None)  # None: the registry's own setting
     started = time.perf_counter()
     with err_console.status(f"scoring with {ref.label} on the {name} engine", spinner="dots"):
@@ -184,46 +184,4 @@ def _score_on_engine(
         f"({rate:,.0f} rows/s); {len(written.files)} file(s) -> {output}",
         soft_wrap=True,
         highlight=False,
-    )
-
-
-def _input_files(input: str) -> Files:
-    """The input as the engines take it: a Parquet or CSV file, or a folder of Parquet (or CSV) files.
-
-    Raises:
-        NotFoundError: nothing at ``input``.
-        ValidationError: not a Parquet or CSV file, or a folder holding none.
-    """
-    from keel._files import open_filesystem
-    from keel.engines._base import Files
-
-    fs, path, _ = open_filesystem(input)
-    if not fs.exists(path):
-        raise NotFoundError(f"no input at {input}")
-    if not fs.isdir(path):
-        return Files((input,), format=_format_of(input))
-    found = sorted(
-        p
-        for p in fs.find(path)
-        if not any(part.startswith(("_", ".")) for part in p[len(path) :].split("/")) and p.lower().endswith(_SUFFIXES)
-    )
-    formats = {_format_of(p) for p in found}
-    if not found or len(formats) > 1:
-        what = "no Parquet or CSV file" if not found else "both Parquet and CSV files"
-        raise ValidationError(f"the input folder {input} holds {what}; give a folder of one kind", field="input")
-    uris = tuple(input.rstrip("/") + p[len(path.rstrip("/")) :] for p in found)
-    return Files(uris, format=formats.pop(), describe=f"the input folder {input!r}")
-
-
-_SUFFIXES = (".parquet", ".pq", ".csv")
-
-
-def _format_of(path: str) -> Literal["parquet", "csv"]:
-    lower = path.lower()
-    if lower.endswith((".parquet", ".pq")):
-        return "parquet"
-    if lower.endswith(".csv"):
-        return "csv"
-    raise ValidationError(
-        f"{path}: unsupported input type; use a .parquet or .csv file (or a folder of them)", field="input"
     )

@@ -36,6 +36,8 @@ from keel.errors import BackendError, KeelError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from keel.profiles import ColumnProfile
+
 #: Names Keel adds to tables it builds; user columns may not start with ``__keel``.
 ROW = "__keel_row"
 TS = "__keel_ts"
@@ -362,6 +364,11 @@ class Engine(Protocol):
         """How many rows share their (keys, event time) with an earlier row."""
         ...
 
+    def profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+        """The reference profile of each column of ``kinds`` (``numeric`` or ``categorical``), computed where
+        the data is (see :mod:`keel.engines._profiles`), in the order of ``kinds``."""
+        ...
+
     def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         """Score every row of ``data`` with ``package`` (loaded and verified once per worker process) and write
         the predictions as Parquet under ``into``: the id column, ``prediction``, and probabilities."""
@@ -540,6 +547,15 @@ class EngineBase(ABC):
             columns = ", ".join(map(repr, [*keys, timestamp]))
             raise self._failure(f"counting duplicates of ({columns})", exc) from exc
 
+    def profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+        """See :meth:`Engine.profile`."""
+        try:
+            return self._profile(data, kinds)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"profile of columns {', '.join(map(repr, kinds))}", exc) from exc
+
     def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         """See :meth:`Engine.score`."""
         try:
@@ -605,6 +621,9 @@ class EngineBase(ABC):
 
     @abstractmethod
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int: ...
+
+    @abstractmethod
+    def _profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]: ...
 
     @abstractmethod
     def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written: ...

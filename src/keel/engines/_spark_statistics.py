@@ -18,7 +18,7 @@ Everything here is Spark SQL that Spark compiles to generated code: no row cross
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ from keel.engines._statistics import (
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
+
+    from keel.profiles import ColumnProfile
 
 #: The size of the distinct-count sketches (2**14 buckets): a relative error under 1%, small counts exact.
 DISTINCT_LG_K = 14
@@ -173,16 +175,24 @@ def distinct_aggregates(dtypes: dict[str, str]) -> list[Column]:
     return out
 
 
-def sample_quantiles(frame: DataFrame, dtypes: dict[str, str], rows: int) -> dict[str, list[float | None]]:
-    """The :data:`~keel.engines._statistics.QUANTILES` of each number column of ``frame`` (``rows`` rows),
-    interpolated between ranks as the local engine does: over every row up to
-    :data:`~keel.engines._statistics.QUANTILE_SAMPLE_ROWS`, over a uniform sample of about that many above."""
+def sample_quantiles(
+    frame: DataFrame,
+    dtypes: dict[str, str],
+    rows: int,
+    grid: Sequence[float] = QUANTILES,
+    *,
+    finite: bool = False,
+) -> dict[str, list[float | None]]:
+    """The quantiles at ``grid`` of each number column of ``frame`` (``rows`` rows), interpolated between ranks
+    as the local engine does: over every row up to :data:`~keel.engines._statistics.QUANTILE_SAMPLE_ROWS`, over
+    a uniform sample of about that many above. NaN is left out (with ``finite``, infinities too)."""
     import numpy as np
     from pyspark.sql import functions as F
 
     numbers = [name for name, dtype in dtypes.items() if dtype in ("int64", "float64")]
     if not numbers:
         return {}
+    grid = list(grid)
     if rows > QUANTILE_SAMPLE_ROWS:
         # A row is in the sample when the hash of its sequence number (or, without one, of its values) falls
         # under the threshold: independent of partitioning, and the same rows at every run.
@@ -195,11 +205,11 @@ def sample_quantiles(frame: DataFrame, dtypes: dict[str, str], rows: int) -> dic
         table = frame.select(*[_col(n).cast("double").alias(f"c{i}") for i, n in enumerate(group)]).toArrow()
         for i, name in enumerate(group):
             values = table.column(f"c{i}").to_numpy(zero_copy_only=False).astype(np.float64)
-            values = values[~np.isnan(values)]
+            values = values[np.isfinite(values)] if finite else values[~np.isnan(values)]
             if values.size == 0:
-                out[name] = [None] * len(QUANTILES)
+                out[name] = [None] * len(grid)
             else:
-                out[name] = [float(q) for q in np.quantile(values, QUANTILES, method="linear")]
+                out[name] = [float(q) for q in np.quantile(values, grid, method="linear")]
     return out
 
 
@@ -282,3 +292,63 @@ def statistics_values(done: dict[str, Any], dtypes: dict[str, str], rows: int) -
             s["mean_length"] = json_number(found[p + "mean_length"])
         stats[name] = s
     return stats
+
+
+# -- reference profiles --------------------------------------------------------------------------------------------
+def profile(frame: DataFrame, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+    """The reference profile of each column of ``kinds`` (see :mod:`keel.engines._profiles`): one job for the
+    bounds and moments, one for the histograms, the quantile grid over the rows or a uniform sample of them (the
+    profile's CDF is then within :data:`~keel.engines._statistics.QUANTILE_RANK_ERROR` of the data's, rather
+    than the grid's 0.001), and the value counts of each categorical column."""
+    from pyspark.sql import functions as F
+
+    from keel.engines._profiles import categorical_profile, check_kinds, histogram_edges, numeric_profile
+    from keel.profiles._profile import QUANTILE_GRID
+
+    check_kinds(kinds, frame.columns)
+    numeric = [name for name, kind in kinds.items() if kind == "numeric"]
+
+    def finite(name: str) -> Column:
+        v = _col(name).cast("double")
+        return F.when(~F.isnan(v) & (F.abs(v) != F.lit(float("inf"))), v)
+
+    aggregates = [count_rows()]
+    for i, name in enumerate(numeric):
+        f = finite(name)
+        aggregates += [
+            F.count(f).alias(f"c{i}_count"),
+            F.min(f).alias(f"c{i}_min"),
+            F.max(f).alias(f"c{i}_max"),
+            F.avg(f).alias(f"c{i}_mean"),
+            F.stddev_pop(f).alias(f"c{i}_std"),
+        ]
+    found = frame.agg(*aggregates).collect()[0].asDict()
+    rows = int(found[ROWS])
+    parts = {
+        name: {k: found[f"c{i}_{k}"] for k in ("count", "min", "max", "mean", "std")} for i, name in enumerate(numeric)
+    }
+    counts = []
+    for i, name in enumerate(numeric):
+        edges = histogram_edges(parts[name]["min"], parts[name]["max"]) if parts[name]["count"] else []
+        if len(edges) < 2:
+            continue
+        f = finite(name)
+        for k in range(len(edges) - 1):
+            upper = f <= F.lit(edges[k + 1]) if k == len(edges) - 2 else f < F.lit(edges[k + 1])
+            counts.append((name, F.count(F.when((f >= F.lit(edges[k])) & upper, 1)).alias(f"h{i}_{k}")))
+    bins: dict[str, list[int]] = {}
+    if counts:
+        hist = frame.agg(*[c for _, c in counts]).collect()[0]
+        for (name, _), n in zip(counts, hist, strict=True):
+            bins.setdefault(name, []).append(int(n))
+    quantiles = sample_quantiles(frame, dict.fromkeys(numeric, "float64"), rows, QUANTILE_GRID.tolist(), finite=True)
+    out: dict[str, ColumnProfile] = {}
+    for name, kind in kinds.items():
+        if kind == "numeric":
+            grid = [float("nan") if q is None else q for q in quantiles[name]]
+            out[name] = numeric_profile(name, rows, parts[name], grid, bins.get(name, []))
+        else:
+            c = _col(name)
+            pairs = frame.where(c.isNotNull()).groupBy(c.alias("v")).count().collect()
+            out[name] = categorical_profile(name, rows, [(r["v"], int(r["count"])) for r in pairs])
+    return out

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from keel.profiles import ColumnProfile
+
 
 def q(identifier: str) -> str:
     """Quote a SQL identifier for DuckDB."""
@@ -442,6 +444,69 @@ class LocalEngine(EngineBase):
         finally:
             con.close()
 
+    def _profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+        """Three queries: bounds, moments and exact quantiles of the finite values of every numeric column; their
+        histograms; the value counts of each categorical column."""
+        from keel.engines._profiles import (
+            categorical_profile,
+            check_kinds,
+            histogram_edges,
+            numeric_profile,
+        )
+        from keel.profiles._profile import QUANTILE_GRID
+
+        con = self.connect()
+        try:
+            self._relation(con, data)
+            columns = [r[0] for r in con.execute("DESCRIBE __keel_t").fetchall()]
+            check_kinds(kinds, columns)
+            numeric = [name for name, kind in kinds.items() if kind == "numeric"]
+
+            def finite(name: str) -> str:
+                v = f"TRY_CAST({q(name)} AS DOUBLE)"
+                return f"(CASE WHEN isfinite({v}) THEN {v} END)"
+
+            exprs = ["count(*)"]
+            for name in numeric:
+                f = finite(name)
+                exprs += [f"count({f})", f"min({f})", f"max({f})", f"avg({f})", f"stddev_pop({f})"]
+                exprs.append(f"quantile_cont({f}, $grid)")
+            parameters = {"grid": QUANTILE_GRID.tolist()} if numeric else None
+            found = con.execute(f"SELECT {', '.join(exprs)} FROM __keel_t", parameters)
+            row = found.fetchone()
+            assert row is not None
+            rows = int(row[0])
+            parts = {name: row[1 + 6 * i : 7 + 6 * i] for i, name in enumerate(numeric)}
+            edges = {name: histogram_edges(p[1], p[2]) for name, p in parts.items() if p[0]}
+            bins: dict[str, list[int]] = {}
+            counts = []
+            for name, e in edges.items():
+                if len(e) < 2:
+                    continue
+                f = finite(name)
+                for k in range(len(e) - 1):
+                    upper = "<=" if k == len(e) - 2 else "<"
+                    counts.append((name, f"count_if({f} >= {_double(e[k])} AND {f} {upper} {_double(e[k + 1])})"))
+            if counts:
+                hist = con.execute(f"SELECT {', '.join(c for _, c in counts)} FROM __keel_t").fetchone()
+                assert hist is not None
+                for (name, _), n in zip(counts, hist, strict=True):
+                    bins.setdefault(name, []).append(int(n))
+            out: dict[str, ColumnProfile] = {}
+            for name, kind in kinds.items():
+                if kind == "numeric":
+                    count, lo, hi, mean, std, quantiles = parts[name]
+                    aggregates = {"count": count, "min": lo, "max": hi, "mean": mean, "std": std}
+                    out[name] = numeric_profile(name, rows, aggregates, quantiles, bins.get(name, []))
+                else:
+                    pairs = con.execute(
+                        f"SELECT {q(name)}, count(*) FROM __keel_t WHERE {q(name)} IS NOT NULL GROUP BY 1"
+                    ).fetchall()
+                    out[name] = categorical_profile(name, rows, pairs)
+            return out
+        finally:
+            con.close()
+
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         con = self.connect()
         try:
@@ -497,3 +562,8 @@ def _read_files(files: Files) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def _double(value: float) -> str:
+    """A float as a DuckDB DOUBLE literal, bit for bit (a bare decimal literal would be a DECIMAL)."""
+    return f"CAST('{float(value)!r}' AS DOUBLE)"

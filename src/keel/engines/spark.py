@@ -78,6 +78,8 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
+    from keel.profiles import ColumnProfile
+
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
 #: The message a task fails with when a row fails a normalisation check (the error is then found and raised).
@@ -623,6 +625,15 @@ class SparkEngine(EngineBase):
         columns = [*dtypes, *([SEQ] if SEQ in frame.columns and SEQ not in dtypes else [])]
         done = _together(statistics_jobs(frame.select(*[_col(c) for c in columns]), dtypes))
         return statistics_values(done, dtypes, int(done["exact"][ROWS]))
+
+    def _profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+        from keel.engines._profiles import check_kinds
+        from keel.engines._spark_statistics import profile
+
+        frame = self._frame(data)
+        check_kinds(kinds, frame.columns)
+        columns = [*kinds, *([SEQ] if SEQ in frame.columns and SEQ not in kinds else [])]
+        return profile(frame.select(*[_col(c) for c in columns]), kinds)
 
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         return self._duplicates(self._frame(data), [*keys, timestamp])

@@ -32,11 +32,15 @@ from keel.monitoring._performance import overall as overall_metrics
 from keel.monitoring._performance import performance_over_time
 from keel.monitoring._quality import QualityResult, check_quality
 from keel.profiles import ReferenceProfile, feature_kinds, prediction_values, profile_of_frame
+from keel.profiles._reference import profile_at_rest
 from keel.training import primary_metric, worse_by
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from keel.artifacts import ArtifactStore
     from keel.catalog import ModelVersionRecord, MonitoringCatalog, MonitoringReportRecord, RunRecord
+    from keel.engines import Engine
     from keel.models import ModelPackage, ModelRegistry
 
 __all__ = [
@@ -414,6 +418,9 @@ class Monitor:
         reports: where reports and audit events are stored (the catalog).
         log: the prediction log: its URI (:func:`~keel.prediction_log.log_root` of the offline store) or a
             :class:`PredictionReader`.
+        engine: the project's engine (called when first needed); with ``scratch``, reference rows given as a
+            path are profiled by it where they are, instead of being read here.
+        scratch: a folder the engine may write to and read from (the predictions on reference rows at rest).
 
     Example:
         >>> monitor = Monitor(registry, artifacts, catalog, log_root("data/offline"))  # doctest: +SKIP
@@ -426,9 +433,14 @@ class Monitor:
         artifacts: ArtifactStore,
         reports: MonitoringCatalog,
         log: str | PredictionReader,
+        *,
+        engine: Callable[[], Engine] | None = None,
+        scratch: str | None = None,
     ) -> None:
         from keel.prediction_log import read_prediction_log
 
+        self._engine = engine
+        self._scratch = scratch
         self.registry = registry
         self.artifacts = artifacts
         self.reports = reports
@@ -456,7 +468,7 @@ class Monitor:
         pinned = f"{version.name}:{version.version}"
         run = self.registry.run_of(pinned)
         package = self.registry.load(pinned)
-        profile, reference_source = self._reference_side(package, run, reference)
+        profile, reference_source = self._reference_side(package, run, reference, pinned)
         side = self._current_side(package, version, current, labels is not None, end, settings)
         drift, quality = _drift_and_quality(profile, side, package, settings)
         decay = _decay(side, labels, package, run, settings)
@@ -479,12 +491,22 @@ class Monitor:
         return report, self._record(report) if store else None
 
     def _reference_side(
-        self, package: ModelPackage, run: RunRecord, reference: Rows | None
+        self, package: ModelPackage, run: RunRecord, reference: Rows | None, pinned: str
     ) -> tuple[ReferenceProfile, str]:
-        """The reference profile and where it came from: the rows given, else the one stored at training."""
+        """The reference profile and where it came from: the rows given (at rest: profiled by the engine),
+        else the one stored at training."""
         if reference is not None:
-            source = str(reference) if not isinstance(reference, pd.DataFrame) else "rows given"
-            return profile_of_frame(package, _frame(reference, "reference")), source
+            if isinstance(reference, pd.DataFrame):
+                return profile_of_frame(package, reference), "rows given"
+            if self._engine is None or self._scratch is None:
+                return profile_of_frame(package, _frame(reference, "reference")), str(reference)
+            try:
+                profile = profile_at_rest(
+                    package, str(reference), self._engine(), self.registry.ref(pinned), self._scratch
+                )
+            except ValidationError as exc:
+                raise ValidationError(f"reference: {exc}", field=exc.field or "reference") from exc
+            return profile, str(reference)
         return stored_profile(self.artifacts, run), f"training split of run {run.id[:8]} (stored at training)"
 
     def _current_side(

@@ -21,6 +21,7 @@ import pandas as pd
 from keel.profiles._profile import ReferenceProfile, build_profile, profile_values
 
 if TYPE_CHECKING:
+    from keel.engines import Engine, PackageSource
     from keel.models._package import ModelPackage
 
 #: Keel dtypes profiled as numbers; every other dtype (strings, booleans) is profiled as categories.
@@ -86,3 +87,46 @@ def profile_of_frame(package: ModelPackage, frame: pd.DataFrame) -> ReferencePro
     proba = package.predict_proba(rows) if positive_class(package) is not None else None
     predictions = package.predict(rows) if proba is None else np.empty(0)
     return build_profile(rows, kinds=kinds, predictions=prediction_values(package, predictions, proba))
+
+
+def profile_at_rest(
+    package: ModelPackage, path: str, engine: Engine, ref: PackageSource, scratch: str
+) -> ReferenceProfile:
+    """A profile of rows at rest (``keel monitor --reference PATH``), computed where they are: the features by
+    :meth:`Engine.profile <keel.engines.Engine.profile>`, the predictions by scoring the rows on the engine
+    (the package by reference, into a folder under ``scratch`` removed afterwards) and profiling what was
+    written. The rows never come to this process: a reference larger than its memory is profiled on Spark.
+
+    Raises:
+        ValidationError: the rows lack an input column of the model, or there are none.
+        NotFoundError: nothing at ``path``.
+    """
+    import uuid
+
+    from keel._files import open_filesystem
+    from keel.engines._base import Scoring
+    from keel.engines._inputs import input_files
+    from keel.engines._scoring import PROBA_PREFIX
+    from keel.errors import ValidationError
+
+    files = input_files(path)
+    columns = engine.profile(files, feature_kinds(package))
+    first = next(iter(columns.values()))
+    rows = first.count + first.missing
+    if rows == 0:
+        raise ValidationError(f"the reference rows at {path} are empty; a profile needs at least one row")
+    positive = positive_class(package)
+    if positive is not None:
+        column, kind = f"{PROBA_PREFIX}{positive}", "numeric"
+    else:
+        column, kind = PREDICTION, "categorical" if package.task == "classification" else "numeric"
+    out = f"{scratch.rstrip('/')}/reference-{uuid.uuid4().hex}"
+    try:
+        engine.score(files, ref, out, scoring=Scoring(id_column=None, probabilities=positive is not None))
+        scored = engine.profile(input_files(out), {column: kind})[column]
+    finally:
+        fs, root, _ = open_filesystem(out)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+    prediction = dataclasses.replace(scored, name=PREDICTION)
+    return ReferenceProfile(columns=columns, rows=rows, prediction=prediction)
