@@ -304,6 +304,23 @@ def test_a_large_version_is_written_one_folder_per_month_of_event_time(engine: S
     assert sorted(stored.column("month").to_pylist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
+@pytest.mark.parametrize("partition_rows", [3, 1_000], ids=["by month", "one folder"])
+def test_duplicates_of_a_version_are_counted_month_by_month_as_across_the_cluster(
+    engine: SparkEngine, tmp_path: Path, partition_rows: int
+) -> None:
+    rng = random.Random(11)
+    jan, feb = T0, T0 + timedelta(days=40)
+    keys = [rng.randrange(4) for _ in range(60)]
+    times = [rng.choice([jan, feb]) + rng.randrange(3) * HOUR for _ in range(60)]
+    table = pa.table({"k": keys, "t": pa.array(times, UTC_US), "x": [float(i) for i in range(60)]})
+    expected = 60 - len(set(zip(keys, times, strict=True)))
+
+    ingested = engine.ingest(table, rules(), str(tmp_path / "v1"), partition_rows=partition_rows)
+
+    assert ingested.duplicates == expected > 0
+    assert engine.count_duplicates(table, ["k"], "t") == expected  # the other way: grouped across the cluster
+
+
 def test_ingest_statistics_match_the_oracle(engine: SparkEngine, tmp_path: Path) -> None:
     rng = random.Random(3)
     values = [rng.choice([None, rng.gauss(5, 2)]) for _ in range(300)]

@@ -86,6 +86,8 @@ UNBOUNDED_TTL = timedelta(days=366 * 10_000)
 _CHECK_FAILED = "keel: a row failed a normalisation check"
 #: Parquet sources of at most this many files are read file by file, their rows placed by their footers' counts.
 _UNION_FILES = 256
+#: A version's duplicates are counted month by month, one task a month, when no month has more rows than this.
+_MONTH_TASK_ROWS = 50_000_000
 
 #: Spark's error conditions that mean the data does not fit the query (see :class:`~keel.engines.EngineBase`).
 VALIDATION_CONDITIONS = frozenset(
@@ -409,7 +411,7 @@ class SparkEngine(EngineBase):
         version = self._read_folder(into).select(*[_col(c) for c in dtypes], _col(SEQ))
         done = _together(
             {
-                "duplicates": lambda: self._duplicates(version, [*rules.join_keys, rules.timestamp]),
+                "duplicates": lambda: self._version_duplicates(into, version, [*rules.join_keys, rules.timestamp]),
                 **statistics_jobs(version, dtypes, rows=rows, digest=True),
             }
         )
@@ -553,6 +555,27 @@ class SparkEngine(EngineBase):
         groups = frame.groupBy(*[_col(c) for c in columns]).agg(F.count(F.lit(1)).alias("n"))
         row = groups.agg(F.sum(F.col("n") - 1).alias("d")).collect()[0]
         return int(row["d"] or 0)
+
+    def _version_duplicates(self, into: str, version: DataFrame, columns: list[str]) -> int:
+        """:meth:`_duplicates` of the version just written under ``into``, without a shuffle when it can be.
+
+        Rows that share their keys and event time share their month, so each month folder is counted on its
+        own by one task that reads all its files: no row crosses the network, and the months run in parallel.
+        That needs the months' sizes (from the local files' footers) and none too large for one task; otherwise
+        (a store only Spark reaches, a huge month) the rows are grouped across the cluster as usual.
+        """
+        from pyspark.sql import functions as F
+
+        months = _month_rows(into)
+        if months is None or not months or max(months.values()) > _MONTH_TASK_ROWS:
+            return self._duplicates(version, columns)
+        counted = []
+        for folder in months:
+            month = self.spark.read.parquet(_spark_path(folder)).coalesce(1)  # one task: no exchange below
+            groups = month.groupBy(*[_col(c) for c in columns]).agg(F.count(F.lit(1)).alias("n"))
+            counted.append(groups.agg(F.sum(F.col("n") - 1).alias("d")))
+        rows = reduce(lambda a, b: a.unionAll(b), counted).collect()
+        return sum(int(r["d"] or 0) for r in rows)
 
     def _write_version(
         self, frame: DataFrame, rules: Normalisation, into: str, *, partitioned: bool, one_file: bool
@@ -1296,6 +1319,22 @@ def _footer_rows(path: str) -> int | None:
 
     rows: int = pq.ParquetFile(unquote(local)).metadata.num_rows
     return rows
+
+
+def _month_rows(into: str) -> dict[str, int] | None:
+    """The rows of each month folder of a local version (the version itself when it has none), from the files'
+    footers; ``None`` when the version is not local."""
+    import pyarrow.parquet as pq
+
+    local = _local_path(into)
+    if local is None:
+        return None
+    folders = [os.path.join(local, n) for n in sorted(os.listdir(local)) if n.startswith("month=")] or [local]
+    out = {}
+    for folder in folders:
+        names = [n for n in os.listdir(folder) if n.endswith(".parquet") and not n.startswith(("_", "."))]
+        out[folder] = sum(pq.ParquetFile(os.path.join(folder, n)).metadata.num_rows for n in names)
+    return out
 
 
 def _rename_partitions(into: str, written: str, wanted: str) -> None:
