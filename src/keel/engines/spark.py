@@ -106,7 +106,11 @@ VALIDATION_CONDITIONS = frozenset(
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WRITE_OPTIONS = {"mapreduce.fileoutputcommitter.marksuccessfuljobs": "false"}  # no _SUCCESS file
+_WRITE_OPTIONS = {
+    "mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",  # no _SUCCESS file
+    # Every sequence number is distinct: a dictionary can never encode it, and trying costs the write time.
+    f"parquet.enable.dictionary#{SEQ}": "false",
+}
 # Internal columns; user columns never start with ``__keel``.
 _UNIT, _UNIT_PART, _POSITION = "__keel_unit", "__keel_unit_part", "__keel_position"
 
