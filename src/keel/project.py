@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from keel.definitions import ApplyPlan, Definitions
     from keel.engines import Engine
     from keel.features import Entity
+    from keel.features._on_demand_plan import OnDemandStep
     from keel.models import ModelRegistry
     from keel.monitoring import Monitor, MonitoringReport, MonitorSettings
     from keel.offline import IngestResult, OfflineFeatureService, OfflineStore
@@ -516,6 +517,21 @@ class Project:
         from keel.prediction_log import log_root, read_prediction_log
 
         return read_prediction_log(log_root(self.config.offline), model, version=version, start=start, end=end)
+
+    def scoring_on_demand(self, model: str, *, allow_pickle: bool | None = None) -> tuple[OnDemandStep, ...]:
+        """The on-demand views that compute some of ``model``'s features when an engine scores an input holding
+        their inputs and request fields as columns (:class:`~keel.engines.Scoring`'s ``on_demand``): the
+        registered views, run by the same functions as at training and serving."""
+        from keel.features._on_demand_plan import scoring_steps
+
+        package = self.models.load(model, allow_pickle=allow_pickle)
+        refs, names = package.feature_refs, package.feature_names
+
+        def features_of(view: str) -> dict[str, str]:
+            found = self.definitions.feature_view(view)[0]
+            return {f.name: f.dtype for f in found.schema}
+
+        return scoring_steps(refs, names, self.definitions.find_on_demand, features_of)
 
     def predict_batch(
         self,

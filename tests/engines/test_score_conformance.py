@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -277,6 +278,97 @@ def test_a_model_on_on_demand_features_scores_their_computed_columns_identically
     out = in_input_order(out, source, "customer_id")
     assert np.array_equal(out[PREDICTION].to_numpy(), expected.predictions)
     assert out[f"{PROBA_PREFIX}1"].to_numpy().tobytes() == expected.probabilities[:, 1].tobytes()
+
+
+def test_on_demand_features_are_computed_from_the_inputs_by_the_views_own_function(
+    trained: Trained, score: Score, tmp_path: Path
+) -> None:
+    from keel.features._on_demand_plan import scoring_steps
+
+    ref = trained.ref("basket@latest")
+    package = ref.load()
+    source = pd.read_parquet(trained.input)
+    expected = package.score(source)  # the input's basket columns were computed by basket's function
+    raw = tmp_path / "raw.parquet"
+    source.drop(columns=["spend_per_order", "cart_to_spend"]).to_parquet(raw, index=False)
+    activity = {f.name: f.dtype for f in activity_view().schema}
+    steps = scoring_steps(
+        package.feature_refs,
+        package.feature_names,
+        lambda name: basket if name == "basket" else None,
+        lambda view: activity,
+    )
+    assert [step.view.name for step in steps] == ["basket"]
+
+    _, out = score(raw, ref, Scoring(id_column="customer_id", probabilities=True, on_demand=steps))
+
+    out = in_input_order(out, source, "customer_id")
+    assert np.array_equal(out[PREDICTION].to_numpy(), expected.predictions)
+    assert out[f"{PROBA_PREFIX}1"].to_numpy().tobytes() == expected.probabilities[:, 1].tobytes()
+    narrow = tmp_path / "narrow.parquet"
+    source.drop(columns=["spend_per_order", "cart_to_spend", "cart_value"]).to_parquet(narrow, index=False)
+    with pytest.raises(ValidationError, match=r"request field of on-demand feature view 'basket' 'cart_value'"):
+        score(narrow, ref, Scoring(on_demand=steps))
+
+
+@pytest.mark.spark
+def test_spark_workers_run_an_on_demand_function_of_a_module_they_cannot_import(
+    trained: Trained, spark_session: Any, tmp_path: Path
+) -> None:
+    # Keel imports a project's modules from its folder only while it reads the definitions: a worker process
+    # could not import them, so their functions travel by value.
+    import importlib
+    import textwrap
+
+    from keel.engines._spark_score import score_frame
+    from keel.features._on_demand_plan import scoring_steps
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "shop_definitions_only_here.py").write_text(
+        textwrap.dedent(
+            """
+            import pandas as pd
+            from keel import Field, RequestSource, on_demand_feature_view
+            from _training_fixtures import activity_view
+
+            cart = RequestSource("cart", schema=[Field("cart_value", "float64")])
+
+
+            @on_demand_feature_view(
+                sources=[activity_view(), cart],
+                inputs=["activity:spend", "activity:orders"],
+                schema=[Field("spend_per_order", "float64"), Field("cart_to_spend", "float64")],
+            )
+            def basket(df: pd.DataFrame) -> pd.DataFrame:
+                ratio = df["spend"] / df["orders"].clip(lower=1)
+                return pd.DataFrame({"spend_per_order": ratio, "cart_to_spend": df["cart_value"] / df["spend"]})
+            """
+        )
+    )
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module("shop_definitions_only_here")
+    finally:
+        sys.path.remove(str(folder))
+    ref = trained.ref("basket@latest")
+    package = ref.load()
+    source = pd.read_parquet(trained.input)
+    activity = {f.name: f.dtype for f in activity_view().schema}
+    steps = scoring_steps(
+        package.feature_refs,
+        package.feature_names,
+        lambda n: module.basket if n == "basket" else None,
+        lambda v: activity,
+    )
+    frame = spark_session.read.parquet(str(trained.input)).drop("spend_per_order", "cart_to_spend")
+
+    scored = score_frame(spark_session, frame, ref, None, Scoring(id_column="customer_id", on_demand=steps))
+    out = scored.toArrow().to_pandas()
+
+    expected = package.score(source)
+    out = in_input_order(out, source, "customer_id")
+    assert np.array_equal(out[PREDICTION].to_numpy(), expected.predictions)
 
 
 def test_without_an_id_column_the_output_is_the_predictions(trained: Trained, score: Score) -> None:

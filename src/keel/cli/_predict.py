@@ -174,9 +174,11 @@ def _score_on_engine(
         )
     files = input_files(input)
     ref = proj.models.ref(model, allow_pickle=allow_pickle or None)  # None: the registry's own setting
+    on_demand = proj.scoring_on_demand(model, allow_pickle=allow_pickle or None)
     started = time.perf_counter()
     with err_console.status(f"scoring with {ref.label} on the {name} engine", spinner="dots"):
-        written = proj.engine.score(files, ref, output, scoring=Scoring(id_column=id_column, probabilities=proba))
+        scoring = Scoring(id_column=id_column, probabilities=proba, on_demand=on_demand)
+        written = proj.engine.score(files, ref, output, scoring=scoring)
     seconds = time.perf_counter() - started
     rate = written.rows / seconds if seconds > 0 else 0.0
     console.print(

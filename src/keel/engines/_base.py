@@ -260,12 +260,17 @@ class Scoring:
     Attributes:
         id_column: the input column copied to the output beside each prediction (``None``: none).
         probabilities: add one ``proba_<class>`` column per class (classifiers).
-        request: columns of the input passed to the package as request fields (on-demand features).
+        request: further input columns read and passed on (request fields).
+        on_demand: the on-demand feature views that compute some of the model's features from input columns
+            (:class:`keel.features._on_demand_plan.OnDemandStep`: inputs and request fields read from the
+            input's columns of their names, outputs added under the model's feature names), run on every batch
+            before the package scores it, by the same functions as at training and serving.
     """
 
     id_column: str | None = None
     probabilities: bool = False
     request: tuple[str, ...] = ()
+    on_demand: tuple[Any, ...] = ()
 
 
 @runtime_checkable

@@ -43,9 +43,10 @@ class ScoringPlan:
         model: how messages name the model.
         features: the package's input columns.
         id_column: the input column copied to the output, if any.
-        request: further input columns handed to the package (request fields).
+        request: further input columns read (request fields).
         probabilities: whether the output has probability columns (asked for, and the model gives them).
         schema: the output's Arrow schema.
+        on_demand: the on-demand steps computing features from input columns (see :class:`Scoring`).
     """
 
     model: str
@@ -54,6 +55,7 @@ class ScoringPlan:
     request: tuple[str, ...]
     probabilities: bool
     schema: pa.Schema
+    on_demand: tuple[Any, ...] = ()
 
     @classmethod
     def of(cls, package: Any, columns: pa.Schema, scoring: Scoring, *, what: str) -> ScoringPlan:
@@ -74,14 +76,23 @@ class ScoringPlan:
         import pyarrow as pa
 
         names = list(columns.names)
-        for column, role in [(scoring.id_column, "id column"), *((c, "request column") for c in scoring.request)]:
+        wanted = [(scoring.id_column, "id column"), *((c, "request column") for c in scoring.request)]
+        for step in scoring.on_demand:
+            wanted += [(column, f"input of on-demand feature view {step.view.name!r}") for _, column, _ in step.inputs]
+            wanted += [
+                (f, f"request field of on-demand feature view {step.view.name!r}") for f in step.view.request_fields
+            ]
+        for column, role in wanted:
             if column is not None and column not in names:
                 raise ValidationError(
                     f"{what} has no {role} {column!r}; its columns are: {', '.join(names)}", field=column
                 )
+        computed = [column for step in scoring.on_demand for _, column in step.outputs]
         # the package's own check, on no rows: a missing feature is the error it gives when scoring locally
-        package.prepare(pd.DataFrame(columns=names))
+        package.prepare(pd.DataFrame(columns=list(dict.fromkeys([*names, *computed]))))
         for feature in package.schema.features:
+            if feature.name in computed:
+                continue
             kind = columns.field(feature.name).type
             if pa.types.is_nested(kind):
                 raise ValidationError(
@@ -100,19 +111,36 @@ class ScoringPlan:
                     field=scoring.id_column,
                 )
             fields.insert(0, columns.field(scoring.id_column))
+        read = [*scoring.request]
+        for step in scoring.on_demand:
+            read += [column for _, column, _ in step.inputs] + list(step.view.request_fields)
         return cls(
             model=str(package.name),
-            features=tuple(package.feature_names),
+            features=tuple(f for f in package.feature_names if f not in computed),
             id_column=scoring.id_column,
-            request=tuple(scoring.request),
+            request=tuple(dict.fromkeys(read)),
             probabilities=probabilities,
             schema=pa.schema(fields),
+            on_demand=tuple(scoring.on_demand),
         )
 
     @property
     def columns(self) -> list[str]:
-        """The input columns read: the id column, the features and the request columns, each once."""
+        """The input columns read: the id column, the features, the request columns and the on-demand views'
+        inputs, each once."""
         return list(dict.fromkeys([*([self.id_column] if self.id_column else []), *self.features, *self.request]))
+
+    def with_on_demand(self, table: pa.Table) -> pa.Table:
+        """``table`` with the on-demand views' outputs added (or replacing columns of their names)."""
+        for step in self.on_demand:
+            request = {name: table.column(name) for name in step.view.request_fields}
+            outputs = step.run(table, request, rows=table.num_rows, where="the input")
+            for column, values in outputs.items():
+                if column in table.column_names:
+                    table = table.set_column(table.column_names.index(column), column, values)
+                else:
+                    table = table.append_column(column, values)
+        return table
 
     def score(self, package: Any, table: pa.Table, *, first_row: int | None = None) -> pa.Table:
         """The output rows of ``table`` (which holds :attr:`columns`), in its order.
@@ -130,7 +158,7 @@ class ScoringPlan:
         import pyarrow as pa
 
         try:
-            scored = package.score(package.arrow_columns(table), probabilities=self.probabilities)
+            scored = package.score(package.arrow_columns(self.with_on_demand(table)), probabilities=self.probabilities)
         except ValidationError as exc:
             raise self._located(exc, table, first_row) from exc
         columns: list[pa.Array | pa.ChunkedArray] = []

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,7 @@ def score_frame(
     loaded = package.load()  # verified here first: a tampered package never reaches a worker
     read = {*loaded.feature_names, *scoring.request, *([scoring.id_column] if scoring.id_column else [])}
     plan = ScoringPlan.of(loaded, _arrow_schema(spark, frame, read), scoring, what="the input frame")
+    _ship_functions_by_value(plan)
     score = functools.partial(_score_partition, _shippable(spark, package), plan, batch_rows)
     selected = frame.select(*[F.col(_quoted(c)) for c in plan.columns])
     with warnings.catch_warnings():
@@ -178,6 +180,17 @@ def _shippable(spark: SparkSession, package: PackageSource) -> PackageSource:
 
 def _is_dataclass_instance(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _ship_functions_by_value(plan: ScoringPlan) -> None:
+    """Have the on-demand views' functions pickled by value: they live in the project's modules, which Keel
+    imports from the project's folder while it reads the definitions, and which a worker cannot import."""
+    from pyspark import cloudpickle
+
+    for step in plan.on_demand:
+        module = sys.modules.get(getattr(step.view.function, "__module__", "") or "")
+        if module is not None and not module.__name__.startswith(("keel.", "pyspark.")) and module.__name__ != "keel":
+            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
 
 
 def _arrow_schema(spark: SparkSession, frame: DataFrame, read: set[str]) -> pa.Schema:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from keel.features._on_demand import OnDemandFeatureView
 
-__all__ = ["HIDDEN_INPUT", "OnDemandStep", "plan_on_demand", "resolve_inputs"]
+__all__ = ["HIDDEN_INPUT", "OnDemandStep", "plan_on_demand", "resolve_inputs", "scoring_steps"]
 
 #: Prefix of the columns a retrieval reads only as on-demand inputs (no user column can start with ``__keel``).
 HIDDEN_INPUT = "__keel_input__"
@@ -145,3 +145,37 @@ def resolve_inputs(
     pairs = list(dict.fromkeys(pairs))
     _check_names(name, pairs, request, outputs)
     return pairs
+
+
+def scoring_steps(
+    refs: Sequence[str],
+    names: Sequence[str],
+    find_on_demand: Callable[[str], OnDemandFeatureView | None],
+    features_of: Callable[[str], Mapping[str, str]],
+) -> tuple[OnDemandStep, ...]:
+    """The on-demand steps that compute a model's on-demand features when scoring an input that holds their
+    inputs and request fields as columns of their own names (what batch scoring on an engine reads).
+
+    Args:
+        refs: the model's feature references (``view@3:feature``, ``on_demand_view:feature``).
+        names: the model's input column for each reference (the training set's column).
+        find_on_demand: the registered on-demand view of a name, or ``None`` (a feature view's reference).
+        features_of: a feature view's features and their Keel dtypes.
+    """
+    outputs: dict[str, list[tuple[str, str]]] = {}
+    views: dict[str, OnDemandFeatureView] = {}
+    for ref, name in zip(refs, names, strict=True):
+        parsed = FeatureRef.parse(ref)
+        view = views.get(parsed.view) or find_on_demand(parsed.view)
+        if view is None:
+            continue
+        views[parsed.view] = view
+        outputs.setdefault(parsed.view, []).append((parsed.feature, name))
+    steps = []
+    for name, view in views.items():
+        inputs = tuple(
+            (feature, feature, features_of(source)[feature])
+            for source, feature in view.resolve_inputs(lambda v: list(features_of(v)))
+        )
+        steps.append(OnDemandStep(view, inputs, tuple(outputs[name])))
+    return tuple(steps)

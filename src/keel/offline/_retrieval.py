@@ -357,7 +357,7 @@ def join_at_rest(
         names = ", ".join(repr(step.view.name) for step in plan.on_demand)
         raise ValidationError(
             f"on-demand feature views ({names}) are computed on an in-memory entity frame; request them with a "
-            "pandas DataFrame, or compute them when scoring (the model package applies them)",
+            "pandas DataFrame, or leave them out: scoring on an engine computes them from the input's columns",
             field=plan.on_demand[0].view.name,
         )
     data = entities
