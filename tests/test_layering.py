@@ -42,12 +42,13 @@ ALLOWED: dict[str, set[str]] = {
     "offline": {"catalog", "definitions", "engines", "features"},
     "online": {"_backends", "catalog", "definitions", "engines", "features", "offline"},
     "models": {"artifacts", "catalog", "features"},
-    "profiles": {"models"},
+    "profiles": {"engines", "models"},  # a reference at rest is summarised by the engine
     "training": {"artifacts", "catalog", "features", "models", "offline", "profiles"},
     "prediction_log": {"engines", "features", "models"},
     "serving": {"_backends", "definitions", "features", "models", "online", "prediction_log"},
     "batch": {"artifacts", "catalog", "features", "models"},
-    "monitoring": {"artifacts", "catalog", "models", "prediction_log", "profiles", "training"},
+    "monitoring": {"artifacts", "catalog", "engines", "models", "prediction_log", "profiles", "training"},
+    "validation": {"engines"},
     "retraining": {"catalog", "models", "training"},
     # The faces: they build and wire everything below them.
     "project": {"*"},

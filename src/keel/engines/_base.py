@@ -26,7 +26,7 @@ Three definitions make two engines give identical results:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -36,7 +36,8 @@ from keel.errors import BackendError, KeelError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from keel.profiles import ColumnProfile
+    from keel.engines._conditions import Condition, Counted
+    from keel.engines._profiles import ColumnSummary
 
 #: Names Keel adds to tables it builds; user columns may not start with ``__keel``.
 ROW = "__keel_row"
@@ -369,9 +370,18 @@ class Engine(Protocol):
         """How many rows share their (keys, event time) with an earlier row."""
         ...
 
-    def profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
-        """The reference profile of each column of ``kinds`` (``numeric`` or ``categorical``), computed where
-        the data is (see :mod:`keel.engines._profiles`), in the order of ``kinds``."""
+    def profile(
+        self, data: Data, kinds: dict[str, str], *, grid: Sequence[float], bins: int
+    ) -> dict[str, ColumnSummary]:
+        """The summary of each column of ``kinds`` (``numeric`` or ``categorical``), computed where the data is
+        (see :mod:`keel.engines._profiles`): quantiles at the probabilities ``grid``, ``bins`` histogram bins;
+        in the order of ``kinds``."""
+        ...
+
+    def count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
+        """For each named row condition (:mod:`keel.engines._conditions`), in one pass over ``data``: the rows,
+        the rows where it holds, and the sequence number of the first of them (``None`` without a sequence
+        column)."""
         ...
 
     def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
@@ -552,14 +562,25 @@ class EngineBase(ABC):
             columns = ", ".join(map(repr, [*keys, timestamp]))
             raise self._failure(f"counting duplicates of ({columns})", exc) from exc
 
-    def profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+    def profile(
+        self, data: Data, kinds: dict[str, str], *, grid: Sequence[float], bins: int
+    ) -> dict[str, ColumnSummary]:
         """See :meth:`Engine.profile`."""
         try:
-            return self._profile(data, kinds)
+            return self._profile(data, kinds, grid=grid, bins=bins)
         except KeelError:
             raise
         except Exception as exc:
             raise self._failure(f"profile of columns {', '.join(map(repr, kinds))}", exc) from exc
+
+    def count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
+        """See :meth:`Engine.count_where`."""
+        try:
+            return self._count_where(data, conditions)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"counting rows where {len(conditions)} condition(s) hold", exc) from exc
 
     def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         """See :meth:`Engine.score`."""
@@ -628,7 +649,12 @@ class EngineBase(ABC):
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int: ...
 
     @abstractmethod
-    def _profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]: ...
+    def _profile(
+        self, data: Data, kinds: dict[str, str], *, grid: Sequence[float], bins: int
+    ) -> dict[str, ColumnSummary]: ...
+
+    @abstractmethod
+    def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]: ...
 
     @abstractmethod
     def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written: ...

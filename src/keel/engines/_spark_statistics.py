@@ -36,7 +36,7 @@ from keel.engines._statistics import (
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-    from keel.profiles import ColumnProfile
+    from keel.engines._profiles import ColumnSummary
 
 #: The size of the distinct-count sketches (2**14 buckets): a relative error under 1%, small counts exact.
 DISTINCT_LG_K = 14
@@ -295,15 +295,14 @@ def statistics_values(done: dict[str, Any], dtypes: dict[str, str], rows: int) -
 
 
 # -- reference profiles --------------------------------------------------------------------------------------------
-def profile(frame: DataFrame, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+def profile(frame: DataFrame, kinds: dict[str, str], grid: Sequence[float], bins: int) -> dict[str, ColumnSummary]:
     """The reference profile of each column of ``kinds`` (see :mod:`keel.engines._profiles`): one job for the
     bounds and moments, one for the histograms, the quantile grid over the rows or a uniform sample of them (the
     profile's CDF is then within :data:`~keel.engines._statistics.QUANTILE_RANK_ERROR` of the data's, rather
     than the grid's 0.001), and the value counts of each categorical column."""
     from pyspark.sql import functions as F
 
-    from keel.engines._profiles import categorical_profile, check_kinds, histogram_edges, numeric_profile
-    from keel.profiles._profile import QUANTILE_GRID
+    from keel.engines._profiles import categorical_summary, check_kinds, histogram_edges, numeric_summary
 
     check_kinds(kinds, frame.columns)
     numeric = [name for name, kind in kinds.items() if kind == "numeric"]
@@ -329,26 +328,26 @@ def profile(frame: DataFrame, kinds: dict[str, str]) -> dict[str, ColumnProfile]
     }
     counts = []
     for i, name in enumerate(numeric):
-        edges = histogram_edges(parts[name]["min"], parts[name]["max"]) if parts[name]["count"] else []
+        edges = histogram_edges(parts[name]["min"], parts[name]["max"], bins) if parts[name]["count"] else []
         if len(edges) < 2:
             continue
         f = finite(name)
         for k in range(len(edges) - 1):
             upper = f <= F.lit(edges[k + 1]) if k == len(edges) - 2 else f < F.lit(edges[k + 1])
             counts.append((name, F.count(F.when((f >= F.lit(edges[k])) & upper, 1)).alias(f"h{i}_{k}")))
-    bins: dict[str, list[int]] = {}
+    counted: dict[str, list[int]] = {}
     if counts:
         hist = frame.agg(*[c for _, c in counts]).collect()[0]
         for (name, _), n in zip(counts, hist, strict=True):
-            bins.setdefault(name, []).append(int(n))
-    quantiles = sample_quantiles(frame, dict.fromkeys(numeric, "float64"), rows, QUANTILE_GRID.tolist(), finite=True)
-    out: dict[str, ColumnProfile] = {}
+            counted.setdefault(name, []).append(int(n))
+    quantiles = sample_quantiles(frame, dict.fromkeys(numeric, "float64"), rows, [float(p) for p in grid], finite=True)
+    out: dict[str, ColumnSummary] = {}
     for name, kind in kinds.items():
         if kind == "numeric":
-            grid = [float("nan") if q is None else q for q in quantiles[name]]
-            out[name] = numeric_profile(name, rows, parts[name], grid, bins.get(name, []))
+            values = [float("nan") if q is None else q for q in quantiles[name]]
+            out[name] = numeric_summary(name, rows, parts[name], values, counted.get(name, []), bins)
         else:
             c = _col(name)
             pairs = frame.where(c.isNotNull()).groupBy(c.alias("v")).count().collect()
-            out[name] = categorical_profile(name, rows, [(r["v"], int(r["count"])) for r in pairs])
+            out[name] = categorical_summary(name, rows, [(r["v"], int(r["count"])) for r in pairs])
     return out

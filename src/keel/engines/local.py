@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from keel.profiles import ColumnProfile
+    from keel.engines._conditions import Condition, Counted
+    from keel.engines._profiles import ColumnSummary
 
 
 def q(identifier: str) -> str:
@@ -444,16 +445,12 @@ class LocalEngine(EngineBase):
         finally:
             con.close()
 
-    def _profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+    def _profile(
+        self, data: Data, kinds: dict[str, str], *, grid: Sequence[float], bins: int
+    ) -> dict[str, ColumnSummary]:
         """Three queries: bounds, moments and exact quantiles of the finite values of every numeric column; their
         histograms; the value counts of each categorical column."""
-        from keel.engines._profiles import (
-            categorical_profile,
-            check_kinds,
-            histogram_edges,
-            numeric_profile,
-        )
-        from keel.profiles._profile import QUANTILE_GRID
+        from keel.engines._profiles import categorical_summary, check_kinds, histogram_edges, numeric_summary
 
         con = self.connect()
         try:
@@ -471,14 +468,14 @@ class LocalEngine(EngineBase):
                 f = finite(name)
                 exprs += [f"count({f})", f"min({f})", f"max({f})", f"avg({f})", f"stddev_pop({f})"]
                 exprs.append(f"quantile_cont({f}, $grid)")
-            parameters = {"grid": QUANTILE_GRID.tolist()} if numeric else None
+            parameters = {"grid": [float(p) for p in grid]} if numeric else None
             found = con.execute(f"SELECT {', '.join(exprs)} FROM __keel_t", parameters)
             row = found.fetchone()
             assert row is not None
             rows = int(row[0])
             parts = {name: row[1 + 6 * i : 7 + 6 * i] for i, name in enumerate(numeric)}
-            edges = {name: histogram_edges(p[1], p[2]) for name, p in parts.items() if p[0]}
-            bins: dict[str, list[int]] = {}
+            edges = {name: histogram_edges(p[1], p[2], bins) for name, p in parts.items() if p[0]}
+            counted: dict[str, list[int]] = {}
             counts = []
             for name, e in edges.items():
                 if len(e) < 2:
@@ -491,19 +488,45 @@ class LocalEngine(EngineBase):
                 hist = con.execute(f"SELECT {', '.join(c for _, c in counts)} FROM __keel_t").fetchone()
                 assert hist is not None
                 for (name, _), n in zip(counts, hist, strict=True):
-                    bins.setdefault(name, []).append(int(n))
-            out: dict[str, ColumnProfile] = {}
+                    counted.setdefault(name, []).append(int(n))
+            out: dict[str, ColumnSummary] = {}
             for name, kind in kinds.items():
                 if kind == "numeric":
                     count, lo, hi, mean, std, quantiles = parts[name]
                     aggregates = {"count": count, "min": lo, "max": hi, "mean": mean, "std": std}
-                    out[name] = numeric_profile(name, rows, aggregates, quantiles, bins.get(name, []))
+                    out[name] = numeric_summary(name, rows, aggregates, quantiles, counted.get(name, []), bins)
                 else:
                     pairs = con.execute(
                         f"SELECT {q(name)}, count(*) FROM __keel_t WHERE {q(name)} IS NOT NULL GROUP BY 1"
                     ).fetchall()
-                    out[name] = categorical_profile(name, rows, pairs)
+                    out[name] = categorical_summary(name, rows, pairs)
             return out
+        finally:
+            con.close()
+
+    def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
+        """One aggregate query: per condition, ``count_if`` and the smallest sequence number where it holds."""
+        from keel.engines._conditions import Counted, columns_of, duckdb_sql
+
+        con = self.connect()
+        try:
+            self._relation(con, data)
+            described = con.execute("DESCRIBE __keel_t").fetchall()
+            types = {str(r[0]): str(r[1]) for r in described}
+            _check_columns([c for cond in conditions.values() for c in columns_of(cond)], list(types))
+            floats = frozenset(n for n, t in types.items() if t in ("DOUBLE", "FLOAT"))
+            exprs = ["count(*)"]
+            for condition in conditions.values():
+                sql = duckdb_sql(condition, floats)
+                exprs.append(f"count_if({sql})")
+                exprs.append(f"min(CASE WHEN {sql} THEN {q(SEQ)} END)" if SEQ in types else "NULL")
+            row = con.execute(f"SELECT {', '.join(exprs)} FROM __keel_t").fetchone()
+            assert row is not None
+            rows = int(row[0])
+            return {
+                name: Counted(rows, int(row[1 + 2 * i]), None if row[2 + 2 * i] is None else int(row[2 + 2 * i]))
+                for i, name in enumerate(conditions)
+            }
         finally:
             con.close()
 
@@ -567,3 +590,12 @@ def _read_files(files: Files) -> pa.Table:
 def _double(value: float) -> str:
     """A float as a DuckDB DOUBLE literal, bit for bit (a bare decimal literal would be a DECIMAL)."""
     return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+def _check_columns(wanted: list[str], present: list[str]) -> None:
+    """Refuse a column the data lacks, naming it and the columns the data has."""
+    missing = [c for c in dict.fromkeys(wanted) if c not in present]
+    if missing:
+        raise ValidationError(
+            f"column(s) {', '.join(map(repr, missing))} missing; the data has {', '.join(present)}", field=missing[0]
+        )

@@ -41,7 +41,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -78,7 +78,8 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType
 
-    from keel.profiles import ColumnProfile
+    from keel.engines._conditions import Condition, Counted
+    from keel.engines._profiles import ColumnSummary
 
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
@@ -653,14 +654,47 @@ class SparkEngine(EngineBase):
         done = _together(statistics_jobs(frame.select(*[_col(c) for c in columns]), dtypes))
         return statistics_values(done, dtypes, int(done["exact"][ROWS]))
 
-    def _profile(self, data: Data, kinds: dict[str, str]) -> dict[str, ColumnProfile]:
+    def _profile(
+        self, data: Data, kinds: dict[str, str], *, grid: Sequence[float], bins: int
+    ) -> dict[str, ColumnSummary]:
         from keel.engines._profiles import check_kinds
         from keel.engines._spark_statistics import profile
 
         frame = self._frame(data)
         check_kinds(kinds, frame.columns)
         columns = [*kinds, *([SEQ] if SEQ in frame.columns and SEQ not in kinds else [])]
-        return profile(frame.select(*[_col(c) for c in columns]), kinds)
+        return profile(frame.select(*[_col(c) for c in columns]), kinds, grid, bins)
+
+    def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
+        """One aggregate job: per condition, the rows where it holds and the smallest sequence number of them."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, FloatType
+
+        from keel.engines._conditions import Counted, columns_of, spark_column
+
+        frame = self._frame(data)
+        present = list(frame.columns)
+        missing = [
+            c for c in dict.fromkeys(c for cond in conditions.values() for c in columns_of(cond)) if c not in present
+        ]
+        if missing:
+            raise ValidationError(
+                f"column(s) {', '.join(map(repr, missing))} missing; the data has {', '.join(present)}",
+                field=missing[0],
+            )
+        floats = frozenset(f.name for f in frame.schema.fields if isinstance(f.dataType, DoubleType | FloatType))
+        aggregates = [F.count(F.lit(1)).alias("rows")]
+        for i, condition in enumerate(conditions.values()):
+            holds = spark_column(condition, floats)
+            aggregates.append(F.count(F.when(holds, 1)).alias(f"n{i}"))
+            first = F.min(F.when(holds, _col(SEQ))) if SEQ in present else F.lit(None).cast("bigint")
+            aggregates.append(first.alias(f"f{i}"))
+        found = frame.agg(*aggregates).collect()[0]
+        rows = int(found["rows"])
+        return {
+            name: Counted(rows, int(found[f"n{i}"]), None if found[f"f{i}"] is None else int(found[f"f{i}"]))
+            for i, name in enumerate(conditions)
+        }
 
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         return self._duplicates(self._frame(data), [*keys, timestamp])

@@ -23,13 +23,16 @@ A categorical column keeps the counts of its :data:`MAX_CATEGORIES` most frequen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from keel.errors import IntegrityError, ValidationError
+
+if TYPE_CHECKING:
+    from keel.engines._profiles import ColumnSummary
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -533,3 +536,22 @@ def _profile_categorical(name: str, series: pd.Series) -> ColumnProfile:
     counts, missing = category_counts(series)
     capped = cap_categories(counts)
     return ColumnProfile(name, "categorical", sum(counts.values()), missing, frequencies=capped)
+
+
+def column_from_summary(summary: ColumnSummary) -> ColumnProfile:
+    """The profile of a column an engine summarised where the data is (:meth:`keel.engines.Engine.profile`,
+    asked for :data:`QUANTILE_GRID` and :data:`HISTOGRAM_BINS`): categories capped at :data:`MAX_CATEGORIES`."""
+    return ColumnProfile(
+        summary.name,
+        summary.kind,
+        summary.count,
+        summary.missing,
+        minimum=summary.minimum,
+        maximum=summary.maximum,
+        mean=summary.mean,
+        std=summary.std,
+        quantiles=summary.quantiles,
+        bin_edges=summary.bin_edges,
+        bin_counts=summary.bin_counts,
+        frequencies=cap_categories(summary.frequencies) if summary.kind == "categorical" else {},
+    )

@@ -108,9 +108,11 @@ def profile_at_rest(
     from keel.engines._inputs import input_files
     from keel.engines._scoring import PROBA_PREFIX
     from keel.errors import ValidationError
+    from keel.profiles._profile import HISTOGRAM_BINS, QUANTILE_GRID, column_from_summary
 
     files = input_files(path)
-    columns = engine.profile(files, feature_kinds(package))
+    shape = {"grid": QUANTILE_GRID.tolist(), "bins": HISTOGRAM_BINS}
+    columns = {n: column_from_summary(s) for n, s in engine.profile(files, feature_kinds(package), **shape).items()}
     first = next(iter(columns.values()))
     rows = first.count + first.missing
     if rows == 0:
@@ -123,7 +125,7 @@ def profile_at_rest(
     out = f"{scratch.rstrip('/')}/reference-{uuid.uuid4().hex}"
     try:
         engine.score(files, ref, out, scoring=Scoring(id_column=None, probabilities=positive is not None))
-        scored = engine.profile(input_files(out), {column: kind})[column]
+        scored = column_from_summary(engine.profile(input_files(out), {column: kind}, **shape)[column])
     finally:
         fs, root, _ = open_filesystem(out)
         if fs.exists(root):
