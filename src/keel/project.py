@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from keel.online._service import EntityRows
     from keel.retraining import RetrainDecision, Retrainer
     from keel.training import Runs, Trainer, TrainingRun, TrainingSpec
+    from keel.validation import Expectation, ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,32 @@ class Project:
     def feature_versions(self, view: str) -> list[FeatureVersion]:
         """Every ingested version of ``view``, oldest first."""
         return self.offline.feature_versions(view)
+
+    def validate(
+        self,
+        view: str,
+        expectations: Sequence[Expectation],
+        *,
+        version: int | None = None,
+        now: datetime | None = None,
+    ) -> tuple[FeatureVersion, ValidationReport]:
+        """Check an ingested version of ``view`` (default: the latest) against ``expectations``, in one pass of
+        the project's engine over its files.
+
+        Raises:
+            NotFoundError: the view has no such version.
+            ValidationError: an expectation names a column the version does not have.
+        """
+        from keel.engines import Files
+        from keel.validation import validate
+
+        found = self.catalog.feature_version(view, version)
+        files = Files(self.offline_store.paths(found), describe=f"feature view {view!r} version {found.version}")
+        keys = list(found.columns.get("join_keys", {}))
+        report = validate(
+            self.engine, files, expectations, keys=keys, timestamp=found.columns.get("timestamp"), now=now
+        )
+        return found, report
 
     def verify(self, views: Iterable[str] | None = None) -> dict[str, list[str]]:
         """Re-hash the files of every ingested version (of ``views``, default all) against the catalog.

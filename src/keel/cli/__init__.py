@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _features, _models, _monitor, _online, _project, _serve, _serve_features
+from keel.cli import _features, _models, _monitor, _online, _project, _serve, _serve_features, _validate
 from keel.cli._common import err_console
 from keel.cli._predict import predict
 from keel.errors import KeelError
@@ -35,6 +35,7 @@ app.add_typer(_features.app, name="features")
 app.add_typer(_models.runs_app, name="runs")
 app.add_typer(_models.models_app, name="models")
 app.add_typer(_monitor.monitor_app, name="monitor")
+app.add_typer(_validate.validate_app, name="validate")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,109 @@
+"""`keel validate`: expectations of feature views, inferred into a reviewable file and checked against versions."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli._common import ProjectOption, console, err_console, open_project
+from keel.errors import NotFoundError
+
+validate_app = typer.Typer(
+    help="Feature validation: infer a view's expectations into a file, check versions against them.",
+    no_args_is_help=True,
+)
+
+VersionOption = Annotated[int | None, typer.Option("--version", help="The version (default: the latest).", min=1)]
+
+
+def _default_file(root: Path, view: str) -> Path:
+    return root / "expectations" / f"{view}.yaml"
+
+
+@validate_app.command("infer")
+def infer(
+    view: Annotated[str, typer.Argument(help="The feature view.")],
+    version: VersionOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The file to write (default: expectations/VIEW.yaml).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the proposal (and the diff); write nothing.")
+    ] = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Propose expectations from a version's statistics and write them to a file to review and commit.
+
+    When the file exists, the differences are shown before it is replaced.
+    """
+    from keel.validation._infer import dump, infer
+
+    with open_project(project) as proj:
+        found = proj.catalog.feature_version(view, version)
+        features = list(found.columns.get("features", {}))
+        proposed = infer(found.statistics, rows=found.row_count, has_duplicates=found.has_duplicates, features=features)
+        path = output or _default_file(proj.root, view)
+    text = dump(view, proposed)
+    if path.exists():
+        old = path.read_text()
+        diff = list(difflib.unified_diff(old.splitlines(), text.splitlines(), str(path), "inferred", lineterm=""))
+        console.print("\n".join(diff) if diff else f"{path}: no change", highlight=False, markup=False)
+    elif dry_run:
+        console.print(text, highlight=False, markup=False)
+    if not dry_run:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        console.print(f"{len(proposed)} expectation(s) of {view} v{found.version} written to {path}", highlight=False)
+
+
+@validate_app.command("check")
+def check(
+    view: Annotated[str, typer.Argument(help="The feature view.")],
+    expectations: Annotated[
+        Path | None, typer.Option("--expectations", "-e", help="The file (default: expectations/VIEW.yaml).")
+    ] = None,
+    version: VersionOption = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Check a version of a view against its expectations; exit 1 when an error-level expectation fails."""
+    from keel.validation._infer import load
+
+    with open_project(project) as proj:
+        path = expectations or _default_file(proj.root, view)
+        if not path.exists():
+            raise NotFoundError(f"no expectations file at {path}; write one with `keel validate infer {view}`")
+        named, declared = load(path.read_text(), source=str(path))
+        if named != view:
+            err_console.print(f"note: {path} holds the expectations of {named!r}; checking {view!r} with them")
+        found, report = proj.validate(view, declared, version=version)
+    table = Table(title=f"{view} v{found.version}: {report.rows:,} rows, {len(report.results)} expectation(s)")
+    for column in ("expectation", "severity", "result", "failing rows", "share", "first row"):
+        table.add_column(column)
+    for r in report.results:
+        verdict = (
+            "[green]pass[/]"
+            if r.passed
+            else ("[red]FAIL[/]" if r.expectation.severity == "error" else "[yellow]warn[/]")
+        )
+        table.add_row(
+            r.expectation.describe(),
+            r.expectation.severity,
+            verdict,
+            f"{r.failed:,}" if not r.passed else "",
+            f"{r.share:.2%}" if not r.passed and r.rows else "",
+            "" if r.first is None or r.passed else str(r.first),
+        )
+    console.print(table)
+    if json_path is not None:
+        document = {"view": view, "version": found.version, **report.to_dict()}
+        json_path.write_text(json.dumps(document, indent=2, default=str))
+    errors = report.errors
+    if errors:
+        err_console.print(f"{len(errors)} error-level expectation(s) failed")
+        raise typer.Exit(1)
