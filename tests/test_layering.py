@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "engines": set(),
     "features": set(),
     "definitions": {"catalog", "features"},
-    "offline": {"catalog", "definitions", "engines", "features"},
+    "offline": {"catalog", "definitions", "engines", "features", "validation"},
     "online": {"_backends", "catalog", "definitions", "engines", "features", "offline"},
     "models": {"artifacts", "catalog", "features"},
     "profiles": {"engines", "models"},  # a reference at rest is summarised by the engine

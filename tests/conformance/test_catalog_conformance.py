@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from _catalog_workers import run_processes
 
 from keel.catalog import SqlCatalog, latest_version
@@ -81,6 +82,38 @@ def _add(catalog: SqlCatalog, view: str = "activity", **overrides: Any) -> tuple
 def test_new_catalog_is_migrated_to_the_latest_schema(catalog: SqlCatalog) -> None:
     assert catalog.migrated_from == 0
     assert catalog.schema_version() == latest_version()
+
+
+def test_a_version_keeps_its_validation_results(catalog: SqlCatalog) -> None:
+    results = {"policy": "warn", "rows": 3, "results": [{"describe": "spend >= 0", "passed": False, "failed": 1}]}
+
+    added, _ = _add(catalog, validation=results)
+    plain, _ = _add(catalog, "other")
+
+    assert added.validation == results
+    assert catalog.feature_version("activity").validation == results
+    assert plain.validation is None
+
+
+def test_a_catalog_from_before_validation_results_gets_the_column_and_keeps_its_versions(
+    shared_catalog_url: str,
+) -> None:
+    from keel.catalog import MIGRATIONS
+
+    old = SqlCatalog(shared_catalog_url, migrations=MIGRATIONS[:4])
+    _add(old)
+    old.close()
+    engine = sa.create_engine(shared_catalog_url)
+    with engine.begin() as conn:  # the table as schema v4 made it
+        conn.exec_driver_sql("ALTER TABLE keel_feature_versions DROP COLUMN validation")
+    engine.dispose()
+
+    catalog = SqlCatalog(shared_catalog_url)
+
+    assert catalog.migrated_from == 4
+    assert catalog.feature_version("activity").validation is None
+    assert _add(catalog, "other", validation={"policy": "strict"})[0].validation == {"policy": "strict"}
+    catalog.close()
 
 
 def test_reopened_catalog_keeps_its_data_and_is_not_migrated_again(shared_catalog_url: str) -> None:

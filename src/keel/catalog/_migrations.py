@@ -50,12 +50,21 @@ def _create_v4(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _add_v5(conn: sa.Connection) -> None:
+    # A catalog created since holds the column already (its table is created from the current schema).
+    table = _schema.feature_versions.name
+    if "validation" not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+        kind = sa.JSON().compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN validation {kind}")
+
+
 #: Every migration, in order. Append to this list; never edit a released entry.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "definitions and ingested feature versions", _create_v1),
     Migration(2, "materializations into online stores", _create_v2),
     Migration(3, "training runs, model versions and aliases", _create_v3),
     Migration(4, "monitoring reports and the monitoring audit trail", _create_v4),
+    Migration(5, "the validation results of each feature version", _add_v5),
 )
 
 

@@ -44,6 +44,8 @@ class FeatureVersion:
         statistics: per-column statistics (count, nulls, min, max, mean, std, quantiles, top categories).
         has_duplicates: whether some entity has two rows at the same event time.
         created_at: when the version was recorded (UTC).
+        validation: the results of the view's expectations on this version (``policy`` and ``results``, see
+            :meth:`keel.validation.ValidationReport.to_dict`), or ``None`` when it had none.
     """
 
     view: str
@@ -60,6 +62,7 @@ class FeatureVersion:
     statistics: dict[str, Any] = field(repr=False)
     has_duplicates: bool
     created_at: datetime
+    validation: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ feature_versions = sa.Table(
     sa.Column("statistics", sa.JSON, nullable=False),
     sa.Column("has_duplicates", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The results of the view's expectations on the version (schema v5; null when none were checked).
+    sa.Column("validation", sa.JSON, nullable=True),
     sa.UniqueConstraint("view", "version", name="uq_keel_feature_versions_version"),
 )
 

@@ -311,6 +311,7 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog):
             statistics=dict(row.statistics),
             has_duplicates=bool(row.has_duplicates),
             created_at=_as_utc(row.created_at) or utcnow(),
+            validation=dict(row.validation) if row.validation is not None else None,
         )
 
     def add_feature_version(
@@ -330,6 +331,7 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog):
         has_duplicates: bool,
         skip_if_latest_digest: bool = True,
         expect_latest: int | None = None,
+        validation: dict[str, Any] | None = None,
     ) -> tuple[FeatureVersion, bool]:
         """Record a new ingested version with the next number; returns ``(version, created)``.
 
@@ -345,6 +347,8 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog):
         event_time_max = _to_store(event_time_max, "event_time_max")
         for what, value in (("files", files), ("columns", columns), ("statistics", statistics)):
             _json_safe(value, f"the {what} of a version of feature view {view!r}", what)
+        if validation is not None:
+            _json_safe(validation, f"the validation of a version of feature view {view!r}", "validation")
 
         def write(conn: sa.Connection) -> tuple[FeatureVersion, bool]:
             self._serialize(conn, "feature_versions", view)
@@ -379,6 +383,7 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog):
                     statistics=statistics,
                     has_duplicates=has_duplicates,
                     created_at=utcnow(),
+                    validation=validation,
                 )
             )
             row = conn.execute(sa.select(fv).where(fv.c.view == view, fv.c.version == version)).one()

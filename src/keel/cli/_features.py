@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -48,7 +48,7 @@ def versions(
     with open_project(project) as proj:
         found = proj.feature_versions(view)
     table = Table(title=f"Versions of {view}")
-    for column in ("version", "created at", "rows", "event time range", "digest", "definition"):
+    for column in ("version", "created at", "rows", "event time range", "digest", "definition", "expectations"):
         table.add_column(column)
     for v in found:
         span = f"{v.event_time_min:%Y-%m-%d} → {v.event_time_max:%Y-%m-%d}" if v.event_time_min else ""
@@ -59,8 +59,20 @@ def versions(
             span,
             v.data_digest[:12],
             f"v{v.definition_version}",
+            _expectations(v.validation),
         )
     console.print(table)
+
+
+def _expectations(validation: dict[str, Any] | None) -> str:
+    """A version's validation in a few words: none checked, all passed, or what failed."""
+    if validation is None:
+        return "—"
+    failures = validation.get("failures", [])
+    if not failures:
+        return f"[green]{len(validation.get('results', []))} passed[/]"
+    names = "; ".join(str(f.get("describe")) for f in failures[:3]) + ("; …" if len(failures) > 3 else "")
+    return f"[yellow]{len(failures)} failed[/]: {names}"
 
 
 @app.command("historical")

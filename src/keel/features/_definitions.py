@@ -176,6 +176,10 @@ class FeatureView(Definition):
         tags: free-form labels.
         description: what the view holds.
         online: whether ``materialize`` copies the view to the online store.
+        expectations: what every version's data should satisfy (:mod:`keel.validation`: ``NotNull("spend")``,
+            ``InRange(...)`` …, or their specs), checked at every ingest.
+        validation: what a failed error-level expectation does at ingest: ``warn`` (the version is written and
+            the results stored with it) or ``strict`` (nothing is published; the error lists the failures).
 
     Example:
         >>> activity = FeatureView(
@@ -198,6 +202,8 @@ class FeatureView(Definition):
         tags: Mapping[str, str] | None = None,
         description: str = "",
         online: bool = True,
+        expectations: Iterable[Any] = (),
+        validation: str = "warn",
     ) -> None:
         check_name(name, "feature view")
         self.name = name
@@ -245,6 +251,30 @@ class FeatureView(Definition):
         self.tags = dict(tags or {})
         self.description = description
         self.online = bool(online)
+        if validation not in ("warn", "strict"):
+            raise ValidationError(
+                f"feature view {name!r}: validation must be 'warn' or 'strict', not {validation!r}", field="validation"
+            )
+        self.validation = validation
+        self.expectations: list[dict[str, Any]] = [self._expectation_spec(e) for e in expectations]
+
+    def _expectation_spec(self, expectation: Any) -> dict[str, Any]:
+        """An expectation's spec, its column checked against the view's columns."""
+        spec = dict(expectation) if isinstance(expectation, Mapping) else getattr(expectation, "spec", lambda: None)()
+        if not isinstance(spec, dict) or "expect" not in spec:
+            raise ValidationError(
+                f"feature view {self.name!r}: {expectation!r} is not an expectation (keel.validation)",
+                field="expectations",
+            )
+        column = spec.get("feature")
+        known = [*self.feature_names, self.source.timestamp, *filter(None, [self.source.created_timestamp])]
+        if column is not None and column not in known:
+            raise ValidationError(
+                f"feature view {self.name!r}: expectation {spec['expect']!r} names {column!r}, which is not one of "
+                f"its columns ({', '.join(c for c in known if c)})",
+                field=str(column),
+            )
+        return spec
 
     # -- derived -------------------------------------------------------------------------------------------
     @property
@@ -285,6 +315,8 @@ class FeatureView(Definition):
             "tags": dict(sorted(self.tags.items())),
             "description": self.description,
             "online": self.online,
+            # only when declared: the hash of a view without expectations stays what it was
+            **({"expectations": self.expectations, "validation": self.validation} if self.expectations else {}),
         }
 
     @classmethod
@@ -300,6 +332,8 @@ class FeatureView(Definition):
             tags=spec.get("tags"),
             description=spec.get("description", ""),
             online=spec.get("online", True),
+            expectations=spec.get("expectations", ()),
+            validation=spec.get("validation", "warn"),
         )
 
     def __repr__(self) -> str:

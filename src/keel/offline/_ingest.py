@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keel.engines import Data, Files
+from keel.errors import ValidationError
 from keel.offline._validate import DIGEST_KIND, normalisation, version_columns
 
 if TYPE_CHECKING:
@@ -86,9 +87,11 @@ def ingest_view(
         else None
     )
     staging = store.staging(view.name)
+    validation = None
     try:
         ingested = engine.ingest(data, rules, staging, unless_digest=unchanged, partition_rows=store.partition_rows)
         if ingested.written is not None:
+            validation = check_expectations(view, join_keys, engine, Files(ingested.written.uris()))
             location, files = store.publish(view.name, staging, ingested.digest, ingested.written)
     except BaseException:
         store.discard(staging)  # nothing half-written stays behind
@@ -111,8 +114,43 @@ def ingest_view(
         columns=version_columns(rules, ingested.key_types),
         statistics=ingested.statistics,
         has_duplicates=ingested.duplicates > 0,
+        validation=validation,
     )
+    if validation is not None:
+        noticed += [f"expectation failed: {r['describe']} ({r['failed']:,} rows)" for r in validation["failures"]]
     return IngestResult(view.name, version, created, ingested.rows, time.perf_counter() - started, noticed)
+
+
+def check_expectations(view: FeatureView, join_keys: list[str], engine: Engine, data: Data) -> dict[str, Any] | None:
+    """Check the view's expectations on the rows about to be published (one pass of the engine).
+
+    Returns what is stored with the version (``policy``, ``rows``, ``results``, ``failures``), or ``None`` when
+    the view has no expectations.
+
+    Raises:
+        ValidationError: with the ``strict`` policy, an error-level expectation failed; the message lists each
+            failure with its rows, their share and the first failing row.
+    """
+    if not view.expectations:
+        return None
+    from keel.validation import expectation_from_spec, validate
+
+    declared = [expectation_from_spec(spec) for spec in view.expectations]
+    report = validate(engine, data, declared, keys=join_keys, timestamp=view.source.timestamp)
+    if view.validation == "strict" and report.errors:
+        lines = [
+            f"- {r.expectation.describe()}: {r.failed:,} of {r.rows:,} rows ({r.share:.2%})"
+            + (f", first at row {r.first}" if r.first is not None else "")
+            + (f", {r.detail}" if r.detail else "")
+            for r in report.errors
+        ]
+        raise ValidationError(
+            f"feature view {view.name!r}: {len(report.errors)} expectation(s) failed; nothing ingested "
+            "(validation: strict):\n" + "\n".join(lines),
+            field=view.name,
+        )
+    stored = report.to_dict()
+    return {"policy": view.validation, **stored, "failures": [r for r in stored["results"] if not r["passed"]]}
 
 
 def _dt(value: object) -> datetime | None:

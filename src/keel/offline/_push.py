@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.engines import Files
 from keel.errors import ConflictError, NotFoundError, ValidationError
-from keel.offline._ingest import IngestResult
+from keel.offline._ingest import IngestResult, check_expectations
 from keel.offline._validate import ValidatedTable
 
 if TYPE_CHECKING:
@@ -103,6 +103,10 @@ def _append_once(
     try:
         delta_data = engine.ingest(delta, rules, staging, first_sequence=first, partition_rows=store.partition_rows)
         assert delta_data.written is not None  # nothing to compare with: the engine always writes
+        # The view's expectations judge the version the push makes (the parent's rows and the pushed ones),
+        # before anything is published.
+        staged = Files((*(store.paths(parent) if parent is not None else ()), *delta_data.written.uris()))
+        validation = check_expectations(view, validated.join_keys, engine, staged)
         # The folder's name covers the first sequence number too: the same rows pushed again later are a
         # different delta (their ties go to them).
         folder = hashlib.sha256(f"{delta_data.digest}@{first}".encode()).hexdigest()
@@ -144,5 +148,6 @@ def _append_once(
         has_duplicates=duplicates > 0,
         skip_if_latest_digest=False,
         expect_latest=parent.version if parent is not None else 0,
+        validation=validation,
     )
     return IngestResult(view.name, version, created, delta.num_rows, time.perf_counter() - started, warnings or [])
