@@ -47,6 +47,7 @@ __all__ = [
     "Or",
     "columns_of",
     "duckdb_sql",
+    "duckdb_sql_or_null",
     "holds",
     "spark_column",
 ]
@@ -208,7 +209,14 @@ def _utc(value: Any) -> Any:
 def duckdb_sql(condition: Condition, floats: frozenset[str] = frozenset()) -> str:
     """``condition`` as a DuckDB boolean expression, never null (``floats``: the float columns, whose NaN is
     null)."""
-    return f"(coalesce({_duck(condition, floats)}, false))"
+    return f"(coalesce({duckdb_sql_or_null(condition, floats)}, false))"
+
+
+def duckdb_sql_or_null(condition: Condition, floats: frozenset[str] = frozenset()) -> str:
+    """``condition`` as a DuckDB boolean expression that is null where the condition does not hold because of a
+    missing value: what ``count_if`` and ``CASE WHEN`` take as false, without the cost of closing it. (``AND``
+    and ``OR`` keep a null among false parts null or false, never true; only ``NOT`` needs its part closed.)"""
+    return _duck(condition, floats)
 
 
 def _duck(condition: Condition, floats: frozenset[str]) -> str:
@@ -218,7 +226,7 @@ def _duck(condition: Condition, floats: frozenset[str]) -> str:
         if not condition.parts:
             return "true" if isinstance(condition, And) else "false"
         joiner = " AND " if isinstance(condition, And) else " OR "
-        return "(" + joiner.join(duckdb_sql(p, floats) for p in condition.parts) + ")"
+        return "(" + joiner.join(_duck(p, floats) for p in condition.parts) + ")"
     c = '"' + condition.column.replace('"', '""') + '"'
     if isinstance(condition, IsNull):
         return f"({c} IS NULL OR isnan({c}))" if condition.column in floats else f"({c} IS NULL)"

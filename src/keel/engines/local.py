@@ -506,7 +506,7 @@ class LocalEngine(EngineBase):
 
     def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
         """One aggregate query: per condition, ``count_if`` and the smallest sequence number where it holds."""
-        from keel.engines._conditions import Counted, columns_of, duckdb_sql
+        from keel.engines._conditions import Counted, columns_of, duckdb_sql_or_null
 
         con = self.connect()
         try:
@@ -515,12 +515,16 @@ class LocalEngine(EngineBase):
             types = {str(r[0]): str(r[1]) for r in described}
             _check_columns([c for cond in conditions.values() for c in columns_of(cond)], list(types))
             floats = frozenset(n for n, t in types.items() if t in ("DOUBLE", "FLOAT"))
+            # Each condition is evaluated once, in a projection; the aggregates read its flag.
+            flags = [f"{duckdb_sql_or_null(c, floats)} AS c{i}" for i, c in enumerate(conditions.values())]
+            if SEQ in types:
+                flags.append(f"{q(SEQ)} AS s")
             exprs = ["count(*)"]
-            for condition in conditions.values():
-                sql = duckdb_sql(condition, floats)
-                exprs.append(f"count_if({sql})")
-                exprs.append(f"min(CASE WHEN {sql} THEN {q(SEQ)} END)" if SEQ in types else "NULL")
-            row = con.execute(f"SELECT {', '.join(exprs)} FROM __keel_t").fetchone()
+            for i in range(len(conditions)):
+                exprs.append(f"count_if(c{i})")
+                exprs.append(f"min(CASE WHEN c{i} THEN s END)" if SEQ in types else "NULL")
+            projected = f"SELECT {', '.join(flags) or 'true AS c'} FROM __keel_t"
+            row = con.execute(f"SELECT {', '.join(exprs)} FROM ({projected})").fetchone()
             assert row is not None
             rows = int(row[0])
             return {
