@@ -479,7 +479,31 @@ class Project:
         """The retraining service behind :meth:`retrain`, training with :meth:`train`."""
         from keel.retraining import Retrainer
 
-        return Retrainer(self.models, self.train, self.training_spec, self.catalog, self.root)
+        return Retrainer(
+            self.models, self.train, self.training_spec, self.catalog, self.root, data_check=self.expectation_failures
+        )
+
+    def expectation_failures(self, spec: TrainingSpec) -> list[str]:
+        """The failed error-level expectations of the feature versions ``spec`` reads (each view's latest, or the
+        version a reference pins), one sentence per version; empty when the data is fine."""
+        from keel.features import FeatureRef
+
+        out: list[str] = []
+        seen: set[tuple[str, int | None]] = set()
+        for feature in spec.features:
+            ref = feature if isinstance(feature, FeatureRef) else FeatureRef.parse(str(feature))
+            if (ref.view, ref.version) in seen:
+                continue
+            seen.add((ref.view, ref.version))
+            try:
+                version = self.catalog.feature_version(ref.view, ref.version)
+            except NotFoundError:
+                continue  # an on-demand view: its inputs' versions are judged under their own names
+            failures = [f for f in (version.validation or {}).get("failures", []) if f.get("severity") == "error"]
+            if failures:
+                listed = ", ".join(f"{f['describe']} ({f['failed']:,} rows)" for f in failures)
+                out.append(f"{ref.view} v{version.version}: {listed}")
+        return out
 
     def monitor(
         self,

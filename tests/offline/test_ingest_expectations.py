@@ -163,3 +163,23 @@ def test_an_expectation_on_an_unknown_column_or_a_bad_policy_is_refused() -> Non
         view("loud")
     with pytest.raises(ValidationError, match="not an expectation"):
         view(expectations=[np.nan])
+
+
+def test_the_failed_expectations_of_the_versions_a_spec_reads_are_what_refuses_a_retraining(root: Path) -> None:
+    from keel.training import TrainingSpec
+
+    write_activity(root, bad_frame())
+    with keel.Project.open(root) as project:
+        project.apply([CUSTOMER, view("warn")])
+        project.ingest("activity")
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression()
+        spec = TrainingSpec("churn", labels=pd.DataFrame(), label="churned", features=["activity:orders"], model=model)
+        plain = TrainingSpec("churn", labels=pd.DataFrame(), label="churned", features=["elsewhere:x"], model=model)
+
+        problems = project.expectation_failures(spec)
+        nothing = project.expectation_failures(plain)
+
+    assert problems == ["activity v1: orders >= 0 (2 rows), plan is one of 'basic', 'pro', 'team' (1 rows)"]
+    assert nothing == []

@@ -104,6 +104,31 @@ def test_a_failed_retraining_is_recorded_then_raised(services: tuple[Services, p
     assert "retraining failed: KeyError" in svc.catalog.monitoring_events("churn")[-1].message
 
 
+def test_data_that_fails_its_expectations_is_not_trained_on_and_the_refusal_is_audited(
+    services: tuple[Services, pd.DataFrame],
+) -> None:
+    svc, labels = services
+    trained: list[str] = []
+
+    def train(spec: TrainingSpec, **kw: Any) -> TrainingRun:
+        trained.append(spec.name)
+        return svc.train(spec, **kw)
+
+    def check(spec: TrainingSpec) -> list[str]:
+        return ["activity v2: orders >= 0 (12 rows)"] if "activity:orders" in spec.features else []
+
+    retrainer = Retrainer(svc.registry, train, {"churn": _spec(labels)}.__getitem__, svc.catalog, data_check=check)
+
+    with pytest.raises(ValidationError, match=r"refused: the data fails its expectations: activity v2: orders >= 0"):
+        retrainer.retrain("churn@champion", report_id="r-3")
+
+    assert trained == []
+    assert _kinds(svc) == ["retrain_started", "retrain_refused"]
+    refused = svc.catalog.monitoring_events("churn")[-1]
+    assert "orders >= 0 (12 rows)" in refused.message
+    assert svc.registry.get("churn@champion").version == 1
+
+
 def test_labels_window_trains_on_the_recent_labels_only(services: tuple[Services, pd.DataFrame]) -> None:
     svc, labels = services
     decision = _retrainer(svc, {"churn": _spec(labels)}).retrain("churn@champion", labels_window=timedelta(days=30))

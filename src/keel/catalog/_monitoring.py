@@ -17,7 +17,16 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 #: The kinds of audit events, in the order a retraining cycle records them.
-EVENT_KINDS = ("checked", "threshold_crossed", "retrain_started", "retrain_failed", "compared", "promoted", "kept")
+EVENT_KINDS = (
+    "checked",
+    "threshold_crossed",
+    "retrain_started",
+    "retrain_failed",
+    "retrain_refused",
+    "compared",
+    "promoted",
+    "kept",
+)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -215,8 +215,8 @@ class MonitoringEvent:
     Attributes:
         id: increasing with time.
         name: the model's name.
-        kind: ``checked``, ``threshold_crossed``, ``retrain_started``, ``retrain_failed``, ``compared``,
-            ``promoted`` or ``kept``.
+        kind: ``checked``, ``threshold_crossed``, ``retrain_started``, ``retrain_failed``, ``retrain_refused``
+            (the data failed its expectations), ``compared``, ``promoted`` or ``kept``.
         version: the model version the event is about (the challenger's, for ``compared``/``promoted``).
         report_id: the monitoring report that led to it, if any.
         message: one human sentence.

@@ -143,6 +143,8 @@ class Retrainer:
         specs: the training spec of a name (``project.training_spec``).
         events: where the audit events are recorded (the catalog).
         root: the project's folder; a spec's labels path is read relative to it (``labels_window``).
+        data_check: what is wrong with the data a spec would be trained on (the failed error-level expectations
+            of the feature versions it reads), one sentence each; any answer refuses the retraining.
 
     Example:
         >>> retrainer = Retrainer(registry, project.train, project.training_spec, catalog, root)  # doctest: +SKIP
@@ -157,12 +159,14 @@ class Retrainer:
         specs: Callable[[str], TrainingSpec],
         events: MonitoringCatalog,
         root: str | Path | None = None,
+        data_check: Callable[[TrainingSpec], list[str]] | None = None,
     ) -> None:
         self.registry = registry
         self.train = train
         self.specs = specs
         self.events = events
         self.root = Path(root) if root is not None else None
+        self.data_check = data_check
 
     def retrain(
         self,
@@ -186,7 +190,8 @@ class Retrainer:
             on_step: called with the name of each training step as it starts (progress display).
 
         Raises:
-            ValidationError: ``margin`` is negative.
+            ValidationError: ``margin`` is negative; or the data the spec reads fails its expectations (recorded
+                as ``retrain_refused`` first, with the failures: no model is trained on data known to be bad).
             KeelError: the retraining failed (recorded as ``retrain_failed`` first).
         """
         if margin < 0:
@@ -257,6 +262,15 @@ class Retrainer:
             spec = self.specs(spec_name)
             if labels_window is not None:
                 spec = spec.with_recent_labels(labels_window, self.root)
+        except Exception as exc:
+            self._event(champion, "retrain_failed", f"retraining failed: {type(exc).__name__}: {exc}", report_id)
+            raise
+        problems = self.data_check(spec) if self.data_check is not None else []
+        if problems:
+            reason = "the data fails its expectations: " + "; ".join(problems)
+            self._event(champion, "retrain_refused", reason, report_id, problems=problems)
+            raise ValidationError(f"retraining of {name} refused: {reason}", field=spec_name)
+        try:
             run = self.train(spec, on_step=on_step)
             tags = {"trigger": "retrain", "report": report_id, "challenges": str(champion.version)}
             challenger = self.registry.register(run, name=name, tags=tags)
