@@ -87,9 +87,9 @@ class Expectation(ABC):
 
     def spec(self) -> dict[str, Any]:
         """A JSON-able description; :func:`expectation_from_spec` rebuilds the expectation from it."""
-        values = {k: v for k, v in self.__dict__.items() if v is not None}
-        if values.get("severity") == "error":
-            del values["severity"]
+        values = {k: v for k, v in self.__dict__.items() if v is not None and k != "severity"}
+        if self.severity != "error":
+            values["severity"] = self.severity  # last: what is checked reads first
         return {"expect": self.kind, **{k: _jsonable(v) for k, v in values.items()}}
 
 

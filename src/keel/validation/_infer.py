@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,8 +58,10 @@ def infer(
             out.append(NotNull(name, max_rate=min(1.0, math.ceil(2000 * nulls / rows) / 1000)))
         dtype = stats.get("dtype")
         lo, hi = stats.get("min"), stats.get("max")
-        if dtype in ("int64", "float64") and _finite(lo) and _finite(hi):
-            out.append(InRange(name, min=lo, max=hi, severity="warning"))
+        numbers = isinstance(lo, int | float) and isinstance(hi, int | float)
+        if dtype in ("int64", "float64") and numbers and _finite(lo) and _finite(hi):
+            assert isinstance(lo, int | float) and isinstance(hi, int | float)
+            out.append(InRange(name, min=_outward(lo, up=False), max=_outward(hi, up=True), severity="warning"))
         top = stats.get("top") or []
         few = dtype == "string" and top and int(stats.get("distinct", MAX_DOMAIN + 1)) <= MAX_DOMAIN
         if few and sum(int(n) for _, n in top) == int(stats.get("count", -1)):  # every value seen is listed
@@ -66,6 +69,17 @@ def infer(
     if not has_duplicates:
         out.append(UniqueKeys())
     return out
+
+
+def _outward(value: int | float, *, up: bool, digits: int = 4) -> int | float:
+    """A float bound rounded away from the data to ``digits`` significant digits (what a person would write: the
+    range still holds every value seen); integers stay as they are."""
+    if isinstance(value, int) or value == 0:
+        return value
+    exponent = math.floor(math.log10(abs(value))) - (digits - 1)
+    rounding = decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR
+    rounded = float(decimal.Decimal(repr(value)).quantize(decimal.Decimal(1).scaleb(exponent), rounding=rounding))
+    return rounded if (rounded >= value if up else rounded <= value) else value
 
 
 def _finite(value: Any) -> bool:
