@@ -61,9 +61,18 @@ def test_check_fails_on_a_planted_anomaly_naming_it_and_its_first_row(root: Path
     write_activity(root, frame)
     assert invoke("ingest", "activity", "-p", str(root))[0] == 0
 
-    code, out = invoke("validate", "check", "activity", "-p", str(root), "--json", str(root / "result.json"))
+    report = root / "report.html"
+    code, out = invoke(
+        "validate", "check", "activity", "-p", str(root), "--json", str(root / "result.json"), "--html", str(report)
+    )
 
     assert code == 1, out
+    page = report.read_text()
+    results = json.loads((root / "result.json").read_text())["results"]
+    errors = sum(not r["passed"] and r["severity"] == "error" for r in results)
+    warned = sum(not r["passed"] and r["severity"] == "warning" for r in results)
+    assert f"{errors} error-level and {warned} warning-level expectation(s) failed" in page
+    assert "plan is one of &#x27;basic&#x27;, &#x27;pro&#x27;" in page
     assert "FAIL" in out and "error-level expectation(s) failed" in out
     failed = {r["describe"]: r for r in json.loads((root / "result.json").read_text())["results"] if not r["passed"]}
     missing = frame["spend"].isna().to_numpy()
@@ -123,3 +132,17 @@ def test_a_bad_file_is_refused_naming_the_entry() -> None:
         load("view: v\nexpectations:\n  - expect: not_null\n    feature: x\n  - expect: bogus\n")
     with pytest.raises(ValidationError, match="not YAML"):
         load("view: [")
+
+
+def test_the_html_report_escapes_what_users_wrote() -> None:
+    from keel.validation import MatchesPattern, ValidationReport
+    from keel.validation._expectations import ExpectationResult
+    from keel.validation._html import render_html
+
+    hostile = MatchesPattern("code", "<script>alert(1)</script>")
+    report = ValidationReport(10, (ExpectationResult(hostile, False, 3, 10, first=2),))
+
+    page = render_html("<b>view</b>", 1, report.to_dict())
+
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;view&lt;/b&gt; v1" in page and "30.00%" in page

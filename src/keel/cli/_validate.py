@@ -69,6 +69,7 @@ def check(
     ] = None,
     version: VersionOption = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
     project: ProjectOption = Path("."),
 ) -> None:
     """Check a version of a view against its expectations; exit 1 when an error-level expectation fails."""
@@ -103,6 +104,10 @@ def check(
     if json_path is not None:
         document = {"view": view, "version": found.version, **report.to_dict()}
         json_path.write_text(json.dumps(document, indent=2, default=str))
+    if html is not None:
+        from keel.validation._html import render_html
+
+        html.write_text(render_html(view, found.version, report.to_dict()))
     errors = report.errors
     if errors:
         err_console.print(f"{len(errors)} error-level expectation(s) failed")
