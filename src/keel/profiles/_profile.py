@@ -22,17 +22,15 @@ A categorical column keeps the counts of its :data:`MAX_CATEGORIES` most frequen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 import pandas as pd
 
+from keel.engines._profiles import ColumnSummary
 from keel.errors import IntegrityError, ValidationError
-
-if TYPE_CHECKING:
-    from keel.engines._profiles import ColumnSummary
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -73,7 +71,7 @@ BLOCK_VALUES = 1 << 23
 
 
 @dataclass(frozen=True, eq=False)
-class ColumnProfile:
+class ColumnProfile(ColumnSummary):
     """The stored distribution of one column.
 
     Attributes:
@@ -87,20 +85,10 @@ class ColumnProfile:
         bin_edges, bin_counts: a :data:`HISTOGRAM_BINS`-bin equal-width histogram over [min, max], for plots.
         frequencies: value (as a string) -> count, the :data:`MAX_CATEGORIES` most frequent plus
             :data:`OTHER` when there were more (categorical columns).
-    """
 
-    name: str
-    kind: Kind
-    count: int
-    missing: int
-    minimum: float | None = None
-    maximum: float | None = None
-    mean: float | None = None
-    std: float | None = None
-    quantiles: np.ndarray = field(default_factory=lambda: np.empty(0))
-    bin_edges: np.ndarray = field(default_factory=lambda: np.empty(0))
-    bin_counts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    frequencies: dict[str, int] = field(default_factory=dict)
+    The fields are those of the engines' :class:`~keel.engines._profiles.ColumnSummary` (what an engine finds of
+    a column where the data is); a profile adds their stored form, and categories capped.
+    """
 
     @property
     def rows(self) -> int:
@@ -541,17 +529,7 @@ def _profile_categorical(name: str, series: pd.Series) -> ColumnProfile:
 def column_from_summary(summary: ColumnSummary) -> ColumnProfile:
     """The profile of a column an engine summarised where the data is (:meth:`keel.engines.Engine.profile`,
     asked for :data:`QUANTILE_GRID` and :data:`HISTOGRAM_BINS`): categories capped at :data:`MAX_CATEGORIES`."""
-    return ColumnProfile(
-        summary.name,
-        summary.kind,
-        summary.count,
-        summary.missing,
-        minimum=summary.minimum,
-        maximum=summary.maximum,
-        mean=summary.mean,
-        std=summary.std,
-        quantiles=summary.quantiles,
-        bin_edges=summary.bin_edges,
-        bin_counts=summary.bin_counts,
-        frequencies=cap_categories(summary.frequencies) if summary.kind == "categorical" else {},
-    )
+    values = {f.name: getattr(summary, f.name) for f in fields(summary)}
+    if summary.kind == "categorical":
+        values["frequencies"] = cap_categories(summary.frequencies)
+    return ColumnProfile(**values)
