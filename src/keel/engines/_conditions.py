@@ -45,6 +45,7 @@ __all__ = [
     "Matches",
     "Not",
     "Or",
+    "check_columns",
     "columns_of",
     "duckdb_sql",
     "duckdb_sql_or_null",
@@ -161,6 +162,16 @@ def columns_of(condition: Condition) -> list[str]:
     if isinstance(condition, And | Or):
         return list(dict.fromkeys(c for part in condition.parts for c in columns_of(part)))
     return [condition.column]
+
+
+def check_columns(conditions: Mapping[str, Condition], present: list[str]) -> None:
+    """Refuse conditions on a column the data lacks, naming it and the columns the data has."""
+    wanted = dict.fromkeys(c for condition in conditions.values() for c in columns_of(condition))
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise ValidationError(
+            f"column(s) {', '.join(map(repr, missing))} missing; the data has {', '.join(present)}", field=missing[0]
+        )
 
 
 # -- plain Python (the oracle) -------------------------------------------------------------------------------

@@ -242,18 +242,12 @@ def statistics_jobs(
     quantiles then need not wait for the exact job's count)."""
     exact = [count_rows(), *exact_aggregates(dtypes), *(digest_aggregates(dtypes) if digest else [])]
     distinct = distinct_aggregates(dtypes)
-    counted: dict[str, Any] = {}
-
-    def exact_job() -> dict[str, Any]:
-        counted.update(frame.agg(*exact).collect()[0].asDict())
-        return counted
-
     def quantiles_job() -> dict[str, list[float | None]]:
         n = rows if rows is not None else int(frame.count())
         return sample_quantiles(frame, dtypes, n)
 
     return {
-        "exact": exact_job,
+        "exact": lambda: frame.agg(*exact).collect()[0].asDict(),
         "distinct": lambda: frame.agg(*distinct).collect()[0].asDict() if distinct else {},
         "quantiles": quantiles_job,
         "tops": lambda: top_values(frame, dtypes),

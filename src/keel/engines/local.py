@@ -506,14 +506,14 @@ class LocalEngine(EngineBase):
 
     def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
         """One aggregate query: per condition, ``count_if`` and the smallest sequence number where it holds."""
-        from keel.engines._conditions import Counted, columns_of, duckdb_sql_or_null
+        from keel.engines._conditions import Counted, check_columns, duckdb_sql_or_null
 
         con = self.connect()
         try:
             self._relation(con, data)
             described = con.execute("DESCRIBE __keel_t").fetchall()
             types = {str(r[0]): str(r[1]) for r in described}
-            _check_columns([c for cond in conditions.values() for c in columns_of(cond)], list(types))
+            check_columns(conditions, list(types))
             floats = frozenset(n for n, t in types.items() if t in ("DOUBLE", "FLOAT"))
             # Each condition is evaluated once, in a projection; the aggregates read its flag.
             flags = [f"{duckdb_sql_or_null(c, floats)} AS c{i}" for i, c in enumerate(conditions.values())]
@@ -594,12 +594,3 @@ def _read_files(files: Files) -> pa.Table:
 def _double(value: float) -> str:
     """A float as a DuckDB DOUBLE literal, bit for bit (a bare decimal literal would be a DECIMAL)."""
     return f"CAST('{float(value)!r}' AS DOUBLE)"
-
-
-def _check_columns(wanted: list[str], present: list[str]) -> None:
-    """Refuse a column the data lacks, naming it and the columns the data has."""
-    missing = [c for c in dict.fromkeys(wanted) if c not in present]
-    if missing:
-        raise ValidationError(
-            f"column(s) {', '.join(map(repr, missing))} missing; the data has {', '.join(present)}", field=missing[0]
-        )

@@ -670,18 +670,11 @@ class SparkEngine(EngineBase):
         from pyspark.sql import functions as F
         from pyspark.sql.types import DoubleType, FloatType
 
-        from keel.engines._conditions import Counted, columns_of, spark_column
+        from keel.engines._conditions import Counted, check_columns, spark_column
 
         frame = self._frame(data)
         present = list(frame.columns)
-        missing = [
-            c for c in dict.fromkeys(c for cond in conditions.values() for c in columns_of(cond)) if c not in present
-        ]
-        if missing:
-            raise ValidationError(
-                f"column(s) {', '.join(map(repr, missing))} missing; the data has {', '.join(present)}",
-                field=missing[0],
-            )
+        check_columns(conditions, present)
         floats = frozenset(f.name for f in frame.schema.fields if isinstance(f.dataType, DoubleType | FloatType))
         aggregates = [F.count(F.lit(1)).alias("rows")]
         for i, condition in enumerate(conditions.values()):
