@@ -21,13 +21,14 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "keel"
 
 #: The base layer every unit may use.
-BASE = {"errors", "_time", "_files", "_tables", "_version"}
+BASE = {"errors", "_time", "_files", "_tables", "_version", "_svg"}
 
 #: unit -> the units it may import (besides itself and :data:`BASE`). Read from the bottom of the walk to its top:
 #: source -> offline -> training set -> package -> service / batch -> log -> monitor -> retrain.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "_version": set(),
+    "_svg": set(),
     "_time": {"errors"},
     "_files": {"errors"},
     "_tables": {"errors", "_time"},

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from keel.online._service import EntityRows
     from keel.retraining import RetrainDecision, Retrainer
     from keel.training import Runs, Trainer, TrainingRun, TrainingSpec
-    from keel.validation import Expectation, ValidationReport
+    from keel.validation import Expectation, ShiftThresholds, StabilityReport, ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,52 @@ class Project:
         keys = list(found.columns.get("join_keys", {}))
         report = validate(
             self.engine, files, expectations, keys=keys, timestamp=found.columns.get("timestamp"), now=now
+        )
+        return found, report
+
+    def stability(
+        self,
+        view: str,
+        *,
+        window: str = "7d",
+        version: int | None = None,
+        features: Sequence[str] | None = None,
+        thresholds: ShiftThresholds | None = None,
+        severity: str = "error",
+    ) -> tuple[FeatureVersion, StabilityReport]:
+        """How stable each feature of ``view`` (an ingested version, default the latest) is over time: each
+        event-time ``window`` (``1d``, ``7d``, ``1mo`` ...) compared with the one before, in one pass of the project's
+        engine (see :mod:`keel.validation._stability`).
+
+        Raises:
+            NotFoundError: the view has no such version.
+            ValidationError: a bad window, an unknown feature, or no feature that can be measured.
+        """
+        from keel.engines import Files
+        from keel.engines._windows import Window
+        from keel.validation import ShiftThresholds, stability
+
+        parsed = Window.parse(window)
+        found = self.catalog.feature_version(view, version)
+        dtypes: dict[str, str] = dict(found.columns.get("features", {}))
+        if features is not None:
+            unknown = [f for f in features if f not in dtypes]
+            if unknown:
+                raise ValidationError(
+                    f"{view} has no feature(s) {', '.join(map(repr, unknown))}; it has {', '.join(dtypes)}",
+                    field=unknown[0],
+                )
+            dtypes = {f: dtypes[f] for f in features}
+        files = Files(self.offline_store.paths(found), describe=f"feature view {view!r} version {found.version}")
+        report = stability(
+            self.engine,
+            files,
+            features=dtypes,
+            statistics=found.statistics,
+            timestamp=found.columns["timestamp"],
+            window=parsed,
+            thresholds=thresholds or ShiftThresholds(),
+            severity=severity,
         )
         return found, report
 

@@ -112,3 +112,84 @@ def check(
     if errors:
         err_console.print(f"{len(errors)} error-level expectation(s) failed")
         raise typer.Exit(1)
+
+
+JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")]
+HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")]
+SeverityOption = Annotated[
+    str,
+    typer.Option(
+        "--severity", help="error: a shift exits 1 (gates a pipeline); warning: report only.", show_default=True
+    ),
+]
+
+
+@validate_app.command("stability")
+def stability(
+    view: Annotated[str, typer.Argument(help="The feature view.")],
+    window: Annotated[
+        str, typer.Option("--window", "-w", help="The windows: 1d, 7d, 12h, 1mo, daily, weekly, monthly.")
+    ] = "7d",
+    version: VersionOption = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", "-f", help="Only this feature (repeatable; default: all).")
+    ] = None,
+    psi: Annotated[float, typer.Option("--psi", help="PSI at which a numeric feature shifted.", min=0)] = 0.2,
+    linf: Annotated[
+        float, typer.Option("--linf", help="L-infinity at which a categorical feature shifted.", min=0)
+    ] = 0.1,
+    severity: SeverityOption = "error",
+    json_path: JsonOption = None,
+    html: HtmlOption = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Compare each event-time window of a view's version with the one before, per feature (PSI, Jensen–Shannon,
+    L-infinity); exit 1 when a feature shifted (with --severity error, the default)."""
+    from keel.validation import ShiftThresholds
+
+    thresholds = ShiftThresholds(psi=psi, linf=linf)
+    with open_project(project) as proj:
+        found, report = proj.stability(
+            view, window=window, version=version, features=feature, thresholds=thresholds, severity=severity
+        )
+    rows = report.rows
+    table = Table(
+        title=f"{view} v{found.version}: {len(report.starts)} {report.window.label} window(s), "
+        f"{sum(rows):,} rows ({min(rows, default=0):,}–{max(rows, default=0):,} per window)"
+    )
+    table.caption = (
+        f"shifted: psi ≥ {thresholds.psi:g} (numeric), linf ≥ {thresholds.linf:g} (categorical); "
+        f"windows under {thresholds.small_sample:,} rows: chi-squared p < {thresholds.alpha:g} (BH-adjusted)"
+    )
+    for column in ("feature", "kind", "verdict", "largest change", "at", "shifted windows"):
+        table.add_column(column)
+    for f in report.features:
+        largest = f.largest
+        change, at = "", ""
+        if largest is not None:
+            i = f.shifts.index(largest)
+            change = (
+                f"p={largest.p_value:.2g}"
+                if largest.p_value is not None
+                else f"{largest.method} {largest.statistic:.3f}"
+            )
+            at = f"{report.starts[i + 1]:%Y-%m-%d}"
+        verdict = {"stable": "[green]stable[/]", "shifted": "[red]SHIFTED[/]"}.get(f.verdict, f.verdict)
+        shifted = ", ".join(f"{report.starts[i]:%Y-%m-%d}" for i in f.shifted_at[:3])
+        more = len(f.shifted_at) - 3
+        table.add_row(f.name, f.kind, verdict, change, at, shifted + (f" +{more}" if more > 0 else ""))
+    console.print(table)
+    for after, before in report.gaps:
+        err_console.print(f"note: no rows between {after:%Y-%m-%d %H:%M} and {before:%Y-%m-%d %H:%M} UTC")
+    for name, reason in report.skipped.items():
+        err_console.print(f"note: {name} not measured: {reason}")
+    document = {"view": view, "version": found.version, **report.to_dict()}
+    if json_path is not None:
+        json_path.write_text(json.dumps(document, indent=2, default=str))
+    if html is not None:
+        from keel.validation._html import render_stability_html
+
+        html.write_text(render_stability_html(view, found.version, document))
+    if report.failed:
+        err_console.print(f"{len(report.shifted)} feature(s) shifted: {', '.join(report.shifted)}")
+        raise typer.Exit(1)

@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from keel.errors import BackendError, KeelError
+from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from keel.engines._conditions import Condition, Counted
     from keel.engines._profiles import ColumnSummary
+    from keel.engines._windows import Window, WindowCounts
 
 #: Names Keel adds to tables it builds; user columns may not start with ``__keel``.
 ROW = "__keel_row"
@@ -384,6 +385,14 @@ class Engine(Protocol):
         column)."""
         ...
 
+    def window_counts(
+        self, data: Data, timestamp: str, window: Window, buckets: Mapping[str, Sequence[Condition]]
+    ) -> WindowCounts:
+        """In one pass over ``data``: per event-time window (:mod:`keel.engines._windows`) and per column of
+        ``buckets``, the rows in each bucket (the first of the column's conditions a row meets; one last bucket for
+        the rows that meet none). Only windows with rows are returned."""
+        ...
+
     def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         """Score every row of ``data`` with ``package`` (loaded and verified once per worker process) and write
         the predictions as Parquet under ``into``: the id column, ``prediction``, and probabilities."""
@@ -582,6 +591,19 @@ class EngineBase(ABC):
         except Exception as exc:
             raise self._failure(f"counting rows where {len(conditions)} condition(s) hold", exc) from exc
 
+    def window_counts(
+        self, data: Data, timestamp: str, window: Window, buckets: Mapping[str, Sequence[Condition]]
+    ) -> WindowCounts:
+        """See :meth:`Engine.window_counts`."""
+        if not buckets:
+            raise ValidationError("window counts need at least one column of buckets")
+        try:
+            return self._window_counts(data, timestamp, window, buckets)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"counting rows per {window.label or 'window'}", exc) from exc
+
     def score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         """See :meth:`Engine.score`."""
         try:
@@ -655,6 +677,11 @@ class EngineBase(ABC):
 
     @abstractmethod
     def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]: ...
+
+    @abstractmethod
+    def _window_counts(
+        self, data: Data, timestamp: str, window: Window, buckets: Mapping[str, Sequence[Condition]]
+    ) -> WindowCounts: ...
 
     @abstractmethod
     def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written: ...

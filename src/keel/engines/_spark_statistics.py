@@ -242,6 +242,7 @@ def statistics_jobs(
     quantiles then need not wait for the exact job's count)."""
     exact = [count_rows(), *exact_aggregates(dtypes), *(digest_aggregates(dtypes) if digest else [])]
     distinct = distinct_aggregates(dtypes)
+
     def quantiles_job() -> dict[str, list[float | None]]:
         n = rows if rows is not None else int(frame.count())
         return sample_quantiles(frame, dtypes, n)

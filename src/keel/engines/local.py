@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from keel.engines._conditions import Condition, Counted
     from keel.engines._profiles import ColumnSummary
+    from keel.engines._windows import Window, WindowCounts
 
 
 def q(identifier: str) -> str:
@@ -531,6 +532,41 @@ class LocalEngine(EngineBase):
                 name: Counted(rows, int(row[1 + 2 * i]), None if row[2 + 2 * i] is None else int(row[2 + 2 * i]))
                 for i, name in enumerate(conditions)
             }
+        finally:
+            con.close()
+
+    def _window_counts(
+        self, data: Data, timestamp: str, window: Window, buckets: Mapping[str, Sequence[Condition]]
+    ) -> WindowCounts:
+        """One grouped query: each row's window and, per column, the first bucket condition it meets (a CASE), grouped
+        by (window, bucket) for every column at once (grouping sets)."""
+        from keel.engines._conditions import duckdb_sql_or_null
+        from keel.engines._windows import WindowCounts, check_window_columns
+
+        con = self.connect()
+        try:
+            self._relation(con, data)
+            types = {str(r[0]): str(r[1]) for r in con.execute("DESCRIBE __keel_t").fetchall()}
+            check_window_columns(list(types), timestamp, buckets)
+            floats = frozenset(n for n, t in types.items() if t in ("DOUBLE", "FLOAT"))
+            cases = []
+            for i, conditions in enumerate(buckets.values()):
+                whens = " ".join(f"WHEN {duckdb_sql_or_null(c, floats)} THEN {k}" for k, c in enumerate(conditions))
+                cases.append(f"CASE {whens} ELSE {len(conditions)} END AS b{i}" if conditions else f"0 AS b{i}")
+            ts = q(timestamp)
+            projected = (
+                f"SELECT {window.duckdb_index(ts)} AS w, {', '.join(cases)} FROM __keel_t WHERE {ts} IS NOT NULL"
+            )
+            names = [f"b{i}" for i in range(len(buckets))]
+            sets = ", ".join(f"(w, {b})" for b in names)
+            found = con.execute(
+                f"SELECT w, {', '.join(names)}, count(*) FROM ({projected}) GROUP BY GROUPING SETS ({sets})"
+            ).fetchall()
+            rows = []
+            for record in found:
+                column = next(i for i, b in enumerate(record[1:-1]) if b is not None)
+                rows.append((int(record[0]), column, int(record[1 + column]), int(record[-1])))
+            return WindowCounts.from_rows(window, {n: len(c) for n, c in buckets.items()}, rows)
         finally:
             con.close()
 

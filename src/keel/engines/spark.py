@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
     from keel.engines._conditions import Condition, Counted
     from keel.engines._profiles import ColumnSummary
+    from keel.engines._windows import Window, WindowCounts
 
 #: A TTL at least this long keeps every value any timestamp (years 1 to 9999) can see: it is no TTL at all.
 UNBOUNDED_TTL = timedelta(days=366 * 10_000)
@@ -688,6 +689,33 @@ class SparkEngine(EngineBase):
             name: Counted(rows, int(found[f"n{i}"]), None if found[f"f{i}"] is None else int(found[f"f{i}"]))
             for i, name in enumerate(conditions)
         }
+
+    def _window_counts(
+        self, data: Data, timestamp: str, window: Window, buckets: Mapping[str, Sequence[Condition]]
+    ) -> WindowCounts:
+        """One aggregation: each row's window and, per column, the first bucket condition it meets, exploded to
+        (window, column, bucket) and counted."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, FloatType
+
+        from keel.engines._conditions import spark_column
+        from keel.engines._windows import WindowCounts, check_window_columns
+
+        frame = self._frame(data)
+        check_window_columns(list(frame.columns), timestamp, buckets)
+        floats = frozenset(f.name for f in frame.schema.fields if isinstance(f.dataType, DoubleType | FloatType))
+        pairs = []
+        for i, conditions in enumerate(buckets.values()):
+            bucket = F.lit(len(conditions))
+            for k in reversed(range(len(conditions))):  # the first condition met wins
+                bucket = F.when(spark_column(conditions[k], floats), F.lit(k)).otherwise(bucket)
+            pairs.append(F.struct(F.lit(i).alias("c"), bucket.cast("int").alias("b")))
+        exploded = frame.where(_col(timestamp).isNotNull()).select(
+            window.spark_index(timestamp).alias("w"), F.explode(F.array(*pairs)).alias("p")
+        )
+        found = exploded.groupBy("w", "p.c", "p.b").count().collect()
+        rows = [(int(r["w"]), int(r["c"]), int(r["b"]), int(r["count"])) for r in found]
+        return WindowCounts.from_rows(window, {n: len(c) for n, c in buckets.items()}, rows)
 
     def _count_duplicates(self, data: Data, keys: list[str], timestamp: str) -> int:
         return self._duplicates(self._frame(data), [*keys, timestamp])

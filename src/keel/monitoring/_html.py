@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
 from typing import Any
+
+from keel._svg import CURRENT_COLOR, REFERENCE_COLOR, bar_chart
 
 __all__ = ["render_html"]
 
-REFERENCE_COLOR = "#9aa5b1"
-CURRENT_COLOR = "#2b6cb0"
 DRIFT_COLOR = "#c53030"
 OK_COLOR = "#2f855a"
 
@@ -193,60 +192,6 @@ def _distribution_figure(feature: dict[str, Any]) -> str:
         labels = [str(b) for b in bins]
         ticks = None
     return f"<figure><figcaption>{caption}</figcaption>{bar_chart(labels, ref, cur, edge_ticks=ticks)}</figure>"
-
-
-def bar_chart(
-    labels: Sequence[str],
-    reference: Sequence[float],
-    current: Sequence[float],
-    *,
-    edge_ticks: Sequence[str] | None = None,
-    width: int = 520,
-    height: int = 230,
-) -> str:
-    """Grouped bars (reference, current) per bin or category, as inline SVG.
-
-    ``edge_ticks`` (numeric bins): labels of the ``k + 1`` bin edges, of which the first, middle and last are
-    shown under the axis; otherwise each category is labelled under its bars.
-    """
-    k = min(len(labels), len(reference), len(current))
-    left, right, top = 44, 10, 10
-    bottom = 30 if edge_ticks is not None else 70
-    plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max([*reference[:k], *current[:k], 1e-12])
-    svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'viewBox="0 0 {width} {height}" font-size="10">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#4a5568"/>',
-    ]
-    for frac in (0.0, 0.5, 1.0):
-        y = top + plot_h * (1 - frac)
-        svg.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{_pct(peak * frac)}</text>')
-    group = plot_w / max(k, 1)
-    bar = group * 0.4
-    for i in range(k):
-        x0 = left + i * group + group * 0.1
-        for j, (share, color, side) in enumerate(
-            ((reference[i], REFERENCE_COLOR, "reference"), (current[i], CURRENT_COLOR, "current"))
-        ):
-            h = plot_h * share / peak
-            svg.append(
-                f'<rect x="{x0 + j * bar:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                f'fill="{color}"><title>{_e(labels[i])}: {side} {_pct(share)}</title></rect>'
-            )
-        if edge_ticks is None:
-            cx = left + (i + 0.5) * group
-            text = labels[i] if len(labels[i]) <= 14 else labels[i][:13] + "…"
-            svg.append(
-                f'<text x="{cx:.1f}" y="{top + plot_h + 12}" text-anchor="end" '
-                f'transform="rotate(-40 {cx:.1f} {top + plot_h + 12})">{_e(text)}</text>'
-            )
-    if edge_ticks is not None and k:
-        for idx in sorted({0, k // 2, k}):
-            x = left + idx * group
-            svg.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{_e(edge_ticks[idx])}</text>')
-    svg.append("</svg>")
-    return "".join(svg)
 
 
 def _quality_section(quality: dict[str, Any]) -> list[str]:

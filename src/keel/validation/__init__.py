@@ -1,5 +1,6 @@
 """Feature validation: expectations on a view's data, checked in one pass by the project's engine."""
 
+from keel.validation._distances import Shift, ShiftThresholds
 from keel.validation._expectations import (
     Expectation,
     ExpectationResult,
@@ -15,10 +16,12 @@ from keel.validation._expectations import (
     expectation_from_spec,
     validate,
 )
+from keel.validation._stability import FeatureStability, StabilityReport, stability
 
 __all__ = [
     "Expectation",
     "ExpectationResult",
+    "FeatureStability",
     "Fresh",
     "InRange",
     "LengthBetween",
@@ -26,8 +29,12 @@ __all__ = [
     "NotNull",
     "OneOf",
     "RowCount",
+    "Shift",
+    "ShiftThresholds",
+    "StabilityReport",
     "UniqueKeys",
     "ValidationReport",
     "expectation_from_spec",
+    "stability",
     "validate",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "render_stability_html"]
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1000px;padding:0 1rem;color:#1a202c}"
@@ -61,3 +61,70 @@ def render_html(view: str, version: int, report: dict[str, Any]) -> str:
         "<table><tr><th>expectation</th><th>severity</th><th>result</th><th>failing rows</th><th>share</th>"
         "<th>first row</th><th>detail</th></tr>" + "".join(rows) + "</table></body></html>\n"
     )
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_STYLE}figure{{display:inline-block;margin:.5rem 1rem .5rem 0;"
+        "vertical-align:top}figcaption{font-weight:600}.muted{color:#718096}</style></head><body>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
+
+
+def _verdict_cell(shifted: bool, severity: str = "error") -> str:
+    if not shifted:
+        return "<td class='pass'>stable</td>"
+    return "<td class='fail'>SHIFTED</td>" if severity == "error" else "<td class='warn'>shifted</td>"
+
+
+def render_stability_html(view: str, version: int, report: dict[str, Any]) -> str:
+    """The page of a :meth:`~keel.validation.StabilityReport.to_dict`: a table of verdicts, then per feature the
+    deciding distance between consecutive windows over time, and the two windows of its largest change."""
+    from keel._svg import bar_chart, line_chart
+
+    windows = report.get("windows", [])
+    method = report["thresholds"]
+    features = report.get("features", [])
+    body = [
+        f"<h1>{_e(view)} v{version}: stability</h1>",
+        f"<p>{len(windows)} {_e(report.get('window'))} window(s) with rows, {len(features)} feature(s); "
+        f"{len(report.get('shifted', []))} shifted.</p>",
+    ]
+    for gap in report.get("gaps", []):
+        body.append(f"<p class='warn'>No rows from {_e(gap['after'])} to {_e(gap['before'])}.</p>")
+    body.append("<table><tr><th>feature</th><th>kind</th><th>verdict</th><th>largest change</th><th>at</th></tr>")
+    figures = []
+    for f in features:
+        comparisons = f.get("comparisons", [])
+        deciding = method["numeric_method"] if f["kind"] == "numeric" else method["categorical_method"]
+        values = [float(c["distances"][deciding]) for c in comparisons]
+        top = max(range(len(values)), key=values.__getitem__) if values else None
+        largest = "" if top is None else f"{deciding} {values[top]:.3g}"
+        at = "" if top is None else _e(comparisons[top]["to"][:10])
+        body.append(
+            f"<tr><td>{_e(f['name'])}</td><td>{_e(f['kind'])}</td>"
+            f"{_verdict_cell(f['verdict'] == 'shifted', report.get('severity', 'error'))}"
+            f"<td class='n'>{largest}</td><td>{at}</td></tr>"
+        )
+        if top is None:
+            continue
+        labels = [c["to"][:10] for c in comparisons]
+        chart = line_chart(
+            labels, values, threshold=float(method[deciding]), marked=[bool(c["shifted"]) for c in comparisons]
+        )
+        shares = f["shares"]
+        bars = bar_chart(list(f["buckets"]), shares[top], shares[top + 1])
+        figures.append(
+            f"<h2>{_e(f['name'])}</h2><figure><figcaption>{_e(deciding)} between consecutive windows</figcaption>"
+            f"{chart}</figure><figure><figcaption>{_e(comparisons[top]['from'][:10])} (grey) and "
+            f"{_e(comparisons[top]['to'][:10])} (blue)</figcaption>{bars}</figure>"
+        )
+    body.append("</table>")
+    skipped = report.get("skipped") or {}
+    if skipped:
+        body.append(
+            "<p class='muted'>Not measured: " + "; ".join(f"{_e(k)} ({_e(v)})" for k, v in skipped.items()) + "</p>"
+        )
+    return _page(f"{view} v{version}: stability", body + figures)
