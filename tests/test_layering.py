@@ -41,14 +41,23 @@ ALLOWED: dict[str, set[str]] = {
     "features": set(),
     "definitions": {"catalog", "features"},
     "offline": {"catalog", "definitions", "engines", "features", "validation"},
-    "online": {"_backends", "catalog", "definitions", "engines", "features", "offline"},
+    "online": {"_backends", "catalog", "definitions", "engines", "features", "offline", "validation"},
     "models": {"artifacts", "catalog", "features"},
     "profiles": {"engines", "models"},  # a reference at rest is summarised by the engine
     "training": {"artifacts", "catalog", "features", "models", "offline", "profiles"},
     "prediction_log": {"engines", "features", "models"},
     "serving": {"_backends", "definitions", "features", "models", "online", "prediction_log"},
     "batch": {"artifacts", "catalog", "features", "models"},
-    "monitoring": {"artifacts", "catalog", "engines", "models", "prediction_log", "profiles", "training"},
+    "monitoring": {
+        "artifacts",
+        "catalog",
+        "engines",
+        "models",
+        "prediction_log",
+        "profiles",
+        "training",
+        "validation",  # serving skew is judged by the same distances as stability
+    },
     "validation": {"engines"},
     "retraining": {"catalog", "models", "training"},
     # The faces: they build and wire everything below them.

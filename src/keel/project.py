@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from keel.retraining import RetrainDecision, Retrainer
     from keel.training import Runs, Trainer, TrainingRun, TrainingSpec
     from keel.validation import Expectation, ShiftThresholds, StabilityReport, ValidationReport
+    from keel.validation._skew import SkewReport
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,63 @@ class Project:
             severity=severity,
         )
         return found, report
+
+    def skew(
+        self,
+        model: str,
+        *,
+        sample: int = 1000,
+        seed: int = 0,
+        window: timedelta = timedelta(days=7),
+        end: datetime | None = None,
+        thresholds: ShiftThresholds | None = None,
+    ) -> SkewReport:
+        """Training/serving skew of a model version (``churn@champion``, ``churn:3``):
+
+        - for each feature view it reads that is kept online, ``sample`` entities' online values against the offline
+          store's latest values at the same time (:mod:`keel.online._skew`);
+        - the features it was served in ``[end - window, end)``, from its prediction log, against its training set's
+          profile, per feature (:mod:`keel.monitoring._skew`).
+
+        Raises:
+            NotFoundError: no such model version.
+        """
+        from keel.online._skew import online_skew
+        from keel.validation._skew import SkewReport
+
+        version = self.models.get(model)
+        pinned = f"{version.name}:{version.version}"
+        package = self.models.load(pinned)
+        notes: list[str] = []
+        online = []
+        for name in self.definitions.views_read(package.feature_refs):
+            view, _ = self.definitions.feature_view(name)
+            if not view.online:
+                notes.append(f"{name}: not kept online (online=False); nothing to compare")
+                continue
+            try:
+                online.append(
+                    online_skew(
+                        view,
+                        self.definitions.join_keys(view),
+                        catalog=self.catalog,
+                        engine=self.engine,
+                        offline_store=self.offline_store,
+                        online_store=self.online_store,
+                        store_id=self.online_store_id,
+                        sample=sample,
+                        seed=seed,
+                        now=end,
+                    )
+                )
+            except NotFoundError as exc:
+                notes.append(f"{name}: {exc}")
+        try:
+            serving = self.monitoring.serving_skew(pinned, end=end, window=window, thresholds=thresholds)
+        except NotFoundError as exc:
+            serving = None
+            notes.append(f"serving against training: {exc}")
+        return SkewReport(pinned, online, serving, notes)
 
     def verify(self, views: Iterable[str] | None = None) -> dict[str, list[str]]:
         """Re-hash the files of every ingested version (of ``views``, default all) against the catalog.

@@ -193,3 +193,91 @@ def stability(
     if report.failed:
         err_console.print(f"{len(report.shifted)} feature(s) shifted: {', '.join(report.shifted)}")
         raise typer.Exit(1)
+
+
+@validate_app.command("skew")
+def skew(
+    model: Annotated[str, typer.Argument(help="The model version: NAME@ALIAS or NAME:VERSION.")],
+    sample: Annotated[
+        int, typer.Option("--sample", "-n", help="Entities per view to compare online and offline.", min=1)
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the entity sample.")] = 0,
+    window: Annotated[
+        str, typer.Option("--window", "-w", help="The prediction log's window, back from now: 1d, 7d, 12h ...")
+    ] = "7d",
+    psi: Annotated[float, typer.Option("--psi", help="PSI at which a numeric feature is skewed.", min=0)] = 0.2,
+    linf: Annotated[
+        float, typer.Option("--linf", help="L-infinity at which a categorical feature is skewed.", min=0)
+    ] = 0.1,
+    json_path: JsonOption = None,
+    html: HtmlOption = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Training/serving skew of a model: its views' online values against the offline store's for a sample of
+    entities, and the features it was served (its prediction log) against its training set. Exit 1 on skew."""
+    from datetime import timedelta
+
+    from keel.engines._windows import Window
+    from keel.errors import ValidationError
+    from keel.validation import ShiftThresholds
+
+    parsed = Window.parse(window)
+    if parsed.kind != "fixed":
+        raise ValidationError("the log's window must be a duration (1d, 7d, 12h ...), not calendar months")
+    thresholds = ShiftThresholds(psi=psi, linf=linf)
+    with open_project(project) as proj:
+        report = proj.skew(
+            model, sample=sample, seed=seed, window=timedelta(microseconds=parsed.width_us), thresholds=thresholds
+        )
+    online = Table(title=f"{report.model}: online store against offline store")
+    for column in ("view", "version", "sampled", "same", "value differs", "missing", "behind", "online newer", "late"):
+        online.add_column(column, justify="left" if column == "view" else "right")
+    for o in report.online:
+        c = o.cases
+
+        def cell(n: int) -> str:
+            return f"[red]{n:,}[/]" if n else "0"
+
+        online.add_row(
+            o.view,
+            f"v{o.version}",
+            f"{o.sampled:,} of {o.entities:,}",
+            f"{c['same']:,}",
+            cell(c["value differs"]),
+            cell(c["missing online"]),
+            cell(c["behind offline"]),
+            cell(c["online newer"]),
+            f"{c['not yet materialized']:,}",
+        )
+    console.print(online)
+    for o in report.online:
+        for feature, n in o.features.items():
+            console.print(f"  {o.view}.{feature}: {n:,} sampled entities differ", highlight=False)
+        for warning in o.warnings:
+            err_console.print(f"note: {o.view}: {warning}")
+    served = report.serving
+    if served is not None:
+        title = f"{report.model}: served features against training ({served.rows:,} logged rows)"
+        table = Table(title=title)
+        for column in ("feature", "kind", "method", "distance", "threshold", "verdict"):
+            table.add_column(column)
+        for f in served.features:
+            s = f.shift
+            shown = f"p={s.p_value:.2g}" if s.p_value is not None else f"{s.statistic:.3f}"
+            verdict = "[red]SKEWED[/]" if s.shifted else "[green]as trained[/]"
+            table.add_row(f.name, s.kind, s.method, shown, f"{s.threshold:g}", verdict)
+        console.print(table)
+        for name, reason in served.skipped.items():
+            err_console.print(f"note: {name} not compared: {reason}")
+    for note in report.notes:
+        err_console.print(f"note: {note}")
+    document = report.to_dict()
+    if json_path is not None:
+        json_path.write_text(json.dumps(document, indent=2, default=str))
+    if html is not None:
+        from keel.validation._html import render_skew_html
+
+        html.write_text(render_skew_html(document))
+    if report.failed:
+        err_console.print("training/serving skew found")
+        raise typer.Exit(1)

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from keel.catalog import ModelVersionRecord, MonitoringCatalog, MonitoringReportRecord, RunRecord
     from keel.engines import Engine
     from keel.models import ModelPackage, ModelRegistry
+    from keel.validation import ShiftThresholds
+    from keel.validation._skew import ServingSkew
 
 __all__ = [
     "Monitor",
@@ -489,6 +491,38 @@ class Monitor:
             verdict=_verdict(drift, quality, decay, len(side.features), settings),
         )
         return report, self._record(report) if store else None
+
+    def serving_skew(
+        self,
+        ref: str,
+        *,
+        end: datetime | None = None,
+        window: timedelta = timedelta(days=7),
+        thresholds: ShiftThresholds | None = None,
+    ) -> ServingSkew:
+        """The features the model version ``ref`` was served in ``[end - window, end)`` (its prediction log) against
+        the reference profile stored with its run (see :mod:`keel.monitoring._skew`).
+
+        Raises:
+            NotFoundError: no such version, or its run stored no reference profile.
+        """
+        from keel.monitoring._skew import serving_skew
+
+        version: ModelVersionRecord = self.registry.get(ref)
+        pinned = f"{version.name}:{version.version}"
+        run = self.registry.run_of(pinned)
+        package = self.registry.load(pinned)
+        profile = stored_profile(self.artifacts, run)
+        window_end = as_utc(end) if end is not None else utcnow()
+        window_start = window_end - window
+        log = self.read_log(version.name, version=version.version, start=window_start, end=window_end)
+        return serving_skew(
+            pinned,
+            profile,
+            _log_features(log, package),
+            thresholds=thresholds,
+            window=(window_start, window_end),
+        )
 
     def _reference_side(
         self, package: ModelPackage, run: RunRecord, reference: Rows | None, pinned: str

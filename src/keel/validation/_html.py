@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-__all__ = ["render_html", "render_stability_html"]
+__all__ = ["render_html", "render_skew_html", "render_stability_html"]
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1000px;padding:0 1rem;color:#1a202c}"
@@ -73,10 +73,10 @@ def _page(title: str, body: list[str]) -> str:
     )
 
 
-def _verdict_cell(shifted: bool, severity: str = "error") -> str:
+def _verdict_cell(shifted: bool, severity: str = "error", words: tuple[str, str] = ("stable", "shifted")) -> str:
     if not shifted:
-        return "<td class='pass'>stable</td>"
-    return "<td class='fail'>SHIFTED</td>" if severity == "error" else "<td class='warn'>shifted</td>"
+        return f"<td class='pass'>{words[0]}</td>"
+    return f"<td class='fail'>{words[1].upper()}</td>" if severity == "error" else f"<td class='warn'>{words[1]}</td>"
 
 
 def render_stability_html(view: str, version: int, report: dict[str, Any]) -> str:
@@ -128,3 +128,63 @@ def render_stability_html(view: str, version: int, report: dict[str, Any]) -> st
             "<p class='muted'>Not measured: " + "; ".join(f"{_e(k)} ({_e(v)})" for k, v in skipped.items()) + "</p>"
         )
     return _page(f"{view} v{version}: stability", body + figures)
+
+
+def render_skew_html(report: dict[str, Any]) -> str:
+    """The page of a :meth:`~keel.validation._skew.SkewReport.to_dict`: the online/offline comparison per view with
+    example entities, then each served feature's distribution against training."""
+    from keel._svg import bar_chart
+
+    model = report["model"]
+    body = [f"<h1>{_e(model)}: training/serving skew</h1>", "<h2>Online store against offline store</h2>"]
+    body.append(
+        "<table><tr><th>view</th><th>version</th><th>sampled</th><th>same</th><th>value differs</th>"
+        "<th>missing online</th><th>behind offline</th><th>online newer</th><th>not yet materialized</th></tr>"
+    )
+    examples = []
+    for o in report.get("online", []):
+        c = o["cases"]
+        cells = "".join(
+            f"<td class='n{' fail' if c[k] and k != 'same' else ''}'>{int(c[k]):,}</td>"
+            for k in ("same", "value differs", "missing online", "behind offline", "online newer")
+        )
+        body.append(
+            f"<tr><td>{_e(o['view'])}</td><td>v{int(o['version'])}</td>"
+            f"<td class='n'>{int(o['sampled']):,} of {int(o['entities']):,}</td>{cells}"
+            f"<td class='n'>{int(c['not yet materialized']):,}</td></tr>"
+        )
+        for e in o.get("examples", []):
+            examples.append(
+                f"<tr><td>{_e(o['view'])}</td><td>{_e(e['case'])}</td><td>{_e(e['key'])}</td>"
+                f"<td>{_e(e['feature'] or '')}</td><td>{_e(e['online'])}</td><td>{_e(e['offline'])}</td>"
+                f"<td>{_e(e['online_time'] or '')}</td><td>{_e(e['offline_time'] or '')}</td></tr>"
+            )
+        for warning in o.get("warnings", []):
+            body.append(f"<tr><td colspan='9' class='warn'>{_e(o['view'])}: {_e(warning)}</td></tr>")
+    body.append("</table>")
+    if examples:
+        body.append(
+            "<h3>Examples</h3><table><tr><th>view</th><th>case</th><th>entity</th><th>feature</th><th>online</th>"
+            "<th>offline</th><th>online event time</th><th>offline event time</th></tr>"
+            + "".join(examples)
+            + "</table>"
+        )
+    served = report.get("serving")
+    figures = []
+    if served is not None:
+        body.append(f"<h2>Served features against training</h2><p>{int(served['rows']):,} logged rows.</p>")
+        body.append("<table><tr><th>feature</th><th>kind</th><th>method</th><th>distance</th><th>verdict</th></tr>")
+        for f in served.get("features", []):
+            shown = f"p={f['p_value']:.2g}" if f["p_value"] is not None else f"{f['statistic']:.3f}"
+            body.append(
+                f"<tr><td>{_e(f['name'])}</td><td>{_e(f['kind'])}</td><td>{_e(f['method'])}</td>"
+                f"<td class='n'>{shown}</td>{_verdict_cell(bool(f['shifted']), words=('as trained', 'skewed'))}</tr>"
+            )
+            figures.append(
+                f"<figure><figcaption>{_e(f['name'])}: training (grey) and served (blue)</figcaption>"
+                f"{bar_chart(list(f['buckets']), f['training'], f['serving'])}</figure>"
+            )
+        body.append("</table>")
+    for note in report.get("notes", []):
+        body.append(f"<p class='muted'>{_e(note)}</p>")
+    return _page(f"{model}: skew", body + figures)
