@@ -22,6 +22,7 @@ from keel.engines._conditions import (
     Matches,
     Not,
     Or,
+    Predicate,
     duckdb_sql,
     holds,
 )
@@ -66,6 +67,12 @@ CONDITIONS: dict[str, Condition] = {
     "t before": Compare("t", "<", T0),
     "t at or after, naive": Compare("t", ">=", datetime(2024, 1, 2)),
     "b true": Compare("b", "=", True),
+    "python: x positive": Predicate(("x",), lambda df: df["x"].astype(float) > 0, "x positive"),
+    "python: k even and s set": Predicate(
+        ("k", "s"), lambda df: (df["k"].astype(float) % 2 == 0) & df["s"].notna(), "k even and s set"
+    ),
+    "python: returns NaN and None": Predicate(("s",), lambda df: df["s"].map({"pro": True, "team": None}), "mapped"),
+    "not python, or null": Or((Not(Predicate(("x",), lambda df: df["x"].astype(float) < 1, "x small")), IsNull("k"))),
     "nothing": Or(()),
     "everything": And(()),
 }
@@ -133,3 +140,13 @@ def test_text_values_are_quoted_in_sql() -> None:
     sql = duckdb_sql(IsIn("s", ("it's", 'say "hi"')))
 
     assert "'it''s'" in sql and "'say \"hi\"'" in sql
+
+
+def test_a_python_check_that_raises_or_returns_the_wrong_shape_is_named(engine: Engine) -> None:
+    def broken(df: object) -> object:
+        raise KeyError("nope")
+
+    with pytest.raises(Exception, match="'boom'"):
+        engine.count_where(table(rows(20)), {"bad": Predicate(("x",), broken, "boom")})
+    with pytest.raises(Exception, match="one truth value per row"):
+        engine.count_where(table(rows(20)), {"bad": Predicate(("x",), lambda df: [True, False, True], "short")})

@@ -595,7 +595,7 @@ def test_a_registered_view_no_module_declares_any_more_is_a_clear_error(project_
 def test_a_registry_without_a_project_folder_says_the_function_cannot_be_rebuilt(project: Any) -> None:
     project.apply([basket])
 
-    with pytest.raises(NotFoundError, match=r"is a Python function, which cannot be rebuilt from the catalog"):
+    with pytest.raises(NotFoundError, match=r"holds a Python function, which cannot be rebuilt from the catalog"):
         Definitions(project.catalog).on_demand_feature_view("basket")
 
 

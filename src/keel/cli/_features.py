@@ -64,6 +64,83 @@ def versions(
     console.print(table)
 
 
+@app.command("show")
+def show(
+    view: Annotated[str, typer.Argument(help="The feature view.")],
+    version: Annotated[int | None, typer.Option("--version", help="The version (default: the latest).", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the version as JSON.")] = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Show a view's ingested version: its columns, rows, event times, statistics and validation results."""
+    import json
+
+    with open_project(project) as proj:
+        found = proj.catalog.feature_version(view, version)
+    if as_json:
+        document = {
+            "view": found.view,
+            "version": found.version,
+            "definition_version": found.definition_version,
+            "rows": found.row_count,
+            "event_time_min": found.event_time_min,
+            "event_time_max": found.event_time_max,
+            "data_digest": found.data_digest,
+            "columns": found.columns,
+            "statistics": found.statistics,
+            "validation": found.validation,
+            "created_at": found.created_at,
+        }
+        console.print_json(json.dumps(document, default=str))
+        return
+    span = (
+        f"{found.event_time_min:%Y-%m-%d %H:%M} → {found.event_time_max:%Y-%m-%d %H:%M}" if found.event_time_min else ""
+    )
+    console.print(
+        f"[bold]{view} v{found.version}[/] (definition v{found.definition_version}): {found.row_count:,} rows, "
+        f"{span}, digest {found.data_digest[:12]}"
+    )
+    stats = Table(title="Columns")
+    for column in ("column", "dtype", "count", "nulls", "min", "p50", "max", "top"):
+        stats.add_column(column)
+    for name, st in found.statistics.items():
+        top = ", ".join(f"{v} ({n:,})" for v, n in (st.get("top") or [])[:3])
+        stats.add_row(
+            name,
+            str(st.get("dtype", "")),
+            f"{st.get('count', 0):,}",
+            f"{st.get('nulls', 0):,}",
+            _short(st.get("min")),
+            _short((st.get("quantiles") or {}).get("p50")),
+            _short(st.get("max")),
+            top,
+        )
+    console.print(stats)
+    validation = found.validation
+    if validation is None:
+        console.print("No expectations were checked on this version.")
+        return
+    results = Table(title=f"Expectations ({validation.get('policy')})")
+    for column in ("expectation", "severity", "result", "failing rows", "first row"):
+        results.add_column(column)
+    for r in validation.get("results", []):
+        verdict = (
+            "[green]pass[/]" if r["passed"] else ("[red]FAIL[/]" if r["severity"] == "error" else "[yellow]warn[/]")
+        )
+        failing = "" if r["passed"] else f"{r['failed']:,} ({r['share']:.2%})"
+        results.add_row(
+            str(r["describe"]), r["severity"], verdict, failing, "" if r["passed"] else str(r.get("first") or "")
+        )
+    console.print(results)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)[:19]
+
+
 def _expectations(validation: dict[str, Any] | None) -> str:
     """A version's validation in a few words: none checked, all passed, or what failed."""
     if validation is None:

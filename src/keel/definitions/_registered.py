@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from keel.definitions._apply import ON_DEMAND, changed_keys
 from keel.definitions._discovery import discover, loaded_definitions
 from keel.errors import KeelError, NotFoundError, ValidationError
 from keel.features import Definition, Entity, FeatureRef, FeatureView, OnDemandFeatureView
+
+D = TypeVar("D", OnDemandFeatureView, FeatureView)
+_WHAT: dict[type, str] = {OnDemandFeatureView: "on-demand feature view", FeatureView: "feature view"}
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,10 +29,11 @@ class Definitions:
     Objects applied in this process are kept, so a view whose source is an in-memory DataFrame can still be
     read; others are rebuilt from their recorded spec.
 
-    An on-demand feature view holds a Python function, which the catalog cannot rebuild. The object matching
-    its registered definition is taken, in this order, from: the objects applied in this process; the project
-    modules this process has already imported; the project's modules, imported as ``apply`` imports them
-    (once, when first needed: a feature server or a CLI command works without an ``apply`` of its own).
+    An on-demand feature view holds a Python function, which the catalog cannot rebuild; so does a feature view with
+    custom checks. The object matching its registered definition is taken, in this order, from: the objects applied
+    in this process; the project modules this process has already imported; the project's modules, imported as
+    ``apply`` imports them (once, when first needed: a feature server or a CLI command works without an ``apply``
+    of its own).
 
     Args:
         catalog: the project's catalog.
@@ -71,31 +75,41 @@ class Definitions:
         if record.kind == "entity":
             return Entity.from_spec(record.spec)
         if record.kind == "feature_view":
+            if any(e.get("expect") == "custom" for e in record.spec.get("expectations") or ()):
+                return self._live_object(record, FeatureView)  # its custom checks are Python functions
             return FeatureView.from_spec(record.spec)
         raise NotFoundError(f"definitions of kind {record.kind!r} are not known to this Keel")
 
     def _on_demand(self, record: DefinitionRecord) -> OnDemandFeatureView:
         """The live object of a registered on-demand view (see the class docstring for where it is found)."""
+        return self._live_object(record, OnDemandFeatureView)
+
+    def _live_object(self, record: DefinitionRecord, kind: type[D]) -> D:
+        """The live object of a definition that holds Python functions: an on-demand view, a feature view with
+        custom checks (see the class docstring for where it is found)."""
+        what = _WHAT.get(kind, "definition")
         live = self._live.get((record.kind, record.name))
-        if isinstance(live, OnDemandFeatureView) and live.definition_hash == record.hash:
+        if isinstance(live, kind) and live.definition_hash == record.hash:
             return live
         if self._root is None:
             raise NotFoundError(
-                f"on-demand feature view {record.name!r} (v{record.version}) is a Python function, which cannot be "
+                f"{what} {record.name!r} (v{record.version}) holds a Python function, which cannot be "
                 "rebuilt from the catalog; import the module declaring it and pass it to project.apply() in this "
                 "process, or open the project with keel.Project.open(folder) so Keel imports its modules"
             )
         with self._loading:  # threads needing it at once import the project once
             live = self._live.get((record.kind, record.name))
-            if isinstance(live, OnDemandFeatureView) and live.definition_hash == record.hash:
+            if isinstance(live, kind) and live.definition_hash == record.hash:
                 return live
-            found = self._find_on_demand(record, self._root)
+            found = self._find_live(record, self._root, kind)
             self._live[(record.kind, record.name)] = found
             return found
 
-    def _find_on_demand(self, record: DefinitionRecord, root: Path) -> OnDemandFeatureView:
-        def named(objects: Iterable[Definition]) -> list[OnDemandFeatureView]:
-            return [o for o in objects if isinstance(o, OnDemandFeatureView) and o.name == record.name]
+    def _find_live(self, record: DefinitionRecord, root: Path, kind: type[D]) -> D:
+        what = _WHAT.get(kind, "definition")
+
+        def named(objects: Iterable[Definition]) -> list[D]:
+            return [o for o in objects if isinstance(o, kind) and o.name == record.name]
 
         candidates = named(loaded_definitions(root))
         if not any(c.definition_hash == record.hash for c in candidates):
@@ -103,7 +117,7 @@ class Definitions:
                 candidates = named(discover(root, self._modules))
             except ValidationError as exc:
                 raise ValidationError(
-                    f"cannot load on-demand feature view {record.name!r} from the project's modules: {exc}",
+                    f"cannot load {what} {record.name!r} from the project's modules: {exc}",
                     field=record.name,
                 ) from exc
         for candidate in candidates:
@@ -111,12 +125,12 @@ class Definitions:
                 return candidate
         if not candidates:
             raise NotFoundError(
-                f"on-demand feature view {record.name!r} is registered (v{record.version}) but no module of the "
+                f"{what} {record.name!r} is registered (v{record.version}) but no module of the "
                 f"project {root} declares it; declare it again, or run `keel apply` to remove it"
             )
         differ = changed_keys(record.spec, candidates[0].spec())
         raise ValidationError(
-            f"on-demand feature view {record.name!r} in the project's modules differs from its registered "
+            f"{what} {record.name!r} in the project's modules differs from its registered "
             f"definition v{record.version} (it differs in: {', '.join(differ)}); run `keel apply` to register it",
             field=record.name,
         )

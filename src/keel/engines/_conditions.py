@@ -22,9 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from pyspark.sql import Column
 
 __all__ = [
@@ -45,11 +48,13 @@ __all__ = [
     "Matches",
     "Not",
     "Or",
+    "Predicate",
     "check_columns",
     "columns_of",
     "duckdb_sql",
     "duckdb_sql_or_null",
     "holds",
+    "predicates_of",
     "spark_column",
 ]
 
@@ -116,6 +121,46 @@ class Length:
     value: int
 
 
+@dataclass(frozen=True, eq=False)
+class Predicate:
+    """A vectorised Python function holds: called with a pandas DataFrame of ``columns`` (a batch of rows, missing
+    values as NaN/None), it returns one truth value per row. Engines run it where the data is (a DuckDB Arrow
+    function, a Spark pandas UDF), batch by batch, in the same pass as the other conditions. ``name`` names it in
+    messages."""
+
+    columns: tuple[str, ...]
+    function: Callable[[pd.DataFrame], Any]
+    name: str
+
+    def evaluate(self, frame: pd.DataFrame) -> np.ndarray:
+        """The function on ``frame``, checked: one boolean per row (a missing result is false).
+
+        Raises:
+            ValidationError: the function raised, or returned something that is not one value per row.
+        """
+        import numpy as np
+        import pandas as pd
+
+        try:
+            found = self.function(frame)
+        except Exception as exc:
+            raise ValidationError(f"check {self.name!r} raised {type(exc).__name__}: {exc}", field=self.name) from exc
+        values = found.to_numpy() if isinstance(found, pd.Series | pd.Index) else np.asarray(found)
+        if values.ndim == 0:
+            values = np.full(len(frame), values.item())
+        if values.shape != (len(frame),):
+            raise ValidationError(
+                f"check {self.name!r} must return one truth value per row ({len(frame)}), got shape {values.shape}",
+                field=self.name,
+            )
+        if values.dtype == object:
+            return np.array([bool(v) if v is not None and v is not pd.NA and v == v else False for v in values])
+        if values.dtype.kind == "f":
+            values = np.nan_to_num(values, nan=0.0)
+        truth: np.ndarray = values.astype(bool)
+        return truth
+
+
 @dataclass(frozen=True)
 class Not:
     """The condition does not hold (for a missing value: the inner condition is false, so this is true)."""
@@ -137,7 +182,7 @@ class Or:
     parts: tuple[Condition, ...]
 
 
-Condition = IsNull | Compare | IsIn | Matches | Length | Not | And | Or
+Condition = IsNull | Compare | IsIn | Matches | Length | Predicate | Not | And | Or
 
 
 @dataclass(frozen=True)
@@ -161,6 +206,8 @@ def columns_of(condition: Condition) -> list[str]:
         return columns_of(condition.inner)
     if isinstance(condition, And | Or):
         return list(dict.fromkeys(c for part in condition.parts for c in columns_of(part)))
+    if isinstance(condition, Predicate):
+        return list(condition.columns)
     return [condition.column]
 
 
@@ -183,6 +230,10 @@ def holds(condition: Condition, row: Mapping[str, Any]) -> bool:
         return all(holds(p, row) for p in condition.parts)
     if isinstance(condition, Or):
         return any(holds(p, row) for p in condition.parts)
+    if isinstance(condition, Predicate):
+        import pandas as pd
+
+        return bool(condition.evaluate(pd.DataFrame({c: [row[c]] for c in condition.columns}))[0])
     value = row[condition.column]
     missing = value is None or (isinstance(value, float) and math.isnan(value))
     if isinstance(condition, IsNull):
@@ -230,7 +281,54 @@ def duckdb_sql_or_null(condition: Condition, floats: frozenset[str] = frozenset(
     return _duck(condition, floats)
 
 
+def predicates_of(condition: Condition) -> list[Predicate]:
+    """The Python functions a condition calls, in order of first use."""
+    if isinstance(condition, Not):
+        return predicates_of(condition.inner)
+    if isinstance(condition, And | Or):
+        return list(dict.fromkeys(p for part in condition.parts for p in predicates_of(part)))
+    return [condition] if isinstance(condition, Predicate) else []
+
+
+def duckdb_function_name(predicate: Predicate) -> str:
+    """The name a DuckDB connection knows ``predicate``'s function by (see :func:`duckdb_register`)."""
+    return f"__keel_check_{id(predicate):x}"
+
+
+def duckdb_register(connection: Any, conditions: Iterable[Condition], types: Mapping[str, str]) -> None:
+    """Register every :class:`Predicate` of ``conditions`` on a DuckDB connection as an Arrow function of its
+    columns (``types``: DuckDB type per column), called batch by batch, nulls included."""
+    import duckdb
+    import pyarrow as pa
+
+    def arrow_function(predicate: Predicate) -> Callable[..., Any]:
+        def call(*arrays: Any) -> Any:
+            frame = pa.table(list(arrays), names=list(predicate.columns)).to_pandas()
+            return pa.array(predicate.evaluate(frame), pa.bool_())
+
+        # DuckDB counts a function's parameters from its signature: one per column.
+        parameter = inspect.Parameter.POSITIONAL_ONLY
+        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(f"c{i}", parameter) for i in range(len(predicate.columns))]
+        )
+        return call
+
+    for predicate in dict.fromkeys(p for c in conditions for p in predicates_of(c)):
+        connection.create_function(
+            duckdb_function_name(predicate),
+            arrow_function(predicate),
+            [duckdb.sqltype(types[c]) for c in predicate.columns],
+            duckdb.sqltype("BOOLEAN"),
+            type="arrow",
+            null_handling="special",
+            side_effects=False,
+        )
+
+
 def _duck(condition: Condition, floats: frozenset[str]) -> str:
+    if isinstance(condition, Predicate):
+        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in condition.columns)
+        return f"{duckdb_function_name(condition)}({columns})"
     if isinstance(condition, Not):
         return f"(NOT {duckdb_sql(condition.inner, floats)})"
     if isinstance(condition, And | Or):
@@ -285,6 +383,8 @@ def _spark(condition: Condition, floats: frozenset[str]) -> Column:
 
     from pyspark.sql import functions as F
 
+    if isinstance(condition, Predicate):
+        return _spark_predicate(condition)
     if isinstance(condition, Not):
         return ~spark_column(condition.inner, floats)
     if isinstance(condition, And | Or):
@@ -317,3 +417,25 @@ def _spark_compare(a: Column, op: str, b: Column) -> Column:
     if op == "=":
         return a == b
     return a != b
+
+
+def _spark_predicate(predicate: Predicate) -> Column:
+    """A pandas UDF running ``predicate`` on each batch of its columns (the function travels to the workers
+    pickled)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.functions import pandas_udf
+
+    from keel.engines._spark_score import pickle_by_value
+
+    pickle_by_value(predicate.function)
+    columns = list(predicate.columns)
+
+    def call(*series):  # type: ignore[no-untyped-def]  # no hints: PySpark would read its kind from them
+        import pandas as pd
+
+        frame = pd.concat([s.rename(c) for s, c in zip(series, columns, strict=True)], axis=1)
+        return pd.Series(predicate.evaluate(frame))
+
+    udf: Any = pandas_udf(call, "boolean")  # type: ignore[call-overload]
+    found: Column = udf(*[F.col("`" + c.replace("`", "``") + "`") for c in columns])
+    return found

@@ -185,12 +185,19 @@ def _is_dataclass_instance(value: Any) -> bool:
 def _ship_functions_by_value(plan: ScoringPlan) -> None:
     """Have the on-demand views' functions pickled by value: they live in the project's modules, which Keel
     imports from the project's folder while it reads the definitions, and which a worker cannot import."""
+    for step in plan.on_demand:
+        pickle_by_value(step.view.function)
+
+
+def pickle_by_value(function: Any) -> None:
+    """Have ``function``'s module pickled by value when Spark ships it to workers: a user's module (a project's, a
+    test's) that Keel imported from a folder a worker cannot import from. Keel's and PySpark's own modules are
+    imported by the workers as usual."""
     from pyspark import cloudpickle
 
-    for step in plan.on_demand:
-        module = sys.modules.get(getattr(step.view.function, "__module__", "") or "")
-        if module is not None and not module.__name__.startswith(("keel.", "pyspark.")) and module.__name__ != "keel":
-            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    if module is not None and not module.__name__.startswith(("keel.", "pyspark.")) and module.__name__ != "keel":
+        cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
 
 
 def _arrow_schema(spark: SparkSession, frame: DataFrame, read: set[str]) -> pa.Schema:

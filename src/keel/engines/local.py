@@ -507,7 +507,7 @@ class LocalEngine(EngineBase):
 
     def _count_where(self, data: Data, conditions: Mapping[str, Condition]) -> dict[str, Counted]:
         """One aggregate query: per condition, ``count_if`` and the smallest sequence number where it holds."""
-        from keel.engines._conditions import Counted, check_columns, duckdb_sql_or_null
+        from keel.engines._conditions import Counted, check_columns, duckdb_register, duckdb_sql_or_null
 
         con = self.connect()
         try:
@@ -515,6 +515,7 @@ class LocalEngine(EngineBase):
             described = con.execute("DESCRIBE __keel_t").fetchall()
             types = {str(r[0]): str(r[1]) for r in described}
             check_columns(conditions, list(types))
+            duckdb_register(con, conditions.values(), types)  # the Python checks, run batch by batch
             floats = frozenset(n for n, t in types.items() if t in ("DOUBLE", "FLOAT"))
             # Each condition is evaluated once, in a projection; the aggregates read its flag.
             flags = [f"{duckdb_sql_or_null(c, floats)} AS c{i}" for i, c in enumerate(conditions.values())]

@@ -256,6 +256,8 @@ class FeatureView(Definition):
                 f"feature view {name!r}: validation must be 'warn' or 'strict', not {validation!r}", field="validation"
             )
         self.validation = validation
+        #: live custom checks (Python functions) by name: specs cannot hold them
+        self.custom_checks: dict[str, Any] = {}
         self.expectations: list[dict[str, Any]] = [self._expectation_spec(e) for e in expectations]
 
     def _expectation_spec(self, expectation: Any) -> dict[str, Any]:
@@ -266,15 +268,26 @@ class FeatureView(Definition):
                 f"feature view {self.name!r}: {expectation!r} is not an expectation (keel.validation)",
                 field="expectations",
             )
-        column = spec.get("feature")
         known = [*self.feature_names, self.source.timestamp, *filter(None, [self.source.created_timestamp])]
-        if column is not None and column not in known:
-            raise ValidationError(
-                f"feature view {self.name!r}: expectation {spec['expect']!r} names {column!r}, which is not one of "
-                f"its columns ({', '.join(c for c in known if c)})",
-                field=str(column),
-            )
+        keys = [k for e in self.entities if isinstance(e, Entity) for k in e.join_keys]
+        columns = [spec["feature"]] if spec.get("feature") is not None else []
+        if spec["expect"] == "custom":
+            columns = list(spec.get("columns") or [])
+            if not isinstance(expectation, Mapping):
+                self.custom_checks[str(spec["name"])] = expectation
+        for column in columns:
+            if column not in known and column not in keys:
+                raise ValidationError(
+                    f"feature view {self.name!r}: expectation {spec.get('name') or spec['expect']!r} names "
+                    f"{column!r}, which is not one of its columns ({', '.join(c for c in [*keys, *known] if c)})",
+                    field=str(column),
+                )
         return spec
+
+    @property
+    def has_custom_checks(self) -> bool:
+        """Whether an expectation is a Python function (the live object is needed to run it)."""
+        return any(spec["expect"] == "custom" for spec in self.expectations)
 
     # -- derived -------------------------------------------------------------------------------------------
     @property

@@ -11,13 +11,12 @@ and :func:`keel.features._dtypes.to_arrow` converts its inputs and outputs.
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
-import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from keel._code import function_source
 from keel.errors import ValidationError
 from keel.features._definitions import Definition, FeatureView, Field, check_name, find_field, schema_fields
 from keel.features._dtypes import arrow_type, pandas_type, to_arrow
@@ -72,29 +71,6 @@ class RequestSource:
 
     def __hash__(self) -> int:
         return hash(self.name)
-
-
-def function_source(function: Callable[..., Any], where: str) -> str:
-    """The dedented source code of ``function`` without its decorators: what makes its definition hash.
-
-    Raises:
-        ValidationError: the source cannot be read (a function typed at an interactive prompt).
-    """
-    try:
-        text = textwrap.dedent(inspect.getsource(function))
-    except (OSError, TypeError) as exc:
-        raise ValidationError(
-            f"{where}: cannot read the source code of {getattr(function, '__qualname__', function)!r} ({exc}); "
-            "its source is part of the definition, so define the function in a module or a notebook cell"
-        ) from exc
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:  # a lambda: getsource returns the lines around it, not always a whole statement
-        return text.strip() + "\n"
-    node = tree.body[0] if tree.body else None
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.decorator_list:
-        text = "\n".join(text.splitlines()[node.lineno - 1 :])  # formatting the decorator changes no behaviour
-    return text.strip() + "\n"
 
 
 class OnDemandFeatureView(Definition):

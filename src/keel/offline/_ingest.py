@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from keel.engines import Engine
     from keel.features import FeatureView, Source
     from keel.offline._store import OfflineStore
+    from keel.validation import Expectation
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,30 @@ def ingest_view(
     return IngestResult(view.name, version, created, ingested.rows, time.perf_counter() - started, noticed)
 
 
+def declared_expectations(view: FeatureView) -> list[Expectation]:
+    """``view``'s expectations as objects, its custom checks (Python functions) included.
+
+    Raises:
+        ValidationError: a custom check's function is not at hand (the view was rebuilt from its stored spec).
+    """
+    from keel.validation import expectation_from_spec
+
+    out: list[Expectation] = []
+    for spec in view.expectations:
+        if spec["expect"] != "custom":
+            out.append(expectation_from_spec(spec))
+            continue
+        live = view.custom_checks.get(str(spec["name"]))
+        if live is None:
+            raise ValidationError(
+                f"feature view {view.name!r}: custom check {spec['name']!r} is a Python function; import the module "
+                "declaring the view (keel.Project.open(folder) does) to run it",
+                field=str(spec["name"]),
+            )
+        out.append(live)
+    return out
+
+
 def check_expectations(view: FeatureView, join_keys: list[str], engine: Engine, data: Data) -> dict[str, Any] | None:
     """Check the view's expectations on the rows about to be published (one pass of the engine).
 
@@ -133,10 +158,9 @@ def check_expectations(view: FeatureView, join_keys: list[str], engine: Engine, 
     """
     if not view.expectations:
         return None
-    from keel.validation import expectation_from_spec, validate
+    from keel.validation import validate
 
-    declared = [expectation_from_spec(spec) for spec in view.expectations]
-    report = validate(engine, data, declared, keys=join_keys, timestamp=view.source.timestamp)
+    report = validate(engine, data, declared_expectations(view), keys=join_keys, timestamp=view.source.timestamp)
     if view.validation == "strict" and report.errors:
         lines = [
             f"- {r.expectation.describe()}: {r.failed:,} of {r.rows:,} rows ({r.share:.2%})"

@@ -2,6 +2,7 @@
 
 from keel.validation._distances import Shift, ShiftThresholds
 from keel.validation._expectations import (
+    Custom,
     Expectation,
     ExpectationResult,
     Fresh,
@@ -19,6 +20,7 @@ from keel.validation._expectations import (
 from keel.validation._stability import FeatureStability, StabilityReport, stability
 
 __all__ = [
+    "Custom",
     "Expectation",
     "ExpectationResult",
     "FeatureStability",

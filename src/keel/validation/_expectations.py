@@ -27,18 +27,21 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from keel.engines._conditions import And, Compare, Condition, IsIn, IsNull, Length, Matches, Not, Or
+from keel.engines._conditions import And, Compare, Condition, IsIn, IsNull, Length, Matches, Not, Or, Predicate
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from keel.engines import Data, Engine
 
 __all__ = [
+    "Custom",
     "Expectation",
     "ExpectationResult",
     "Fresh",
@@ -273,6 +276,76 @@ class RowCount(Expectation):
         return f"rows >= {self.min:,}" if self.min is not None else f"rows <= {self.max:,}"
 
 
+@dataclass(frozen=True, eq=False)
+class Custom(Expectation):
+    """A vectorised check in Python: ``check`` receives a pandas DataFrame of ``columns`` (a batch of rows; missing
+    values as NaN or None) and returns, per row, whether the row is valid (a Series or array of booleans; a missing
+    result counts as invalid). The engine runs it batch by batch in the same pass as every other expectation.
+
+    Its source code is part of the view's definition: changing the function is a new definition at the next
+    ``keel apply``, as for an on-demand view. It is declared on a view in Python; an expectations file cannot hold
+    it (a file never names code to run).
+
+    Example:
+        >>> Custom("basket_matches_spend", ["spend", "orders", "avg_basket"],
+        ...        lambda df: (df.avg_basket * df.orders - df.spend).abs() <= 0.01 * df.spend.abs() + 0.01)
+        ... # doctest: +SKIP
+    """
+
+    kind: ClassVar[str] = "custom"
+    name: str = ""
+    columns: Sequence[str] = ()
+    check: Callable[[pd.DataFrame], Any] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "columns", tuple(self.columns))
+        if not self.name or not isinstance(self.name, str):
+            raise ValidationError("a custom check needs a name", field="name")
+        if not self.columns or not all(isinstance(c, str) for c in self.columns):
+            raise ValidationError(f"custom check {self.name!r} needs the columns it reads", field=self.name)
+        if not callable(self.check):
+            raise ValidationError(
+                f"custom check {self.name!r}: check must be a function of a DataFrame, got {self.check!r}",
+                field=self.name,
+            )
+
+    def describe(self) -> str:
+        return self.description or f"{self.name} holds"
+
+    def condition(self) -> Condition:
+        check = self.check
+        assert check is not None
+
+        def invalid(frame: pd.DataFrame) -> Any:
+            return ~Predicate(tuple(self.columns), check, self.name).evaluate(frame)
+
+        return Predicate(tuple(self.columns), invalid, self.name)
+
+    def spec(self) -> dict[str, Any]:
+        from keel._code import function_source
+
+        assert self.check is not None
+        out: dict[str, Any] = {
+            "expect": self.kind,
+            "name": self.name,
+            "columns": list(self.columns),
+            "source": function_source(self.check, f"custom check {self.name!r}"),
+        }
+        if self.description:
+            out["description"] = self.description
+        if self.severity != "error":
+            out["severity"] = self.severity
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Custom) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.name))
+
+
 _KINDS: dict[str, type[Expectation]] = {
     k.kind: k for k in (NotNull, InRange, OneOf, MatchesPattern, LengthBetween, UniqueKeys, Fresh, RowCount)
 }
@@ -287,6 +360,12 @@ def expectation_from_spec(spec: dict[str, Any]) -> Expectation:
     values = dict(spec)
     kind = values.pop("expect", None)
     cls = _KINDS.get(str(kind))
+    if kind == Custom.kind:
+        raise ValidationError(
+            f"custom check {values.get('name')!r} is a Python function: declare it on the feature view in Python "
+            "(FeatureView(expectations=[Custom(...)])); a file or a stored spec cannot hold code to run",
+            field=str(values.get("name") or "custom"),
+        )
     if cls is None:
         raise ValidationError(f"unknown expectation {kind!r}; known: {', '.join(sorted(_KINDS))}", field="expect")
     if cls is Fresh and "max_age" in values:
