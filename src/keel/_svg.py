@@ -6,7 +6,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CURRENT_COLOR", "REFERENCE_COLOR", "bar_chart", "line_chart"]
+__all__ = ["CURRENT_COLOR", "REFERENCE_COLOR", "bar_chart", "column_chart", "line_chart"]
 
 REFERENCE_COLOR = "#9aa5b1"
 CURRENT_COLOR = "#2b6cb0"
@@ -124,5 +124,37 @@ def line_chart(
         svg.append(f'<text x="{left}" y="{height - 6}">{_e(labels[0])}</text>')
         if k > 1:
             svg.append(f'<text x="{left + plot_w}" y="{height - 6}" text-anchor="end">{_e(labels[k - 1])}</text>')
+    svg.append("</svg>")
+    return "".join(svg)
+
+
+def column_chart(labels: Sequence[str], values: Sequence[float], *, width: int = 420, height: int = 180) -> str:
+    """One series of bars (a category's count, a bin's share) as inline SVG; each bar's tooltip gives its value."""
+    k = min(len(labels), len(values))
+    left, right, top, bottom = 52, 10, 10, 62
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max([*(float(v) for v in values[:k]), 1e-12])
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'viewBox="0 0 {width} {height}" font-size="10">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#4a5568"/>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
+        svg.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{peak * frac:,.3g}</text>')
+    group = plot_w / max(k, 1)
+    for i in range(k):
+        h = plot_h * float(values[i]) / peak
+        x = left + i * group + group * 0.15
+        svg.append(
+            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{group * 0.7:.1f}" height="{h:.1f}" '
+            f'fill="{CURRENT_COLOR}"><title>{_e(labels[i])}: {float(values[i]):,.4g}</title></rect>'
+        )
+        cx = left + (i + 0.5) * group
+        text = labels[i] if len(labels[i]) <= 14 else labels[i][:13] + "…"
+        svg.append(
+            f'<text x="{cx:.1f}" y="{top + plot_h + 12}" text-anchor="end" '
+            f'transform="rotate(-40 {cx:.1f} {top + plot_h + 12})">{_e(text)}</text>'
+        )
     svg.append("</svg>")
     return "".join(svg)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import keel
 from _training_fixtures import activity_frame, build_project, write_activity
 from keel.cli import app
 from keel.errors import NotFoundError, ValidationError
@@ -146,3 +147,27 @@ def test_the_html_report_escapes_what_users_wrote() -> None:
 
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;b&gt;view&lt;/b&gt; v1" in page and "30.00%" in page
+
+
+def test_check_without_a_file_checks_the_expectations_declared_on_the_view(root: Path) -> None:
+    from _training_fixtures import ACTIVITY_SCHEMA, CUSTOMER, profile_view
+    from keel import FeatureView, ParquetSource
+
+    declared = FeatureView(
+        "activity",
+        entities=[CUSTOMER],
+        source=ParquetSource("data/activity.parquet", timestamp="event_time"),
+        schema=ACTIVITY_SCHEMA,
+        expectations=[NotNull("spend"), OneOf("plan", ["basic", "pro", "team"])],
+    )
+    with keel.Project.open(root) as project:
+        project.apply([CUSTOMER, declared, profile_view()])
+    report = root / "declared.html"
+
+    code, out = invoke("validate", "check", "activity", "-p", str(root), "--html", str(report))
+
+    assert code == 1, out  # the fixture's spend is missing in about a tenth of the rows
+    assert "checking the 2 expectation(s) declared on activity" in out
+    page = report.read_text()
+    assert "<h2>Columns</h2>" in page and page.count("<figure>") == 2  # spend's quantiles, plan's values
+    assert "spend (float64" in page and "plan (string" in page

@@ -72,16 +72,25 @@ def check(
     html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
     project: ProjectOption = Path("."),
 ) -> None:
-    """Check a version of a view against its expectations; exit 1 when an error-level expectation fails."""
+    """Check a version of a view against its expectations (the file, else those declared on the view); exit 1 when
+    an error-level expectation fails."""
+    from keel.offline._ingest import declared_expectations
     from keel.validation._infer import load
 
     with open_project(project) as proj:
         path = expectations or _default_file(proj.root, view)
-        if not path.exists():
-            raise NotFoundError(f"no expectations file at {path}; write one with `keel validate infer {view}`")
-        named, declared = load(path.read_text(), source=str(path))
-        if named != view:
-            err_console.print(f"note: {path} holds the expectations of {named!r}; checking {view!r} with them")
+        if path.exists():
+            named, declared = load(path.read_text(), source=str(path))
+            if named != view:
+                err_console.print(f"note: {path} holds the expectations of {named!r}; checking {view!r} with them")
+        else:
+            declared = declared_expectations(proj.definitions.feature_view(view)[0]) if expectations is None else []
+            if not declared:
+                raise NotFoundError(
+                    f"no expectations file at {path} and none declared on {view}; write one with "
+                    f"`keel validate infer {view}`"
+                )
+            err_console.print(f"note: checking the {len(declared)} expectation(s) declared on {view}")
         found, report = proj.validate(view, declared, version=version)
     table = Table(title=f"{view} v{found.version}: {report.rows:,} rows, {len(report.results)} expectation(s)")
     for column in ("expectation", "severity", "result", "failing rows", "share", "first row"):
@@ -107,7 +116,7 @@ def check(
     if html is not None:
         from keel.validation._html import render_html
 
-        html.write_text(render_html(view, found.version, report.to_dict()))
+        html.write_text(render_html(view, found.version, report.to_dict(), found.statistics))
     errors = report.errors
     if errors:
         err_console.print(f"{len(errors)} error-level expectation(s) failed")

@@ -14,6 +14,7 @@ __all__ = ["render_html", "render_skew_html", "render_stability_html"]
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1000px;padding:0 1rem;color:#1a202c}"
+    "figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}figcaption{font-weight:600}"
     "table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e2e8f0;padding:.35rem .6rem;"
     "text-align:left}th{background:#f7fafc}td.n{text-align:right;font-variant-numeric:tabular-nums}"
     ".pass{color:#2f855a}.fail{color:#c53030;font-weight:600}.warn{color:#b7791f;font-weight:600}"
@@ -33,8 +34,38 @@ def _bar(share: float) -> str:
     )
 
 
-def render_html(view: str, version: int, report: dict[str, Any]) -> str:
-    """The page of a :meth:`~keel.validation.ValidationReport.to_dict` of ``view``'s ``version``."""
+def _feature_figures(report: dict[str, Any], statistics: dict[str, Any]) -> list[str]:
+    """Per column an expectation names, its distribution in the version (from the stored statistics): the quantile
+    function of a number, the most frequent values of a text."""
+    from keel._svg import column_chart, line_chart
+
+    named: dict[str, None] = {}
+    for r in report.get("results", []):
+        spec = r.get("expectation") or {}
+        for column in [spec.get("feature"), *(spec.get("columns") or [])]:
+            if column in statistics:
+                named[column] = None
+    figures = []
+    for column in named:
+        st = statistics[column]
+        quantiles = st.get("quantiles") or {}
+        top = st.get("top") or []
+        caption = f"{_e(column)} ({_e(st.get('dtype', ''))}, {int(st.get('nulls') or 0):,} missing)"
+        if quantiles:
+            labels = ["min", *quantiles, "max"]
+            values = [st.get("min"), *quantiles.values(), st.get("max")]
+            points = [(lab, float(v)) for lab, v in zip(labels, values, strict=True) if isinstance(v, int | float)]
+            chart = line_chart([p[0] for p in points], [p[1] for p in points], width=420)
+            figures.append(f"<figure><figcaption>{caption}: quantiles</figcaption>{chart}</figure>")
+        elif top:
+            chart = column_chart([str(v) for v, _ in top[:20]], [float(n) for _, n in top[:20]])
+            figures.append(f"<figure><figcaption>{caption}: most frequent values</figcaption>{chart}</figure>")
+    return figures
+
+
+def render_html(view: str, version: int, report: dict[str, Any], statistics: dict[str, Any] | None = None) -> str:
+    """The page of a :meth:`~keel.validation.ValidationReport.to_dict` of ``view``'s ``version``; with the version's
+    ``statistics``, a plot of each column an expectation names."""
     results = report.get("results", [])
     failed = [r for r in results if not r["passed"]]
     errors = [r for r in failed if r["severity"] == "error"]
@@ -59,15 +90,18 @@ def render_html(view: str, version: int, report: dict[str, Any]) -> str:
         f"<h1>{_e(view)} v{version}</h1><p>{report.get('rows', 0):,} rows, {len(results)} expectation(s): "
         f"{summary if failed else 'every expectation holds'}.</p>"
         "<table><tr><th>expectation</th><th>severity</th><th>result</th><th>failing rows</th><th>share</th>"
-        "<th>first row</th><th>detail</th></tr>" + "".join(rows) + "</table></body></html>\n"
+        "<th>first row</th><th>detail</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + ("<h2>Columns</h2>" + "".join(_feature_figures(report, statistics)) if statistics else "")
+        + "</body></html>\n"
     )
 
 
 def _page(title: str, body: list[str]) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_STYLE}figure{{display:inline-block;margin:.5rem 1rem .5rem 0;"
-        "vertical-align:top}figcaption{font-weight:600}.muted{color:#718096}</style></head><body>"
+        f"<title>{_e(title)}</title><style>{_STYLE}.muted{{color:#718096}}</style></head><body>"
         + "".join(body)
         + "</body></html>\n"
     )
