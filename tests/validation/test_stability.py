@@ -220,3 +220,13 @@ def test_validate_stability_prints_writes_and_gates(tmp_path: Path) -> None:
 def _invoke(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, result.output
+
+
+@pytest.mark.spark
+def test_the_spark_engine_gives_the_same_report(spark_engine: Engine, engine: Engine) -> None:
+    table = weeks(9, shift_week=3, plan_week=5, per_week=600)
+
+    local = measure(engine, table).to_dict()
+    spark = measure(spark_engine, table).to_dict()
+
+    assert spark == local and local["shifted"] == ["x", "plan"]
