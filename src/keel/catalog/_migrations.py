@@ -58,6 +58,10 @@ def _add_v5(conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN validation {kind}")
 
 
+def _create_v6(conn: sa.Connection) -> None:
+    _schema.model_analyses.create(conn, checkfirst=True)
+
+
 #: Every migration, in order. Append to this list; never edit a released entry.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "definitions and ingested feature versions", _create_v1),
@@ -65,6 +69,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "training runs, model versions and aliases", _create_v3),
     Migration(4, "monitoring reports and the monitoring audit trail", _create_v4),
     Migration(5, "the validation results of each feature version", _add_v5),
+    Migration(6, "analyses of model versions", _create_v6),
 )
 
 

@@ -232,3 +232,26 @@ class MonitoringEvent:
     message: str
     details: dict[str, Any] = field(repr=False)
     at: datetime
+
+
+@dataclass(frozen=True)
+class ModelAnalysisRecord:
+    """One stored analysis of a model version.
+
+    Attributes:
+        id: the analysis's id (32 hex characters).
+        name: the model's name.
+        version: the model version analysed.
+        kind: ``analysis`` (performance by segment), ``importance`` or ``selection``.
+        created_at: when it ran (UTC).
+        summary: what it found, in brief (JSON).
+        artifacts: the report's files (``report.json``, ``report.html``, figures) -> their artifact digests.
+    """
+
+    id: str
+    name: str
+    version: int
+    kind: str
+    created_at: datetime
+    summary: dict[str, Any] = field(repr=False)
+    artifacts: dict[str, str] = field(repr=False)

@@ -172,3 +172,18 @@ monitoring_events = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_keel_monitoring_events_name", "name"),
 )
+
+#: Analyses of model versions (performance by segment, importance, selection): a summary, and the report's files in
+#: the artifact store by digest. Append-only.
+model_analyses = sa.Table(
+    "keel_model_analyses",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("artifacts", sa.JSON, nullable=False),
+    sa.Index("ix_keel_model_analyses_name", "name", "version", "created_at"),
+)

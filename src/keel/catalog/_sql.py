@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
 from keel.catalog import _schema
+from keel.catalog._analyses import AnalysisCatalog
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
 from keel.catalog._models import ModelCatalog
 from keel.catalog._monitoring import MonitoringCatalog
@@ -66,7 +67,7 @@ def _json_safe(value: Any, what: str, field: str) -> None:
         ) from exc
 
 
-class SqlCatalog(ModelCatalog, MonitoringCatalog):
+class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog):
     """Metadata of a Keel project in a SQL database.
 
     Args:
