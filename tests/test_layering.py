@@ -61,7 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "validation": {"engines"},
     "retraining": {"catalog", "models", "training"},
-    "analysis": set(),  # pure computations on what the faces pass in
+    "analysis": {"artifacts", "catalog", "features", "models", "monitoring", "training"},
     # The faces: they build and wire everything below them.
     "project": {"*"},
     "cli": {"*"},

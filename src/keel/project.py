@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from fastapi import FastAPI
 
+    from keel.analysis import Analyses, Analysis
     from keel.artifacts import ArtifactStore
     from keel.batch import BatchResult
-    from keel.catalog import Catalog, FeatureVersion
+    from keel.catalog import Catalog, FeatureVersion, RunRecord
     from keel.definitions import ApplyPlan, Definitions
     from keel.engines import Engine
     from keel.features import Entity
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from keel.online._service import EntityRows
     from keel.retraining import RetrainDecision, Retrainer
     from keel.training import Runs, Trainer, TrainingRun, TrainingSpec
+    from keel.training._holdout import RebuiltSplit
     from keel.validation import Expectation, ShiftThresholds, StabilityReport, ValidationReport
     from keel.validation._skew import SkewReport
 
@@ -577,6 +579,119 @@ class Project:
             engine=lambda: self.engine,
             scratch=f"{self.config.offline.rstrip('/')}/_scratch",
         )
+
+    @cached_property
+    def analyses(self) -> Analyses:
+        """The analysis service behind :meth:`analyze`: rows rebuilt as trained or from the log, reports stored."""
+        from keel.analysis import Analyses
+        from keel.training._holdout import rebuild_split
+
+        def split(run: RunRecord, spec: TrainingSpec | None) -> RebuiltSplit:
+            chosen = spec if spec is not None else self.training_spec(run.spec)
+            return rebuild_split(run, chosen, root=self.root, build_training_set=self.historical_features)
+
+        return Analyses(
+            self.models,
+            self.artifacts,
+            self.catalog,
+            split,
+            self.predictions,
+            specs=self.training_spec,
+            train=lambda spec: self.train(spec),
+        )
+
+    def analyze(
+        self,
+        model: str,
+        *,
+        data: str | Path | pd.DataFrame = "holdout",
+        labels: pd.DataFrame | str | Path | None = None,
+        segments: Sequence[str] = (),
+        compare: str | None = None,
+        metric: str | None = None,
+        find_weak: bool = True,
+        n_boot: int = 1000,
+        seed: int = 0,
+        spec: TrainingSpec | None = None,
+        store: bool = True,
+    ) -> Analysis:
+        """Analyse a model version (``churn@champion``, ``churn:3``) on the data it was trained on or served, and
+        store the report with it (see :mod:`keel.analysis`).
+
+        Args:
+            model: the version.
+            data: ``holdout`` (default) or ``training`` (its run's split, rebuilt exactly as trained), ``log`` (its
+                prediction log joined with ``labels``), or a file or DataFrame with the label column.
+            labels: with ``data="log"``: ``request_id`` (and ``record``) and the label, or entity keys, a timestamp
+                and the label.
+            segments: declared segments: ``plan`` (one per value), ``age:4`` (quantile bins), ``age[30,60]``
+                (edges), ``age >= 60 and plan == "basic"``.
+            compare: another version, compared on the same rows segment by segment (paired bootstrap).
+            metric: the primary metric (default: ROC AUC for a binary classifier, accuracy for others, MAE for a
+                regressor).
+            find_weak: search for significantly weak segments over every column.
+            n_boot: bootstrap resamples.
+            seed: their seed.
+            spec: the training spec (default: the project's spec of the run's name), to rebuild the training set.
+            store: store the report (JSON, HTML, figures) with the version.
+
+        Returns:
+            The :class:`~keel.analysis.Analysis`; its stored record is ``project.catalog.model_analyses(...)[0]``.
+        """
+        result, _ = self.analyses.analyze(
+            model,
+            data=data,
+            labels=labels,
+            segments=segments,
+            compare=compare,
+            metric=metric,
+            find_weak=find_weak,
+            n_boot=n_boot,
+            seed=seed,
+            spec=spec,
+            store=store,
+        )
+        return result
+
+    def importance(
+        self,
+        model: str,
+        *,
+        data: str | Path | pd.DataFrame = "holdout",
+        repeats: int = 5,
+        shap: bool = True,
+        explain: Sequence[int] = (),
+        seed: int = 0,
+        spec: TrainingSpec | None = None,
+        store: bool = True,
+    ) -> dict[str, Any]:
+        """Feature importance of a model version on its holdout (or ``data``): permutation importance with intervals
+        (correlated features also grouped), mutual information, impurity importance where the model has it, SHAP
+        values when the ``shap`` extra is installed (global, and for the rows ``explain`` lists). Stored with the
+        version; returns the report's JSON document."""
+        return self.analyses.importance(
+            model, data=data, repeats=repeats, shap=shap, explain=explain, seed=seed, spec=spec, store=store
+        ).document
+
+    def select(
+        self,
+        model: str,
+        *,
+        data: str | Path | pd.DataFrame = "holdout",
+        resamples: int = 20,
+        threshold: float = 0.8,
+        seed: int = 0,
+        train: bool = False,
+        spec: TrainingSpec | None = None,
+        store: bool = True,
+    ) -> tuple[dict[str, Any], TrainingRun | None]:
+        """Stable feature selection for a model version: ranks across methods and bootstrap resamples of its holdout,
+        a noise probe to beat, a proposed subset and its stability; with ``train``, the subset trained with the same
+        spec (the run is returned: register it and compare with ``project.models.diff``)."""
+        stored, run = self.analyses.select(
+            model, data=data, resamples=resamples, threshold=threshold, seed=seed, train=train, spec=spec, store=store
+        )
+        return stored.document, run
 
     @cached_property
     def retrainer(self) -> Retrainer:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _features, _models, _monitor, _online, _project, _serve, _serve_features, _validate
+from keel.cli import _analyze, _features, _models, _monitor, _online, _project, _serve, _serve_features, _validate
 from keel.cli._common import err_console
 from keel.cli._predict import predict
 from keel.errors import KeelError
@@ -31,6 +31,9 @@ app.command("serve-features")(_serve_features.serve_features)
 app.command("serve")(_serve.serve)
 app.command()(_models.train)
 app.command()(predict)
+app.command()(_analyze.analyze)
+app.command()(_analyze.importance)
+app.command()(_analyze.select)
 app.add_typer(_features.app, name="features")
 app.add_typer(_models.runs_app, name="runs")
 app.add_typer(_models.models_app, name="models")

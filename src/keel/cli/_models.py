@@ -13,7 +13,7 @@ from keel.cli._common import ProjectOption, console, open_project
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
-    from keel.models import PackageVerification
+    from keel.models import ModelDiff, PackageVerification
 
 runs_app = typer.Typer(help="Training runs: list, show, compare.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry: versions, aliases, lineage.", no_args_is_help=True)
@@ -192,6 +192,11 @@ def models_diff(
     """Compare two versions: params, metrics, feature set, data digests, library versions."""
     with open_project(project) as proj:
         d = proj.models.diff(a, b)
+    print_diff(d, a, b)
+
+
+def print_diff(d: ModelDiff, a: str, b: str) -> None:
+    """A table of how version ``b`` differs from ``a``."""
     table = Table(title=f"{d.a.name} v{d.a.version} → {d.b.name} v{d.b.version}")
     for column in ("", a, b, "change"):
         table.add_column(column)
