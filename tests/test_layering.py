@@ -60,7 +60,7 @@ ALLOWED: dict[str, set[str]] = {
         "validation",  # serving skew is judged by the same distances as stability
     },
     "validation": {"engines"},
-    "retraining": {"catalog", "models", "training"},
+    "retraining": {"analysis", "catalog", "models", "training"},  # the promotion gate's comparison by segment
     "analysis": {"artifacts", "catalog", "features", "models", "monitoring", "training"},
     # The faces: they build and wire everything below them.
     "project": {"*"},

@@ -763,13 +763,21 @@ class Project:
         labels_window: timedelta | None = None,
         report_id: str | None = None,
         on_step: Callable[[str], None] | None = None,
+        segments: Sequence[str] = (),
     ) -> RetrainDecision:
-        """Retrain the spec of ``model`` (``churn@champion``), compare on the same later holdout, promote a winner.
+        """Retrain the spec of ``model`` (``churn@champion``), compare on the same later holdout, promote a winner —
+        unless it is significantly worse on one of ``segments``.
 
         See :class:`keel.retraining.Retrainer`; every step is an audit event (``keel monitor history``).
         """
         return self.retrainer.retrain(
-            model, margin=margin, metric=metric, labels_window=labels_window, report_id=report_id, on_step=on_step
+            model,
+            margin=margin,
+            metric=metric,
+            labels_window=labels_window,
+            report_id=report_id,
+            on_step=on_step,
+            segments=segments,
         )
 
     def predictions(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from _training_fixtures import Services, activity_frame, in_memory_services, labels_frame
@@ -148,3 +149,36 @@ def test_bad_arguments_are_refused_before_anything_is_recorded(services: tuple[S
     with pytest.raises(NotFoundError):
         retrainer.retrain("nope@champion")
     assert _kinds(svc) == []
+
+
+def test_a_winner_worse_on_a_declared_segment_is_not_promoted_and_the_audit_says_where() -> None:
+    """The champion knows only the plan (no ranking within a plan). The challenger reads every feature, so it wins
+    overall, but it learned from labels flipped for "team" customers (the training part only): within "team" on the
+    holdout it ranks backwards, far worse than the champion."""
+    activity = activity_frame(4000)
+    svc = in_memory_services(activity)
+    labels = labels_frame(activity)[["customer_id", "ts", "churned"]]
+    weak = TrainingSpec("churn", labels=labels, label="churned", features=["activity:plan"],
+                        model=LogisticRegression(max_iter=500), split=TimeSplit(validation_fraction=0.3), seed=1)  # fmt: skip
+    champion = svc.registry.register(svc.train(weak))
+    svc.registry.promote("churn", champion.version)
+    cutoff = labels["ts"].sort_values().iloc[int(len(labels) * 0.7)]
+    plans = svc.features.set_index("customer_id")["plan"]
+    few = (labels["customer_id"].map(plans) == "team").to_numpy()
+    flipped = labels.assign(churned=np.where(few & (labels["ts"] < cutoff).to_numpy(), 1 - labels["churned"],
+                                             labels["churned"]))  # fmt: skip
+    trees = _spec(flipped)
+    trees.model = HistGradientBoostingClassifier(max_iter=80, random_state=0)
+
+    gated = _retrainer(svc, {"churn": trees}).retrain("churn@champion", segments=["plan", "spend:2"])
+
+    assert gated.challenger_score is not None and gated.champion_score is not None
+    assert gated.challenger_score > gated.champion_score  # better overall
+    assert not gated.promoted
+    assert 'plan == "team"' in gated.reason and "significantly worse" in gated.reason
+    assert '"basic"' not in gated.reason and '"pro"' not in gated.reason
+    assert svc.registry.get("churn@champion").version == champion.version
+    kept = svc.catalog.monitoring_events("churn")[-1]
+    assert kept.kind == "kept" and 'plan == "team"' in kept.message
+    ungated = _retrainer(svc, {"churn": trees}).retrain("churn@champion")
+    assert ungated.promoted  # without the gate, the overall winner moves in

@@ -106,6 +106,7 @@ def _check(
     retrain: bool,
     margin: float,
     labels_window: Any,
+    gate_segments: list[str],
     as_json: bool,
 ) -> int:
     from keel.monitoring import default_html_path, write_html
@@ -126,6 +127,7 @@ def _check(
                 labels_window=labels_window,
                 report_id=report.id,
                 on_step=lambda step: status.update(f"retraining: {step}"),
+                segments=gate_segments,
             )
         finally:
             status.stop()
@@ -178,6 +180,14 @@ def monitor(
     labels_window: Annotated[
         str | None, typer.Option(help="With --retrain: train only on labels of the last 90d, 26w ...")
     ] = None,
+    gate_segment: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gate-segment",
+            help="With --retrain: never promote a challenger significantly worse on this segment (plan, age:4, "
+            "an expression); repeatable.",
+        ),
+    ] = None,
     every: Annotated[
         str | None, typer.Option(help="Check on this period (1h, 30m ...) until stopped (SIGTERM, Ctrl-C).")
     ] = None,
@@ -220,6 +230,7 @@ def monitor(
         "retrain": retrain,
         "margin": margin,
         "labels_window": recent,
+        "gate_segments": gate_segment or [],
         "as_json": as_json,
     }
     with open_project(project) as proj:

@@ -15,11 +15,11 @@ relative to it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -120,6 +120,37 @@ def _contest(champion: ModelPackage, run: TrainingRun, metric: str | None) -> _C
     return _Contest(chosen, len(holdout), _score(champion, holdout, chosen), challenger_score)
 
 
+def _worse_segments(champion: ModelPackage, run: TrainingRun, segments: Sequence[str], metric: str) -> list[str]:
+    """The declared segments of the new run's holdout where the challenger is significantly worse than the champion
+    (paired bootstrap, Holm-corrected), each as the sentence the audit record keeps."""
+    from keel.analysis._compare import compare_models
+    from keel.analysis._segments import CLASSIFICATION_METRICS, REGRESSION_METRICS, default_metric, segments_of
+
+    holdout = run.holdout if run.holdout is not None else pd.DataFrame()
+    if holdout.empty:
+        return []
+    package = run.package
+    y = holdout[package.label].to_numpy()
+    a, b = champion.score(holdout), package.score(holdout)
+    task: Literal["classification", "regression"] = (
+        "classification" if package.task == "classification" else "regression"
+    )
+    known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    chosen = metric if metric in known else default_metric(task)
+    comparison = compare_models(
+        y,
+        a.predictions,
+        b.predictions,
+        proba_a=a.probabilities,
+        proba_b=b.probabilities,
+        task=task,
+        segments=segments_of(holdout, list(segments)),
+        metric=chosen,
+        classes=package.classes,
+    )
+    return list(comparison.gate_reasons())
+
+
 def _judge(contest: _Contest, challenger: int, margin: float) -> tuple[bool, str]:
     """Whether the challenger wins by more than ``margin``, and the sentence that says why."""
     metric, champion_score, challenger_score = contest.metric, contest.champion_score, contest.challenger_score
@@ -177,6 +208,7 @@ class Retrainer:
         labels_window: timedelta | None = None,
         report_id: str | None = None,
         on_step: Callable[[str], None] | None = None,
+        segments: Sequence[str] = (),
     ) -> RetrainDecision:
         """Retrain the spec of the version ``ref`` names (``churn@champion``) and promote the challenger if it wins.
 
@@ -188,6 +220,9 @@ class Retrainer:
             labels_window: train only on labels from the last ``labels_window`` (default: every label).
             report_id: the monitoring report that triggered it, recorded on every audit event.
             on_step: called with the name of each training step as it starts (progress display).
+            segments: declared segments (``plan``, ``age:4``, ``age >= 60 and plan == "basic"``) the challenger must
+                not be significantly worse on (paired bootstrap on the holdout, Holm-corrected across segments); a
+                winner worse on one is not promoted, with the segment and its evidence in the audit record.
 
         Raises:
             ValidationError: ``margin`` is negative; or the data the spec reads fails its expectations (recorded
@@ -216,6 +251,11 @@ class Retrainer:
             margin=margin,
         )
         promoted, reason = _judge(contest, challenger.version, margin)
+        if promoted and segments:
+            worse = _worse_segments(self.registry.load(f"{name}:{champion.version}"), run, segments, contest.metric)
+            if worse:
+                promoted = False
+                reason = f"{reason}; not promoted: it is significantly worse on a declared segment: " + "; ".join(worse)
         if promoted:
             try:
                 self.registry.set_alias(name, alias, challenger.version, reason=reason, expect=champion.version)
