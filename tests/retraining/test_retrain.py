@@ -158,15 +158,23 @@ def test_a_winner_worse_on_a_declared_segment_is_not_promoted_and_the_audit_says
     activity = activity_frame(4000)
     svc = in_memory_services(activity)
     labels = labels_frame(activity)[["customer_id", "ts", "churned"]]
-    weak = TrainingSpec("churn", labels=labels, label="churned", features=["activity:plan"],
-                        model=LogisticRegression(max_iter=500), split=TimeSplit(validation_fraction=0.3), seed=1)  # fmt: skip
+    weak = TrainingSpec(
+        "churn",
+        labels=labels,
+        label="churned",
+        features=["activity:plan"],
+        model=LogisticRegression(max_iter=500),
+        split=TimeSplit(validation_fraction=0.3),
+        seed=1,
+    )
     champion = svc.registry.register(svc.train(weak))
     svc.registry.promote("churn", champion.version)
     cutoff = labels["ts"].sort_values().iloc[int(len(labels) * 0.7)]
     plans = svc.features.set_index("customer_id")["plan"]
     few = (labels["customer_id"].map(plans) == "team").to_numpy()
-    flipped = labels.assign(churned=np.where(few & (labels["ts"] < cutoff).to_numpy(), 1 - labels["churned"],
-                                             labels["churned"]))  # fmt: skip
+    flipped = labels.assign(
+        churned=np.where(few & (labels["ts"] < cutoff).to_numpy(), 1 - labels["churned"], labels["churned"])
+    )
     trees = _spec(flipped)
     trees.model = HistGradientBoostingClassifier(max_iter=80, random_state=0)
 
