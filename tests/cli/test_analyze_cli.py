@@ -200,3 +200,11 @@ def test_selection_keeps_the_informative_features_and_trains_the_subset(root: Pa
             "profile@1:x2",
             "profile@1:region",
         ]
+
+
+def test_models_show_lists_the_versions_analyses(root: Path) -> None:
+    code, out = invoke(root, "models", "show", "churn:1")
+
+    assert code == 0, out
+    assert "analyses (keel analyze / importance / select)" in out
+    assert {"analysis", "importance", "selection"} <= set(re.findall(r"│ [0-9a-f]{12} │ (\w+)", out))

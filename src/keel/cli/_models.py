@@ -165,6 +165,7 @@ def models_show(
     with open_project(project) as proj:
         v = proj.models.get(ref)
         r = proj.runs.get(v.run_id)
+        analyses = proj.catalog.model_analyses(v.name, version=v.version)
     console.print(f"[bold]{v.name} v{v.version}[/]  aliases: {', '.join(v.aliases) or '—'}  format: {v.package_format}")
     if v.description:
         console.print(v.description)
@@ -181,6 +182,14 @@ def models_show(
             default=str,
         )
     )
+    if analyses:
+        table = Table(title="analyses (keel analyze / importance / select)")
+        for column in ("id", "kind", "created at", "summary"):
+            table.add_column(column)
+        for a in analyses:
+            brief = {k: a.summary[k] for k in ("data", "weak_segments", "ranking", "selected") if k in a.summary}
+            table.add_row(a.id[:12], a.kind, f"{a.created_at:%Y-%m-%d %H:%M}", json.dumps(brief, default=str)[:100])
+        console.print(table)
 
 
 @models_app.command("diff")
