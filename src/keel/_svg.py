@@ -20,6 +20,22 @@ def _pct(value: float) -> str:
     return f"{float(value):.1%}"
 
 
+_TICKS = (0.0, 0.5, 1.0)
+
+
+def _canvas(width: int, height: int, left: int, top: int, plot_w: int, plot_h: int, ticks: list[str]) -> list[str]:
+    """An SVG's opening, its x axis, and the labels of the y axis at 0, half and all of the plot's height."""
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'viewBox="0 0 {width} {height}" font-size="10">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#4a5568"/>',
+    ]
+    for frac, label in zip(_TICKS, ticks, strict=True):
+        y = top + plot_h * (1 - frac)
+        svg.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{_e(label)}</text>')
+    return svg
+
+
 def bar_chart(
     labels: Sequence[str],
     reference: Sequence[float],
@@ -39,14 +55,7 @@ def bar_chart(
     bottom = 30 if edge_ticks is not None else 70
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([*reference[:k], *current[:k], 1e-12])
-    svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'viewBox="0 0 {width} {height}" font-size="10">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#4a5568"/>',
-    ]
-    for frac in (0.0, 0.5, 1.0):
-        y = top + plot_h * (1 - frac)
-        svg.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{_pct(peak * frac)}</text>')
+    svg = _canvas(width, height, left, top, plot_w, plot_h, [_pct(peak * f) for f in _TICKS])
     group = plot_w / max(k, 1)
     bar = group * 0.4
     for i in range(k):
@@ -99,13 +108,7 @@ def line_chart(
     def y(v: float) -> float:
         return top + plot_h * (1 - min(max(v, 0.0), peak) / peak)
 
-    svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'viewBox="0 0 {width} {height}" font-size="10">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#4a5568"/>',
-    ]
-    for frac in (0.0, 0.5, 1.0):
-        svg.append(f'<text x="{left - 4}" y="{y(peak * frac) + 3:.1f}" text-anchor="end">{peak * frac:.3g}</text>')
+    svg = _canvas(width, height, left, top, plot_w, plot_h, [f"{peak * f:.3g}" for f in _TICKS])
     if threshold is not None:
         svg.append(
             f'<line x1="{left}" y1="{y(threshold):.1f}" x2="{left + plot_w}" y2="{y(threshold):.1f}" '
@@ -134,14 +137,7 @@ def column_chart(labels: Sequence[str], values: Sequence[float], *, width: int =
     left, right, top, bottom = 52, 10, 10, 62
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([*(float(v) for v in values[:k]), 1e-12])
-    svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'viewBox="0 0 {width} {height}" font-size="10">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#4a5568"/>',
-    ]
-    for frac in (0.0, 0.5, 1.0):
-        y = top + plot_h * (1 - frac)
-        svg.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{peak * frac:,.3g}</text>')
+    svg = _canvas(width, height, left, top, plot_w, plot_h, [f"{peak * f:,.3g}" for f in _TICKS])
     group = plot_w / max(k, 1)
     for i in range(k):
         h = plot_h * float(values[i]) / peak

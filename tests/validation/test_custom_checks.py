@@ -131,5 +131,5 @@ def test_strict_ingest_refuses_and_warn_records_from_a_fresh_process(tmp_path: P
     assert shown.returncode == 0, shown.stderr
     version = json.loads(shown.stdout)
     assert version["version"] == 1 and version["validation"]["failures"][0]["describe"] == "basket_matches holds"
-    table = keel(root, "features", "show", "orders")
+    table = keel(root, "views", "show", "orders")  # `keel views` is `keel features`
     assert "basket_matches holds" in table.stdout and "FAIL" in table.stdout

@@ -24,6 +24,18 @@ DataOption = Annotated[
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")]
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write the self-contained HTML report here.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the resamples.")]
+StoreOption = Annotated[bool, typer.Option("--store/--no-store", help="Store the report with the version.")]
+LabelsOption = Annotated[Path | None, typer.Option("--labels", help="Labels of the logged predictions (--data log).")]
+
+
+def _write(stored: Any, model: str, json_path: Path | None, html: Path | None) -> None:
+    """Say where the report is stored; write its JSON and HTML where asked."""
+    if stored.record is not None:
+        console.print(f"stored as analysis {stored.record.id[:12]} of {model}", highlight=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(stored.document, indent=2, default=str))
+    if html is not None:
+        html.write_text(stored.page.html())
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -60,7 +72,7 @@ def analyze(
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples.", min=100)] = 1000,
     no_weak: Annotated[bool, typer.Option("--no-weak", help="Do not search for weak segments.")] = False,
     seed: SeedOption = 0,
-    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the report with the version.")] = True,
+    store: StoreOption = True,
     json_path: JsonOption = None,
     html: HtmlOption = None,
     project: ProjectOption = Path("."),
@@ -130,12 +142,7 @@ def analyze(
         for reason in c.gate_reasons():
             err_console.print(reason, highlight=False, markup=False)
         worse = not c.passes
-    if stored.record is not None:
-        console.print(f"stored as analysis {stored.record.id[:12]} of {result.model}", highlight=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps(stored.document, indent=2, default=str))
-    if html is not None:
-        html.write_text(stored.page.html())
+    _write(stored, result.model, json_path, html)
     if worse:
         raise typer.Exit(1)
 
@@ -152,7 +159,7 @@ def importance(
         list[int] | None, typer.Option("--explain", help="Explain the prediction of this row (repeatable).")
     ] = None,
     seed: SeedOption = 0,
-    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the report with the version.")] = True,
+    store: StoreOption = True,
     json_path: JsonOption = None,
     html: HtmlOption = None,
     project: ProjectOption = Path("."),
@@ -193,12 +200,7 @@ def importance(
         err_console.print(f"note: correlated, measured together too: {', '.join(group)}")
     for note in document["notes"]:
         err_console.print(f"note: {note}")
-    if stored.record is not None:
-        console.print(f"stored as analysis {stored.record.id[:12]} of {document['model']}", highlight=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2, default=str))
-    if html is not None:
-        html.write_text(stored.page.html())
+    _write(stored, document["model"], json_path, html)
 
 
 def select(
@@ -212,7 +214,7 @@ def select(
         bool, typer.Option("--train", help="Train the proposed subset with the same spec and register it.")
     ] = False,
     seed: SeedOption = 0,
-    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the report with the version.")] = True,
+    store: StoreOption = True,
     json_path: JsonOption = None,
     html: HtmlOption = None,
     project: ProjectOption = Path("."),
@@ -248,9 +250,4 @@ def select(
             subset = f"{version.name}:{version.version}"
             console.print(f"trained the subset: registered {subset} (run {run.id[:8]})", highlight=False)
             print_diff(proj.models.diff(document["model"], subset), document["model"], subset)
-    if stored.record is not None:
-        console.print(f"stored as analysis {stored.record.id[:12]} of {document['model']}", highlight=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2, default=str))
-    if html is not None:
-        html.write_text(stored.page.html())
+    _write(stored, document["model"], json_path, html)
