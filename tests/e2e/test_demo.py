@@ -241,6 +241,20 @@ def test_champion_predicts_exactly_like_the_trained_package(demo: tuple[Path, di
     assert figures["predict"]["top_decile_churn_rate"] > figures["predict"]["churn_rate"]
 
 
+def test_demo_analyses_the_champion_by_segment_and_stores_the_report(demo: tuple[Path, dict[str, Any], str]) -> None:
+    root, figures, _ = demo
+    analyzed = figures["analyze"]
+
+    assert analyzed["model"] == "churn:1" and analyzed["metric"] == "roc_auc"  # before the drift and the retrain
+    assert analyzed["segments"][:3] == ['plan == "basic"', 'plan == "premium"', 'plan == "standard"']
+    assert 0.5 < analyzed["overall"] < 1.0
+    page = Path(analyzed["report"])
+    assert page.is_file() and page.parent == root.resolve() / "reports" and "<img" in page.read_text()
+    with Project.open(root) as project:
+        [record] = project.catalog.model_analyses("churn", kind="analysis")
+        assert record.id == analyzed["analysis_id"]
+
+
 def test_demo_is_deterministic(demo: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:
     _, first, _ = demo
     console, _ = _console()
@@ -254,6 +268,8 @@ def test_demo_is_deterministic(demo: tuple[Path, dict[str, Any], str], tmp_path:
     assert second["batch"]["last_month"] == first["batch"]["last_month"]
     for key in ("challenger_score", "champion_score", "promoted"):
         assert second["monitor"]["decision"][key] == first["monitor"]["decision"][key]
+    assert second["analyze"]["overall"] == first["analyze"]["overall"]
+    assert second["analyze"]["weak_segments"] == first["analyze"]["weak_segments"]
 
 
 def test_demo_reruns_in_its_own_folder_but_refuses_others(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         the served probabilities are the package's, and the prediction log read back), ``batch`` (rows, chunks,
         rows per second, whether the batch scores are the package's), ``monitor`` (the drifted data's versions,
         the rows logged, the monitoring verdict and drifted features, the retraining decision, the version the
-        running service reloaded, the audit trail), plus ``path`` and ``seconds``.
+        running service reloaded, the audit trail), ``analyze`` (before the drift: the champion's metric by plan
+        and region, the weak segments found, the stored analysis and its page), plus ``path`` and ``seconds``.
 
     Raises:
         ConflictError: ``path`` is a non-empty folder that a previous demo did not create.
@@ -90,6 +91,7 @@ def run_demo(path: Path, *, customers: int = 1000, seed: int = 7, console: Conso
         figures["online"] = _serving.step_online(project, console=console)
         figures["serve"] = _serving.step_serve(project, console=console)
         figures["batch"] = _serving.step_batch(project, console=console)
+        figures["analyze"] = _models.step_analyze(project, console=console)
         figures["monitor"] = _loop.step_monitor(project, customers=customers, seed=seed, console=console)
     figures["seconds"] = time.perf_counter() - started
     console.rule(f"[bold green]Done[/] in {figures['seconds']:.1f}s — the project is in {root}")

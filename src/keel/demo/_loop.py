@@ -40,7 +40,7 @@ def step_monitor(project: Project, *, customers: int, seed: int, console: Consol
     from keel.serving import background_server
 
     ref = f"{DEMO_SPEC}@{CHAMPION}"
-    console.rule(f"[bold]12. Close the loop[/]: the world drifts after {DRIFT_AFTER}; monitor, retrain, promote")
+    console.rule(f"[bold]13. Close the loop[/]: the world drifts after {DRIFT_AFTER}; monitor, retrain, promote")
     started = time.perf_counter()
     versions = _drift_the_world(project, customers=customers, seed=seed)
     champion = project.models.get(ref).version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -242,5 +243,39 @@ def step_predict(project: Project, *, console: Console) -> dict[str, Any]:
             {"customer_id": int(month.at[i, "customer_id"]), "p_churn": float(proba[i]), "churned": int(churned[i])}
             for i in shown
         ],
+        "seconds": seconds,
+    }
+
+
+def step_analyze(project: Project, *, console: Console) -> dict[str, Any]:
+    """Analyse the champion on its own holdout, rebuilt exactly as trained, by plan and region: metrics with
+    intervals, weak segments, the report stored with the version (and a copy of its page in the demo folder)."""
+    ref = f"{DEMO_SPEC}@{CHAMPION}"
+    console.rule(f"[bold]12. Analyse[/] {ref} by segment, on the rows it was validated on")
+    started = time.perf_counter()
+    result, stored = project.analyses.analyze(ref, segments=["plan", "region"], n_boot=1000)
+    seconds = time.perf_counter() - started
+    shown = table("segment", "rows", result.metric, "95% interval", title=f"{result.model} on {result.data}")
+    for s in [result.segments.overall, *result.segments.segments]:
+        e = s.metrics[result.metric]
+        shown.add_row(s.name, f"{s.rows:,}", metric(e.value), f"[{metric(e.low)}, {metric(e.high)}]")
+    console.print(shown)
+    weak = [w.name for w in result.weak.segments] if result.weak is not None else []
+    page = Path(project.root) / "reports" / f"analysis-{result.model.replace(':', '-v')}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(stored.page.html())
+    console.print(
+        f"{len(weak)} weak segment(s) found{': ' + ', '.join(weak[:3]) if weak else ''}. Report stored with the "
+        f"version (analysis {stored.record.id[:12] if stored.record else '—'}) and written to {page} in {seconds:.1f}s."
+    )
+    return {
+        "model": result.model,
+        "rows": result.rows,
+        "metric": result.metric,
+        "overall": result.segments.overall.metrics[result.metric].value,
+        "segments": [s.name for s in result.segments.segments],
+        "weak_segments": weak,
+        "analysis_id": stored.record.id if stored.record else None,
+        "report": str(page),
         "seconds": seconds,
     }

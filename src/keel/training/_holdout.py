@@ -4,7 +4,8 @@ Nothing of the training set is stored with a run but its digest. It is rebuilt f
 feature-view versions the run pinned (its lineage), then split as the run split it (the same split, seed and
 cutoff), and checked against the recorded digest: an analysis reads exactly the rows the model was trained and
 validated on, or says why it cannot (labels that changed since, a view version deleted) instead of reading
-others silently.
+others silently. Labels appended since the run (the usual way labels arrive) are told apart: the run's rows are the
+file's first ones, and the digest confirms it.
 """
 
 from __future__ import annotations
@@ -73,9 +74,13 @@ def rebuild_split(
         raise ValidationError(f"training spec {spec.name!r}: labels have no column {spec.label!r}", field=spec.label)
     labels = labels[labels[spec.label].notna()].reset_index(drop=True)
     pinned: list[str] = list(run.lineage.get("features") or spec.features)
+    recorded = run.lineage.get("training_set_digest")
+    counts = run.lineage.get("rows") or {}
+    trained_rows = int(counts.get("train", 0)) + int(counts.get("validation", 0))
+    if 0 < trained_rows < len(labels):  # labels appended since: the run read the first rows of the file
+        labels = labels.iloc[:trained_rows].reset_index(drop=True)
     frame = build_training_set(labels, pinned, timestamp=spec.timestamp)
     feature_cols = [c for c in frame.columns if c not in labels.columns]
-    recorded = run.lineage.get("training_set_digest")
     if recorded and frame_digest(frame[[*feature_cols, spec.label]]) != recorded:
         raise ValidationError(
             f"the training set of run {run.id[:8]} cannot be rebuilt as it was: its labels or feature data changed "
