@@ -467,3 +467,9 @@ def test_openapi_documents_the_request_and_response_bodies(client: TestClient) -
     push = schema["paths"]["/push"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(push["required"]) == {"view", "rows"}
     assert client.get("/docs").status_code == 200
+
+
+def test_the_served_openapi_spec_is_valid(client: TestClient) -> None:
+    from openapi_spec_validator import validate
+
+    validate(client.get("/openapi.json").json())

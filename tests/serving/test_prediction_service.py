@@ -282,3 +282,14 @@ def test_small_requests_on_the_event_loop_and_large_ones_in_the_scoring_thread_a
         project.models.load("churn:1"),
         online_frame(project, ids),
     )
+
+
+def test_the_served_openapi_spec_is_valid_and_declares_the_model_name(client: TestClient) -> None:
+    """Schema-driven clients and fuzzers read the spec: it must validate, with the path's ``name`` declared."""
+    from openapi_spec_validator import validate
+
+    spec = client.get("/openapi.json").json()
+
+    validate(spec)
+    [parameter] = spec["paths"]["/v1/models/{name}/predict"]["post"]["parameters"]
+    assert parameter == {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}}
