@@ -21,7 +21,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "keel"
 
 #: The base layer every unit may use.
-BASE = {"errors", "_time", "_files", "_tables", "_version", "_svg", "_code"}
+BASE = {"errors", "_time", "_files", "_tables", "_version", "_svg", "_code", "_numbers"}
 
 #: unit -> the units it may import (besides itself and :data:`BASE`). Read from the bottom of the walk to its top:
 #: source -> offline -> training set -> package -> service / batch -> log -> monitor -> retrain.
@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "_version": set(),
     "_svg": set(),
+    "_numbers": set(),
     "_code": {"errors"},
     "_time": {"errors"},
     "_files": {"errors"},

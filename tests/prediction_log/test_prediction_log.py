@@ -369,3 +369,22 @@ def test_requests_gathered_by_the_linger_are_written_together_in_order(served: P
     assert log["request_id"].tolist() == ["r0", "r0", "r1", "r1", "r2", "r2", "r3", "r3"]
     assert log["record"].tolist() == [0, 1] * 4
     assert log["key.customer_id"].tolist() == [0, 10, 1, 11, 2, 12, 3, 13]
+
+
+def test_rows_that_cannot_be_logged_are_counted_with_the_true_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dropped: list[int] = []
+    log = PredictionLog(str(tmp_path / "log"), max_queue_rows=1_000, on_dropped=dropped.append)
+    now = datetime.now(UTC)
+    try:
+        with caplog.at_level("WARNING", logger="keel"):
+            assert log.append(LAYOUT, "good", now, [{"id": 1}], {"x": [1.0]}, {"predictions": [0.5]})
+            assert log.append(LAYOUT, "bad", now, [{"id": 2**64}], {"x": [1.0]}, {"predictions": [0.5]})  # no int64
+            assert log.flush()
+    finally:
+        log.close()
+    assert dropped == [1] and log.rows_dropped == 1 and log.rows_written == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("cannot turn request bad into rows" in w for w in warnings), warnings
+    assert not any("queue is full" in w for w in warnings)

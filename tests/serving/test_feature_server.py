@@ -473,3 +473,38 @@ def test_the_served_openapi_spec_is_valid(client: TestClient) -> None:
     from openapi_spec_validator import validate
 
     validate(client.get("/openapi.json").json())
+
+
+BEYOND_INT64 = 18446744073709551616
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"features": ["activity:spend"], "entities": [{"customer_id": BEYOND_INT64}]},
+        {"features": ["activity:spend"], "entities": {"customer_id": [1, BEYOND_INT64]}},
+    ],
+)
+def test_a_key_beyond_64_bits_is_a_422_naming_it(client: TestClient, body: dict[str, Any]) -> None:
+    response = client.post("/features", json=body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "customer_id"
+    assert "64-bit integer range" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("column", ["customer_id", "orders"])
+def test_a_pushed_integer_beyond_64_bits_is_a_422_naming_the_column(client: TestClient, column: str) -> None:
+    row = {
+        "customer_id": next(_new_customers),
+        "event_time": "2024-01-01T00:00:00Z",
+        "spend": 1.0,
+        "orders": 1,
+        "plan": "basic",
+        column: BEYOND_INT64,
+    }
+
+    response = client.post("/push", json={"view": "activity", "rows": [row]})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == column and "within 64 bits" in response.json()["error"]["message"]

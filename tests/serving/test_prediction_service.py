@@ -293,3 +293,38 @@ def test_the_served_openapi_spec_is_valid_and_declares_the_model_name(client: Te
     validate(spec)
     [parameter] = spec["paths"]["/v1/models/{name}/predict"]["post"]["parameters"]
     assert parameter == {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}}
+
+
+BEYOND_INT64 = 18446744073709551616
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"customer_id": BEYOND_INT64}, "customer_id"),  # a key read from the online store
+        ({"customer_id": -BEYOND_INT64}, "customer_id"),
+        (
+            {
+                "orders": BEYOND_INT64,
+                "spend": 1.0,
+                "plan": "basic",
+                "active": True,
+                "age": 30,
+                "since": "2020-01-01T00:00:00Z",
+            },
+            "orders",
+        ),  # a raw integer feature
+    ],
+)
+def test_an_integer_beyond_64_bits_is_a_422_naming_the_field_and_nothing_is_logged(
+    client: TestClient, project: keel.Project, record: dict[str, Any], field: str
+) -> None:
+    before = len(project.predictions("churn"))
+
+    response = predict(client, [record])
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and "64-bit integer range" in error["message"]
+    assert predict(client, [{"customer_id": 1}]).status_code == 200  # the service keeps serving
+    assert len(project.predictions("churn")) <= before + 1

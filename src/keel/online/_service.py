@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keel._numbers import INT64_MAX, INT64_MIN, fits_int64, int64_range
 from keel.errors import NotFoundError, ValidationError
 from keel.features import FeatureRef
 from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
@@ -112,6 +113,16 @@ class _Plan:
 
 
 _KEY_TYPES: dict[str, type] = {"int64": int, "string": str}
+
+
+def _check_int_keys(values: list[Any], key: str) -> None:
+    """Refuse an integer key outside 64 bits, naming it and its row (no store holds one)."""
+    ints = [v for v in values if type(v) is int]
+    if ints and (max(ints) > INT64_MAX or min(ints) < INT64_MIN):
+        row = next(i for i, v in enumerate(values) if type(v) is int and not fits_int64(v))
+        raise ValidationError(
+            f"entity row {row}: join key {key!r} is {values[row]}, outside {int64_range()}", field=key, row=row
+        )
 
 
 def _coerce_key(value: Any, expected: type, key: str, row: int) -> Any:
@@ -401,12 +412,13 @@ class OnlineFeatureService:
             ) from None
         if expected is not object:
             values = [v if type(v) is expected else _coerce_key(v, expected, key, i) for i, v in enumerate(values)]
+        _check_int_keys(values, key)
         return [(v,) for v in values]
 
     @staticmethod
     def _key(row: Mapping[str, Any], i: int, vr: _ViewRead) -> tuple[Any, ...]:
         try:
-            return tuple(
+            key = tuple(
                 v if type(v) is t else _coerce_key(v, t, k, i)
                 for k, t in zip(vr.join_keys, vr.key_types, strict=True)
                 for v in (row[k],)
@@ -417,3 +429,7 @@ class OnlineFeatureService:
                 field=str(exc.args[0]),
                 row=i,
             ) from None
+        for k, v in zip(vr.join_keys, key, strict=True):
+            if type(v) is int and not fits_int64(v):
+                raise ValidationError(f"entity row {i}: join key {k!r} is {v}, outside {int64_range()}", field=k, row=i)
+        return key

@@ -317,7 +317,9 @@ class PredictionLog:
             return True
         with self._cond:
             if self._closed or self._queued_rows + n > self.max_queue_rows:
-                self._dropped(n)
+                self._dropped(
+                    n, "is closed" if self._closed else f"queue is full ({self.max_queue_rows:,} rows waiting)"
+                )
                 return False
             self._queue.append(_Entry(layout, request_id, predicted_at, records, columns, answer))
             self._queued_rows += n
@@ -326,14 +328,14 @@ class PredictionLog:
             self._cond.notify()
         return True
 
-    def _dropped(self, n: int) -> None:
+    def _dropped(self, n: int, why: str) -> None:
+        """Count ``n`` rows lost, and say why (at most every few seconds for the same cause of trouble)."""
         self.rows_dropped += n
         if self._on_dropped is not None:
             self._on_dropped(n)
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_SECONDS:
             self._warned_at = now
-            why = "is closed" if self._closed else f"queue is full ({self.max_queue_rows:,} rows waiting)"
             _logger().warning("prediction log %s: dropped %d rows; %d dropped so far", why, n, self.rows_dropped)
 
     def _start(self) -> None:
@@ -417,7 +419,7 @@ class PredictionLog:
                     self._write([entry])
                 return
             _logger().exception("prediction log: cannot turn request %s into rows; dropped", group[0].request_id)
-            self._dropped(len(group[0].records))
+            self._dropped(len(group[0].records), f"cannot turn request {group[0].request_id} into rows")
             return
         date = group[0].predicted_at.astimezone(UTC).strftime("%Y-%m-%d")
         f = self._files.get(key)
@@ -430,7 +432,7 @@ class PredictionLog:
             f.add(table)
         except Exception:
             _logger().exception("prediction log: cannot write %s v%d under %s", layout.model, layout.version, self.uri)
-            self._abandon(key, extra=table.num_rows)
+            self._abandon(key, extra=table.num_rows, why=f"cannot write {layout.model} v{layout.version}")
             return
         if f.full():
             self._publish(key)
@@ -444,14 +446,14 @@ class PredictionLog:
         except Exception:
             _logger().exception("prediction log: cannot close %s", f.final)
             self._files[key] = f
-            self._abandon(key)
+            self._abandon(key, why=f"cannot close {f.final}")
             return
         self.rows_written += rows
         self.files_published += 1
         if self._on_written is not None:
             self._on_written(rows)
 
-    def _abandon(self, key: tuple[str, int], *, extra: int = 0) -> None:
+    def _abandon(self, key: tuple[str, int], *, extra: int = 0, why: str) -> None:
         """Give up a file that failed: its rows are counted as dropped and its temporary file removed."""
         f = self._files.pop(key, None)
         lost = extra
@@ -459,4 +461,4 @@ class PredictionLog:
             lost += f.rows + f.pending_rows
             f.discard()
         if lost:
-            self._dropped(lost)
+            self._dropped(lost, why)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keel._numbers import fits_int64, int64_range
 from keel.errors import ValidationError
 from keel.models import MAX_CATEGORIES
 from keel.serving._body import json_type
@@ -46,12 +47,16 @@ def _check_value(value: Any, f: FeatureSchema, i: int) -> Any:
     dtype = f.dtype
     if dtype in _NUMERIC:
         if kind is int:
+            if dtype == "int64" and not fits_int64(value):
+                raise _bad(i, f.name, f"{value} is outside {int64_range()}")
             return value
         if kind is float:
             if not math.isfinite(value):
                 raise _bad(i, f.name, f"{value!r} is not allowed; send a finite number, or null to impute it")
             if dtype == "int64" and not value.is_integer():
                 raise _bad(i, f.name, f"expected an integer, got {value!r}")
+            if dtype == "int64" and not fits_int64(value):
+                raise _bad(i, f.name, f"{value!r} is outside {int64_range()}")
             return value
         if kind is str and value.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
             raise _bad(i, f.name, f"{value!r} is not allowed; send a finite number, or null to impute it")

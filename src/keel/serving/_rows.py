@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel._numbers import fits_int64
 from keel.errors import ValidationError
 from keel.serving._body import json_type
 
@@ -25,18 +26,18 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_integer(value: Any) -> bool:
-    return type(value) is int or (type(value) is float and value.is_integer())
+    return (type(value) is int or (type(value) is float and value.is_integer())) and fits_int64(value)
 
 
 #: For each dtype: whether a non-null JSON value fits, and what a fitting value is, for error messages.
 _FITS: dict[str, tuple[Any, str]] = {
-    "int64": (_is_integer, "an integer"),
+    "int64": (_is_integer, "an integer within 64 bits"),
     "float64": (_is_number, "a number"),
     "bool": (lambda v: type(v) is bool, "true or false"),
     "string": (lambda v: type(v) is str, "a string"),
     "timestamp": (lambda v: type(v) is str, "an ISO 8601 string such as '2025-01-05T10:00:00Z'"),
     "list[float64]": (lambda v: type(v) is list and all(_is_number(x) for x in v), "an array of numbers"),
-    "key": (lambda v: type(v) is int or type(v) is str, "an integer or a string"),
+    "key": (lambda v: (type(v) is int and fits_int64(v)) or type(v) is str, "an integer within 64 bits or a string"),
 }
 
 
