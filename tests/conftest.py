@@ -33,6 +33,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "KEEL_REQUIRE_SERVICES",
             "KEEL_TEST_POSTGRES",
             "KEEL_TEST_REDIS",
+            "KEEL_TEST_CHROMIUM",
+            "KEEL_UI_SCREENSHOTS",
         ):
             monkeypatch.delenv(key)
 

@@ -62,6 +62,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "validation": {"engines"},
     "retraining": {"analysis", "catalog", "models", "training"},  # the promotion gate's comparison by segment
+    "ui": {"catalog", "models"},  # the web UI reads the catalog and moves aliases through the registry
     "analysis": {"artifacts", "catalog", "features", "models", "monitoring", "training"},
     # The faces: they build and wire everything below them.
     "project": {"*"},

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _analyze, _features, _models, _monitor, _online, _project, _serve, _serve_features, _validate
+from keel.cli import _analyze, _features, _models, _monitor, _online, _project, _serve, _serve_features, _ui, _validate
 from keel.cli._common import err_console
 from keel.cli._predict import predict
 from keel.errors import KeelError
@@ -29,6 +29,7 @@ app.command()(_online.push)
 app.command()(_project.demo)
 app.command("serve-features")(_serve_features.serve_features)
 app.command("serve")(_serve.serve)
+app.command("ui")(_ui.ui)
 app.command()(_models.train)
 app.command()(predict)
 app.command()(_analyze.analyze)

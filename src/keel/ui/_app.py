@@ -1,0 +1,463 @@
+"""The web UI's FastAPI app: a JSON API under ``/api`` over the catalog, the pages that use it, the static files.
+
+The app reads everything through the collaborators it is given (the catalog, the model registry, the stored
+analysis files) and writes only one thing: an alias move, through the registry's ``promote``/``rollback``, so
+that the move lands in the alias history with a reason saying it came from the UI, exactly as a CLI move does.
+Reads are bounded: tables (runs, model versions, reports, events) are paged or capped in SQL, so a page's cost
+and size do not grow with the catalog.
+
+Every page is a stable URL (``/runs?sort=metric.roc_auc&order=desc&page=2``, ``/models/churn?a=1&b=2``) whose
+arguments are the API's; the shipped script (``static/app.js``) builds it from the API with ``textContent``.
+See :mod:`keel.ui._security` for who may change state, :mod:`keel.ui._pages` for the escaping rules.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from importlib.resources import files
+from typing import Annotated, Any, Protocol
+
+import orjson
+from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keel._version import __version__
+from keel.catalog import (
+    AliasChange,
+    FeatureVersion,
+    ModelAnalysisRecord,
+    MonitoringEvent,
+    MonitoringReportRecord,
+    RunRecord,
+    SqlCatalog,
+)
+from keel.errors import ConflictError, KeelError, NotFoundError, ValidationError
+from keel.models import ModelRegistry
+from keel.ui._pages import PAGE_POLICY, REPORT_POLICY, shell
+from keel.ui._queries import CatalogQueries, RunQuery
+from keel.ui._security import check_write
+
+#: The most runs the compare page puts side by side.
+MAX_COMPARED = 10
+#: The most monitoring reports and audit events a monitoring page shows (the newest).
+MONITORING_LIMIT = 200
+#: The reason recorded with an alias move made from the UI (the user's own text is appended).
+UI_REASON = "keel ui"
+
+
+class Json(JSONResponse):
+    """A JSON answer encoded by orjson, straight from plain dicts and lists (datetimes as ISO 8601, NaN as null).
+
+    The API's endpoints return it rather than a dict: FastAPI's own encoder walks every value in Python first,
+    which costs more than the catalog query behind a page.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class ReportFiles(Protocol):
+    """Where the stored files of an analysis are read (``keel.analysis.Analyses`` is one)."""
+
+    def file(self, record: ModelAnalysisRecord, name: str = "report.html") -> bytes: ...
+
+
+class UiSources(Protocol):
+    """What the UI reads and writes through: a :class:`keel.Project` is one."""
+
+    @property
+    def catalog(self) -> SqlCatalog: ...
+
+    @property
+    def models(self) -> ModelRegistry: ...
+
+    @property
+    def analyses(self) -> ReportFiles: ...
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such floats become ``None`` (the catalog refuses them, diffs may not)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _run(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "spec": run.spec,
+        "status": run.status,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "params": run.flat_params(),
+        "metrics": run.metrics,
+        "durations": run.durations,
+        "lineage": run.lineage,
+        "error": run.error,
+        "package_digest": run.package_digest,
+        "package_format": run.package_format,
+    }
+
+
+def _feature_version(fv: FeatureVersion) -> dict[str, Any]:
+    return {
+        "version": fv.version,
+        "definition_version": fv.definition_version,
+        "row_count": fv.row_count,
+        "event_time_min": _iso(fv.event_time_min),
+        "event_time_max": _iso(fv.event_time_max),
+        "data_digest": fv.data_digest,
+        "location": fv.location,
+        "has_duplicates": fv.has_duplicates,
+        "created_at": _iso(fv.created_at),
+    }
+
+
+def _change(change: AliasChange) -> dict[str, Any]:
+    return {
+        "alias": change.alias,
+        "from_version": change.from_version,
+        "to_version": change.to_version,
+        "reason": change.reason,
+        "at": _iso(change.at),
+    }
+
+
+def _report(record: MonitoringReportRecord) -> dict[str, Any]:
+    drift = record.report.get("drift") or {}
+    quality = record.report.get("quality") or {}
+    return {
+        "id": record.id,
+        "version": record.version,
+        "created_at": _iso(record.created_at),
+        "window_start": _iso(record.window_start),
+        "window_end": _iso(record.window_end),
+        "crossed": record.crossed,
+        "reasons": list(record.verdict.get("reasons") or []),
+        "drift": {
+            str(f.get("name")): {
+                "statistic": f.get("statistic"),
+                "method": f.get("method"),
+                "threshold": f.get("threshold"),
+                "drifted": bool(f.get("drifted")),
+            }
+            for f in drift.get("features") or []
+        },
+        "drift_share": drift.get("share"),
+        "quality_issues": list(quality.get("issues") or []),
+    }
+
+
+def _event(event: MonitoringEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "kind": event.kind,
+        "version": event.version,
+        "report_id": event.report_id,
+        "message": event.message,
+        "details": event.details,
+        "at": _iso(event.at),
+    }
+
+
+#: Security headers on every answer; a route that sets its own Content-Security-Policy keeps it.
+_HEADERS = (
+    (b"content-security-policy", PAGE_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class _SecurityHeaders:
+    """ASGI middleware adding :data:`_HEADERS` (plain ASGI: Starlette's ``BaseHTTPMiddleware`` costs a task per
+    request, a large share of a fast page's time)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend((name, value) for name, value in _HEADERS if name not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
+    """The web UI over ``project``'s catalog, registry and stored analyses.
+
+    Args:
+        project: a :class:`keel.Project` (or anything with its ``catalog``, ``models`` and ``analyses``).
+        token: the token that allows state changes (``Authorization: Bearer <token>``); ``None`` refuses them all.
+
+    Example:
+        >>> app = create_app(keel.Project.open("."), token="s3cret")  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8765)  # doctest: +SKIP
+    """
+    catalog = project.catalog
+    queries = CatalogQueries(catalog)
+    app = FastAPI(
+        title="Keel UI",
+        version=__version__,
+        description="Feature views, runs, models, analyses and monitoring of a Keel project.",
+    )
+    app.add_middleware(_SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=str(files("keel.ui") / "static")), name="static")
+
+    @app.exception_handler(KeelError)
+    async def _keel_error(_request: Request, exc: KeelError) -> JSONResponse:
+        status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 400
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+
+    # -- API: reading --------------------------------------------------------------------------------------------
+    def views_summary() -> list[dict[str, Any]]:
+        out = []
+        for (_kind, name), record in sorted(catalog.current_definitions("feature_view").items()):
+            if not record.active:
+                continue
+            spec = record.spec or {}
+            versions = catalog.feature_versions(name)
+            latest = versions[-1] if versions else None
+            out.append(
+                {
+                    "name": name,
+                    "description": spec.get("description", ""),
+                    "entities": spec.get("entities", []),
+                    "features": [f.get("name") for f in spec.get("schema", [])],
+                    "versions": len(versions),
+                    "latest": _feature_version(latest) if latest is not None else None,
+                }
+            )
+        return out
+
+    @app.get("/api/overview", tags=["api"], summary="Views, models and aliases, latest verdicts and decisions")
+    def api_overview() -> Json:
+        reports = catalog.monitoring_reports(limit=20)
+        latest: dict[str, dict[str, Any]] = {}
+        for report in reports:  # newest first: the first seen of each model is its latest verdict
+            latest.setdefault(report.name, {"model": report.name, **_report(report)})
+        decisions = catalog.monitoring_events(kinds=("compared", "promoted", "kept", "retrain_refused"), limit=20)
+        return Json(
+            {
+                "views": [{k: v[k] for k in ("name", "description", "versions", "latest")} for v in views_summary()],
+                "models": queries.models(),
+                "verdicts": list(latest.values()),
+                "decisions": [{"model": e.name, **_event(e)} for e in reversed(decisions)],
+            }
+        )
+
+    @app.get("/api/views", tags=["api"], summary="Every feature view with its latest version")
+    def api_views() -> Json:
+        return Json(views_summary())
+
+    @app.get("/api/views/{name:path}", tags=["api"], summary="A view's schema, versions, statistics and validation")
+    def api_view(name: str) -> Json:
+        record = catalog.current_definitions("feature_view").get(("feature_view", name))
+        if record is None:
+            raise NotFoundError(f"no feature view named {name!r}; /api/views lists them")
+        spec = record.spec or {}
+        versions = catalog.feature_versions(name)
+        latest = versions[-1] if versions else None
+        return Json(
+            {
+                "name": name,
+                "description": spec.get("description", ""),
+                "entities": spec.get("entities", []),
+                "schema": spec.get("schema", []),
+                "ttl_seconds": spec.get("ttl_seconds"),
+                "tags": spec.get("tags", {}),
+                "active": record.active,
+                "versions": [_feature_version(v) for v in reversed(versions)],
+                "statistics": latest.statistics if latest is not None else {},
+                "validation": latest.validation if latest is not None else None,
+                "recent_runs": queries.runs_using_view(name),
+            }
+        )
+
+    @app.get("/api/runs", tags=["api"], summary="A page of runs, sorted, filtered and searched in the catalog")
+    def api_runs(
+        sort: Annotated[str, Query(description="started_at, spec, status or metric.<name>")] = "started_at",
+        order: Annotated[str, Query(description="asc or desc")] = "desc",
+        q: Annotated[str, Query(description="text in the run id, spec name or parameters", max_length=200)] = "",
+        status: Annotated[str, Query(max_length=16)] = "",
+        spec: Annotated[str, Query(max_length=255)] = "",
+        page: int = 1,
+        page_size: int = 50,
+    ) -> Json:
+        query = RunQuery(sort=sort, order=order, q=q, status=status, spec=spec, page=page, page_size=page_size)
+        return Json(queries.runs_page(query, facets=True))
+
+    @app.get("/api/runs/{run_id}", tags=["api"], summary="One run: params, metrics, lineage, package")
+    def api_run(run_id: str) -> Json:
+        return Json(_run(catalog.run(run_id)))
+
+    @app.get("/api/compare", tags=["api"], summary="Runs side by side: params and metrics")
+    def api_compare(runs: Annotated[str, Query(description="run ids, comma-separated")]) -> Json:
+        ids = [r.strip() for r in runs.split(",") if r.strip()]
+        if not 1 <= len(ids) <= MAX_COMPARED:
+            raise ValidationError(f"compare 1 to {MAX_COMPARED} runs, got {len(ids)}", field="runs")
+        records = queries.runs_by_id(ids)
+        params = [r.flat_params() for r in records]
+        param_names = sorted({k for p in params for k in p})
+        metric_names = sorted({k for r in records for k in r.metrics})
+        return Json(
+            {
+                "runs": [
+                    {"id": r.id, "spec": r.spec, "status": r.status, "started_at": _iso(r.started_at)} for r in records
+                ],
+                "params": [
+                    {
+                        "name": k,
+                        "values": [p.get(k) for p in params],
+                        "differs": len({repr(p.get(k)) for p in params}) > 1,
+                    }
+                    for k in param_names
+                ],
+                "metrics": [{"name": k, "values": [_finite(r.metrics.get(k)) for r in records]} for k in metric_names],
+            }
+        )
+
+    @app.get("/api/models", tags=["api"], summary="Every model: versions and aliases")
+    def api_models() -> Json:
+        return Json(queries.models())
+
+    @app.get("/api/models/{name:path}/diff", tags=["api"], summary="How version b differs from version a")
+    def api_diff(name: str, a: int, b: int) -> Json:
+        diff = project.models.diff(f"{name}:{a}", f"{name}:{b}")
+        return Json(
+            {
+                "a": diff.a.version,
+                "b": diff.b.version,
+                "params": [{"name": k, "a": va, "b": vb} for k, (va, vb) in diff.params.items()],
+                "metrics": [
+                    {"name": k, "a": _finite(va), "b": _finite(vb), "delta": _finite(d)}
+                    for k, (va, vb, d) in diff.metrics.items()
+                ],
+                "features_added": diff.features_added,
+                "features_removed": diff.features_removed,
+                "feature_versions_changed": {k: list(v) for k, v in diff.feature_versions_changed.items()},
+                "data_digests_changed": {k: list(v) for k, v in diff.data_digests_changed.items()},
+                "training_set_changed": diff.training_set_changed,
+                "libraries": {k: list(v) for k, v in diff.libraries.items()},
+            }
+        )
+
+    @app.get("/api/models/{name:path}", tags=["api"], summary="A model's versions, aliases with history, analyses")
+    def api_model(name: str) -> Json:
+        page = queries.model_page(name)
+        if page["version_count"] == 0:
+            catalog.model_version(name)  # raises the catalog's NotFoundError, which lists the known models
+        return Json({"name": name, **page})
+
+    @app.get("/api/monitoring/{name:path}", tags=["api"], summary="A model's monitoring reports and retraining audit")
+    def api_monitoring(name: str) -> Json:
+        reports = catalog.monitoring_reports(name, limit=MONITORING_LIMIT)
+        events = catalog.monitoring_events(name, limit=MONITORING_LIMIT)
+        if not reports and not events:
+            catalog.model_version(name)  # an unknown model says so; a known one just has no monitoring yet
+        return Json(
+            {
+                "name": name,
+                "reports": [_report(r) for r in reversed(reports)],  # oldest first: the charts' time axis
+                "events": [_event(e) for e in events],
+            }
+        )
+
+    # -- API: changing (token and same-site only) --------------------------------------------------------------
+    def reason_from(body: dict[str, Any], what: str) -> str:
+        given = body.get("reason")
+        if given is not None and not isinstance(given, str):
+            raise ValidationError("reason must be a string", field="reason")
+        return f"{UI_REASON} {what}" + (f": {given.strip()}" if given and given.strip() else "")
+
+    @app.post(
+        "/api/models/{name:path}/aliases/{alias}/rollback",
+        tags=["api"],
+        summary="Give an alias back to its previous version (token)",
+    )
+    def api_rollback(
+        name: str, alias: str, request: Request, body: Annotated[dict[str, Any] | None, Body()] = None
+    ) -> Json:
+        check_write(request, token)
+        change = project.models.rollback(name, alias=alias, reason=reason_from(body or {}, "rollback"))
+        return Json(_change(change))
+
+    @app.post("/api/models/{name:path}/aliases/{alias}", tags=["api"], summary="Move an alias to a version (token)")
+    def api_promote(name: str, alias: str, request: Request, body: Annotated[dict[str, Any], Body()]) -> Json:
+        check_write(request, token)
+        version = body.get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValidationError(f"version must be a whole number, got {version!r}", field="version")
+        change = project.models.promote(name, version, alias=alias, reason=reason_from(body, "promote"))
+        return Json(_change(change))
+
+    # -- pages -------------------------------------------------------------------------------------------------
+    # A model's or a view's name may hold "/" (the catalog does not forbid it): those routes take the rest of the
+    # path, so each longer route is declared before the shorter one it would otherwise fall into.
+    def page(kind: str, title: str, **data: str) -> HTMLResponse:
+        return HTMLResponse(shell(kind, title, **data))
+
+    @app.get("/", include_in_schema=False)
+    def overview_page() -> HTMLResponse:
+        return page("overview", "Overview")
+
+    @app.get("/views", include_in_schema=False)
+    def views_page() -> HTMLResponse:
+        return page("views", "Feature views")
+
+    @app.get("/views/{name:path}", include_in_schema=False)
+    def view_page(name: str) -> HTMLResponse:
+        return page("view", f"Feature view {name}", name=name)
+
+    @app.get("/runs", include_in_schema=False)
+    def runs_page() -> HTMLResponse:
+        return page("runs", "Runs")
+
+    @app.get("/runs/{run_id}", include_in_schema=False)
+    def run_page(run_id: str) -> HTMLResponse:
+        return page("run", f"Run {run_id}", id=run_id)
+
+    @app.get("/compare", include_in_schema=False)
+    def compare_page() -> HTMLResponse:
+        return page("compare", "Compare runs")
+
+    @app.get("/models", include_in_schema=False)
+    def models_page() -> HTMLResponse:
+        return page("models", "Models")
+
+    @app.get("/models/{name:path}/analyses/{analysis_id}/report", include_in_schema=False)
+    def analysis_report(name: str, analysis_id: str) -> Response:
+        record = catalog.model_analysis(analysis_id)
+        if record.name != name:
+            raise HTTPException(404, f"analysis {analysis_id} is not one of model {name!r}")
+        body = project.analyses.file(record, "report.html")
+        return Response(body, media_type="text/html", headers={"Content-Security-Policy": REPORT_POLICY})
+
+    @app.get("/models/{name:path}", include_in_schema=False)
+    def model_page(name: str) -> HTMLResponse:
+        return page("model", f"Model {name}", name=name)
+
+    @app.get("/monitoring/{name:path}", include_in_schema=False)
+    def monitoring_page(name: str) -> HTMLResponse:
+        return page("monitoring", f"Monitoring of {name}", name=name)
+
+    return app
+
+
+__all__ = ["ReportFiles", "UiSources", "create_app"]
