@@ -75,7 +75,7 @@ _PREDICT_BODY: dict[str, Any] = {
                         }
                     },
                 },
-                "example": {"records": [{"customer_id": 42}, {"customer_id": 7, "plan": "pro"}]},
+                "example": {"records": [{"customer_id": 100042}, {"customer_id": 100007, "plan": "premium"}]},
             }
         },
     }

@@ -53,12 +53,12 @@ class FeaturesRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "features": ["customer_activity:spend_30d", "customer_activity:plan"],
-                    "entities": [{"customer_id": 42}],
+                    "features": ["customer_activity:spend_30d", "customer_profile:plan"],
+                    "entities": [{"customer_id": 100042}],
                 },
                 {
                     "features": ["customer_activity:*"],
-                    "entities": {"customer_id": [42, 7]},
+                    "entities": {"customer_id": [100042, 100007]},
                     "full_feature_names": True,
                 },
             ]
@@ -82,7 +82,7 @@ class FeaturesResponse(BaseModel):
             "examples": [
                 {
                     "features": {"spend_30d": [118.5, None], "plan": ["premium", None]},
-                    "versions": {"customer_activity": 3},
+                    "versions": {"customer_activity": 3, "customer_profile": 1},
                 }
             ]
         }
@@ -106,10 +106,14 @@ class PushRequest(BaseModel):
                     "view": "customer_activity",
                     "rows": [
                         {
-                            "customer_id": 42,
+                            "customer_id": 100042,
                             "event_time": "2025-01-05T10:00:00Z",
                             "spend_30d": 120.0,
-                            "plan": "premium",
+                            "orders_30d": 4,
+                            "sessions_7d": 9,
+                            "support_tickets_30d": 0,
+                            "days_since_last_order": 3.0,
+                            "avg_basket": 30.0,
                         }
                     ],
                     "to": "online",
