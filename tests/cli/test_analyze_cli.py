@@ -103,9 +103,22 @@ def invoke(root: Path, *args: str) -> tuple[int, str]:
 
 def test_the_weak_region_is_found_and_the_report_is_stored_with_the_version(root: Path) -> None:
     code, out = invoke(
-        root, "analyze", "churn@champion", "-s", "region", "-s", "x1:3", "-s", 'x2 >= 1 and region == "west"',
-        "--bootstrap", "300", "--json", str(root / "a.json"), "--html", str(root / "a.html"),
-    )  # fmt: skip
+        root,
+        "analyze",
+        "churn@champion",
+        "-s",
+        "region",
+        "-s",
+        "x1:3",
+        "-s",
+        'x2 >= 1 and region == "west"',
+        "--bootstrap",
+        "300",
+        "--json",
+        str(root / "a.json"),
+        "--html",
+        str(root / "a.html"),
+    )
 
     assert code == 0, out
     assert "weak segments found" in out and 'region == "west"' in out
@@ -133,13 +146,33 @@ def test_the_weak_region_is_found_and_the_report_is_stored_with_the_version(root
 
 def test_a_challenger_worse_on_a_declared_segment_exits_1_with_the_reason(root: Path) -> None:
     code, out = invoke(
-        root, "analyze", "churn@champion", "--compare", "plain:1", "-s", "region", "--bootstrap", "300", "--no-store",
-    )  # fmt: skip
+        root,
+        "analyze",
+        "churn@champion",
+        "--compare",
+        "plain:1",
+        "-s",
+        "region",
+        "--bootstrap",
+        "300",
+        "--no-store",
+    )
 
     assert code == 1, out
     assert "WORSE" in out and "significantly worse" in out
-    same, out_same = invoke(root, "analyze", "churn@champion", "--compare", "churn@challenger", "-s", "region",
-                            "--bootstrap", "300", "--no-store", "--no-weak")  # fmt: skip
+    same, out_same = invoke(
+        root,
+        "analyze",
+        "churn@champion",
+        "--compare",
+        "churn@challenger",
+        "-s",
+        "region",
+        "--bootstrap",
+        "300",
+        "--no-store",
+        "--no-weak",
+    )
     assert same == 0, out_same
 
 
@@ -148,8 +181,9 @@ def test_a_file_of_rows_and_clear_errors(root: Path) -> None:
         pd.read_parquet(root / "data" / "labels.parquet")[["customer_id", "churned"]], on="customer_id"
     )
     rows.iloc[:2000].to_parquet(root / "rows.parquet")
-    code, out = invoke(root, "analyze", "churn:1", "--data", str(root / "rows.parquet"), "--no-store",
-                       "--bootstrap", "200")  # fmt: skip
+    code, out = invoke(
+        root, "analyze", "churn:1", "--data", str(root / "rows.parquet"), "--no-store", "--bootstrap", "200"
+    )
     assert code == 0, out
     assert "2,000 rows" in out
 
@@ -163,8 +197,17 @@ def test_a_file_of_rows_and_clear_errors(root: Path) -> None:
 
 
 def test_importance_ranks_the_noise_last_and_explains_a_prediction(root: Path) -> None:
-    code, out = invoke(root, "importance", "churn@champion", "--explain", "0", "--json", str(root / "i.json"),
-                       "--html", str(root / "i.html"))  # fmt: skip
+    code, out = invoke(
+        root,
+        "importance",
+        "churn@champion",
+        "--explain",
+        "0",
+        "--json",
+        str(root / "i.json"),
+        "--html",
+        str(root / "i.html"),
+    )
 
     assert code == 0, out
     document = json.loads((root / "i.json").read_text())
@@ -208,3 +251,54 @@ def test_models_show_lists_the_versions_analyses(root: Path) -> None:
     assert code == 0, out
     assert "analyses (keel analyze / importance / select)" in out
     assert {"analysis", "importance", "selection"} <= set(re.findall(r"│ [0-9a-f]{12} │ (\w+)", out))
+
+
+def test_the_prediction_log_joined_with_labels_is_analysed(root: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    profile = pd.read_parquet(root / "data" / "profile.parquet").iloc[:600]
+    labels = pd.read_parquet(root / "data" / "labels.parquet").iloc[:600]
+    records = [
+        {"customer_id": int(r.customer_id), "x1": r.x1, "x2": r.x2, "noise": r.noise, "region": r.region}
+        for r in profile.itertuples()
+    ]
+    with keel.Project.open(root) as project, TestClient(project.prediction_app(["churn:1"])) as client:
+        for start in range(0, len(records), 200):
+            response = client.post(
+                "/v1/models/churn/predict",
+                json={"records": records[start : start + 200]},
+                headers={"X-Request-ID": f"batch-{start}"},
+            )
+            assert response.status_code == 200, response.text
+    by_request = pd.DataFrame(
+        {
+            "request_id": [f"batch-{(i // 200) * 200}" for i in range(600)],
+            "record": [i % 200 for i in range(600)],
+            "churned": labels["churned"].to_numpy(),
+        }
+    )
+    by_request.to_parquet(root / "log_labels.parquet")
+
+    code, out = invoke(
+        root,
+        "analyze",
+        "churn:1",
+        "--data",
+        "log",
+        "--labels",
+        str(root / "log_labels.parquet"),
+        "-s",
+        "region",
+        "--bootstrap",
+        "200",
+        "--no-store",
+        "--json",
+        str(root / "log.json"),
+    )
+
+    assert code == 0, out
+    document = json.loads((root / "log.json").read_text())
+    assert document["rows"] == 600 and document["data"] == "prediction log, 600 labelled predictions"
+    west = next(s for s in document["segments"]["segments"] if s["name"] == 'region == "west"')
+    east = next(s for s in document["segments"]["segments"] if s["name"] == 'region == "east"')
+    assert west["metrics"]["roc_auc"]["value"] < east["metrics"]["roc_auc"]["value"]
