@@ -473,3 +473,27 @@ def test_identical_data_under_a_changed_definition_is_a_new_version_sharing_the_
     assert v2.definition_version == 2
     assert v2.data_digest == v1.data_digest
     assert v2.location == v1.location
+
+
+def test_a_crashed_writes_staging_folder_is_removed_by_the_next_write_and_a_live_one_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from keel.offline import OfflineStore
+
+    store = OfflineStore(str(tmp_path / "offline"))
+    stale = tmp_path / "offline" / "activity" / "_tmp-crashed"
+    live = tmp_path / "offline" / "activity" / "_tmp-running"
+    for folder in (stale, live):
+        (folder / "month=2024-01").mkdir(parents=True)
+        (folder / "month=2024-01" / "part-0.parquet").write_bytes(b"half written")
+    long_ago = time.time() - 7 * 3600
+    for path in (stale, stale / "month=2024-01", stale / "month=2024-01" / "part-0.parquet"):
+        os.utime(path, (long_ago, long_ago))
+    os.utime(live, (long_ago, long_ago))  # an old folder still being written: a file inside is recent
+
+    staging = store.staging("activity")
+
+    assert not stale.exists() and live.exists()
+    assert "_tmp-" in staging and store.sweep_staging("activity") == []
+    assert store.sweep_staging("never-written") == []

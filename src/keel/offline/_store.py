@@ -2,7 +2,9 @@
 
 A version is written to ``<root>/<view>/_tmp-<random>/`` and renamed to ``<root>/<view>/<digest>/`` once every
 file is complete; only then is its catalog row committed. A crash leaves either nothing visible or an
-unreferenced folder that the next ingest of the same data reuses.
+unreferenced folder that the next ingest of the same data reuses. A process killed while writing leaves its
+``_tmp-`` folder behind: the next write to the same view removes those in which nothing has changed for
+:data:`STALE_STAGING` (a write still running keeps adding files to its own).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
     from keel.catalog import FeatureVersion
 
 MANIFEST = "_manifest.json"
+STAGING_PREFIX = "_tmp-"
+#: A staging folder with no file newer than this is a crashed write's leftover, removed by the next write.
+STALE_STAGING = timedelta(hours=6)
 
 
 class OfflineStore:
@@ -71,8 +77,43 @@ class OfflineStore:
         return str(self.fs._strip_protocol(uri)) if "://" in uri else uri
 
     def staging(self, view: str) -> str:
-        """A fresh folder (as a URI an engine writes to) for a version of ``view`` before it is published."""
-        return self.uri_of(self._join(view, f"_tmp-{uuid.uuid4().hex}"))
+        """A fresh folder (as a URI an engine writes to) for a version of ``view`` before it is published; crashed
+        writes' leftovers of the view are removed first (see :meth:`sweep_staging`)."""
+        self.sweep_staging(view)
+        return self.uri_of(self._join(view, f"{STAGING_PREFIX}{uuid.uuid4().hex}"))
+
+    def sweep_staging(self, view: str, *, older_than: timedelta = STALE_STAGING) -> list[str]:
+        """Remove ``view``'s staging folders in which nothing changed for ``older_than`` (writes killed midway);
+        returns the folders removed. A folder whose times the filesystem does not give is kept."""
+        removed: list[str] = []
+        folder = self._join(view)
+        try:
+            entries = self.fs.ls(folder, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return removed
+        cutoff = datetime.now(UTC) - older_than
+        for entry in entries:
+            path = str(entry.get("name", ""))
+            if entry.get("type") != "directory" or not path.rstrip("/").rsplit("/", 1)[-1].startswith(STAGING_PREFIX):
+                continue
+            newest = self._newest_change(path)
+            if newest is not None and newest < cutoff:
+                self._discard(path)
+                removed.append(path)
+        return removed
+
+    def _newest_change(self, folder: str) -> datetime | None:
+        """When anything in ``folder`` (itself included) last changed, or ``None`` when the filesystem does not say."""
+        times: list[float] = []
+        try:
+            for path in [folder, *self.fs.find(folder, withdirs=True)]:
+                modified = self.fs.info(path).get("mtime")
+                if modified is None:
+                    return None
+                times.append(float(modified.timestamp()) if isinstance(modified, datetime) else float(modified))
+        except FileNotFoundError:
+            return None
+        return datetime.fromtimestamp(max(times), UTC) if times else None
 
     def publish(self, view: str, staging: str, digest: str, written: Written) -> tuple[str, list[dict[str, Any]]]:
         """Make the files an engine wrote under ``staging`` the version folder named by ``digest``.
