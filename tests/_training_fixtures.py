@@ -187,3 +187,26 @@ def in_memory_services(features: pd.DataFrame) -> Services:
     catalog = SqlCatalog("sqlite://")
     artifacts = ArtifactStore(f"memory://keel-tests-{uuid.uuid4().hex}")
     return Services(catalog, artifacts, ModelRegistry(catalog, artifacts), features)
+
+
+def champion_services(n: int, inputs: list[str]) -> Services:
+    """In-memory services with ``churn`` v1 — a logistic regression on ``activity:<input>`` for each of ``inputs``,
+    trained on ``n`` customers with a 30% random validation split — promoted to ``champion``."""
+    from sklearn.linear_model import LogisticRegression
+
+    from keel.training import RandomSplit, TrainingSpec
+
+    activity = activity_frame(n)
+    services = in_memory_services(activity)
+    spec = TrainingSpec(
+        "churn",
+        labels=labels_frame(activity)[["customer_id", "ts", "churned"]],
+        label="churned",
+        features=[f"activity:{name}" for name in inputs],
+        model=LogisticRegression(max_iter=500),
+        split=RandomSplit(validation_fraction=0.3),
+        seed=3,
+    )
+    version = services.registry.register(services.train(spec))
+    services.registry.promote("churn", version.version)
+    return services

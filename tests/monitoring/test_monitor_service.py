@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
 
-from _training_fixtures import Services, activity_frame, in_memory_services, labels_frame
+from _training_fixtures import Services, champion_services, labels_frame
 from keel.errors import NotFoundError, ValidationError
 from keel.monitoring import Monitor, MonitoringReport, MonitorSettings, default_html_path, stored_profile, write_html
-from keel.training import RandomSplit, TrainingSpec
 
 INPUTS = ["spend", "orders", "plan"]
 END = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -24,20 +22,7 @@ END = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def services() -> Services:
-    activity = activity_frame(600)
-    services = in_memory_services(activity)
-    spec = TrainingSpec(
-        "churn",
-        labels=labels_frame(activity)[["customer_id", "ts", "churned"]],
-        label="churned",
-        features=[f"activity:{name}" for name in INPUTS],
-        model=LogisticRegression(max_iter=500),
-        split=RandomSplit(validation_fraction=0.3),
-        seed=3,
-    )
-    version = services.registry.register(services.train(spec))
-    services.registry.promote("churn", version.version)
-    return services
+    return champion_services(600, INPUTS)
 
 
 class RecordingLog:

@@ -10,12 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
 
-from _training_fixtures import Services, activity_frame, in_memory_services, labels_frame
+from _training_fixtures import Services, champion_services
 from keel.errors import NotFoundError
 from keel.monitoring import Monitor
-from keel.training import RandomSplit, TrainingSpec
 from keel.validation import ShiftThresholds
 
 INPUTS = ["spend", "orders", "plan"]
@@ -24,20 +22,7 @@ END = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def services() -> Services:
-    activity = activity_frame(4000)
-    services = in_memory_services(activity)
-    spec = TrainingSpec(
-        "churn",
-        labels=labels_frame(activity)[["customer_id", "ts", "churned"]],
-        label="churned",
-        features=[f"activity:{name}" for name in INPUTS],
-        model=LogisticRegression(max_iter=500),
-        split=RandomSplit(validation_fraction=0.3),
-        seed=3,
-    )
-    version = services.registry.register(services.train(spec))
-    services.registry.promote("churn", version.version)
-    return services
+    return champion_services(4000, INPUTS)
 
 
 class Log:

@@ -115,9 +115,12 @@ class _Plan:
 _KEY_TYPES: dict[str, type] = {"int64": int, "string": str}
 
 
-def _check_int_keys(values: list[Any], key: str) -> None:
-    """Refuse an integer key outside 64 bits, naming it and its row (no store holds one)."""
-    ints = [v for v in values if type(v) is int]
+def _check_int_keys(values: list[Any], key: str, expected: type) -> None:
+    """Refuse an integer key outside 64 bits, naming it and its row (no store holds one). The serving hot path: for
+    an integer key the values are all integers already, checked by two C-level passes and no list."""
+    if expected is str or not values:
+        return
+    ints = values if expected is int else [v for v in values if type(v) is int]
     if ints and (max(ints) > INT64_MAX or min(ints) < INT64_MIN):
         row = next(i for i, v in enumerate(values) if type(v) is int and not fits_int64(v))
         raise ValidationError(
@@ -412,7 +415,7 @@ class OnlineFeatureService:
             ) from None
         if expected is not object:
             values = [v if type(v) is expected else _coerce_key(v, expected, key, i) for i, v in enumerate(values)]
-        _check_int_keys(values, key)
+        _check_int_keys(values, key, expected)
         return [(v,) for v in values]
 
     @staticmethod
