@@ -96,17 +96,19 @@ class Analyses:
         data: str | Path | pd.DataFrame = "holdout",
         labels: Any = None,
         spec: TrainingSpec | None = None,
+        package: ModelPackage | None = None,
     ) -> Rows:
         """The rows of ``data`` for the version ``ref`` names: ``holdout`` or ``training`` (its run's split, rebuilt
         and checked against the recorded digest), ``log`` (its prediction log with ``labels`` joined: by
-        ``request_id``, or by entity and time), a file or a DataFrame holding the label column.
+        ``request_id``, or by entity and time), a file or a DataFrame holding the label column. ``package``: the
+        version's package when the caller has it loaded already.
 
         Raises:
             ValidationError: no such rows, labels missing, or a file without the label column.
         """
         version = self.registry.get(ref)
         pinned = f"{version.name}:{version.version}"
-        package = self.registry.load(pinned)
+        package = package if package is not None else self.registry.load(pinned)  # loaded (and verified) once
         if isinstance(data, str) and data in ("holdout", "training"):
             run = self.registry.run_of(pinned)
             rows = self.split(run, spec).rows(data)
@@ -172,7 +174,7 @@ class Analyses:
         version = self.registry.get(ref)
         pinned = f"{version.name}:{version.version}"
         package = self.registry.load(pinned)
-        rows = self.rows(pinned, data, labels, spec)
+        rows = self.rows(pinned, data, labels, spec, package)
         model = self.scored(pinned, package, rows.frame)
         challenger = None
         if compare is not None:
@@ -292,7 +294,7 @@ class Analyses:
         version = self.registry.get(ref)
         pinned = f"{version.name}:{version.version}"
         package = self.registry.load(pinned)
-        rows = self.rows(pinned, data, labels, spec)
+        rows = self.rows(pinned, data, labels, spec, package)
         missing = [c for c in package.schema.names if c not in rows.frame.columns]
         if missing:
             raise ValidationError(f"the rows lack {pinned}'s inputs {', '.join(missing)}", field=missing[0])
