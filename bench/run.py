@@ -23,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
 NOT_BENCHMARKS = {"run.py"}
+#: Benchmarks run only when named with ``--bench``: a soak holds its load for minutes, the crash script kills
+#: operations a hundred times (15-25 minutes).
+ON_ITS_OWN = {"soak.py", "crash.py"}
 
 
 def benchmarks() -> list[Path]:
@@ -83,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args, flags = p.parse_known_args(argv)
     flags = [f for f in flags if f != "--append"]  # this script writes the results file itself
     scripts = benchmarks()
-    if args.bench:
+    if not args.bench:
+        scripts = [s for s in scripts if s.name not in ON_ITS_OWN]
+    else:
         wanted = {b.removesuffix(".py") for b in args.bench}
         unknown = wanted - {s.stem for s in scripts}
         if unknown:

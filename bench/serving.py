@@ -111,6 +111,28 @@ def prepared_rows(root: Path, keys: list[int]) -> tuple[dict[int, list[float]], 
     return {k: matrix[i].tolist() for i, k in enumerate(keys)}, dict(zip(keys, predictions, strict=True))
 
 
+def keel_serve_command(project_dir: Path, port: int) -> list[str]:
+    """``keel serve`` of ``churn@champion`` on 127.0.0.1:``port``: one worker, the answer cache off, warnings only."""
+    return [
+        *KEEL_CLI,
+        "serve",
+        "--model",
+        f"{MODEL}@champion",
+        "--project",
+        str(project_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--cache-size",
+        "0",
+        "--log-level",
+        "warning",
+    ]
+
+
 # -- the ceiling ---------------------------------------------------------------------------------------------
 def bare_server(port: int, project_dir: str) -> None:
     """FastAPI: JSON parse, ``estimator.predict`` on the 1-row array of prepared values, JSON answer."""
@@ -205,24 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     # descheduled OpenMP worker stalls every predict for a time slice (the same setting on both sides).
     os.environ["OMP_NUM_THREADS"] = str(SERVER_THREADS)
     keel_port, bare_port = free_port(), free_port()
-    keel_cmd = [
-        *KEEL_CLI,
-        "serve",
-        "--model",
-        f"{MODEL}@champion",
-        "--project",
-        str(project_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(keel_port),
-        "--workers",
-        "1",
-        "--cache-size",
-        "0",
-        "--log-level",
-        "warning",
-    ]
+    keel_cmd = keel_serve_command(project_dir, keel_port)
     bare_cmd = [sys.executable, str(SCRIPT), BARE_FLAG, str(bare_port), str(project_dir)]
     try:
         with server(keel_cmd, keel_port, "keel serve") as keel_url, server(bare_cmd, bare_port, "bare") as bare_url:

@@ -194,6 +194,19 @@ class AsgiCaller:
         path, _, query = url.partition("?")
         return self.loop.run_until_complete(self._get(path, query))
 
+    def get_many(self, url: str, calls: int) -> tuple[int, bytes]:
+        """``calls`` requests one after the other on the running loop, as a server's loop answers them (one
+        ``run_until_complete`` for all, whose own cost would otherwise be counted per request); the last answer."""
+        path, _, query = url.partition("?")
+
+        async def many() -> tuple[int, bytes]:
+            answer = (0, b"")
+            for _ in range(calls):
+                answer = await self._get(path, query)
+            return answer
+
+        return self.loop.run_until_complete(many())
+
     async def _get(self, path: str, query: str) -> tuple[int, bytes]:
         from urllib.parse import unquote
 
@@ -341,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             calls = CALLS[name]
 
             def keel_side(url: str = url, calls: int = calls) -> int:
-                for _ in range(calls):
-                    status, body = client.get(url)
+                status, body = client.get_many(url, calls)
                 assert status == 200, body[:500]
                 return len(body)
 

@@ -27,15 +27,17 @@ def _service_missing(name: str, reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the developer's KEEL_* settings."""
+    """Tests never see the developer's KEEL_* settings, nor their AWS credentials, endpoint or profile (the S3
+    tests set their own, for a private server)."""
+    kept = (
+        "KEEL_REQUIRE_SERVICES",
+        "KEEL_TEST_POSTGRES",
+        "KEEL_TEST_REDIS",
+        "KEEL_TEST_CHROMIUM",
+        "KEEL_UI_SCREENSHOTS",
+    )
     for key in list(os.environ):
-        if key.startswith("KEEL_") and key not in (
-            "KEEL_REQUIRE_SERVICES",
-            "KEEL_TEST_POSTGRES",
-            "KEEL_TEST_REDIS",
-            "KEEL_TEST_CHROMIUM",
-            "KEEL_UI_SCREENSHOTS",
-        ):
+        if (key.startswith("KEEL_") and key not in kept) or key.startswith(("AWS_", "FSSPEC_S3")):
             monkeypatch.delenv(key)
 
 
@@ -145,3 +147,66 @@ def local_engine() -> Any:
     from keel.config import KeelConfig
 
     return open_engine(KeelConfig(engine="local"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """moto's S3-compatible server, a subprocess on 127.0.0.1 and a free port, for the test run (started on first
+    use); skips when moto's server is not installed, unless ``KEEL_REQUIRE_SERVICES=1``."""
+    from _object_store import S3Server, ServerUnavailable
+
+    try:
+        server = S3Server(tmp_path_factory.mktemp("s3-server"))
+    except ServerUnavailable as exc:
+        _service_missing("moto's S3 server", str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A fresh bucket on :func:`s3_server`, with the credentials and the endpoint in the environment as a user
+    sets them (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``) and no AWS file of the
+    developer's read."""
+    from _object_store import ACCESS_KEY, SECRET_KEY, use_s3_clients_for
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    use_s3_clients_for(s3_server.url)
+    import fsspec
+
+    name = f"keel-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[Any]:
+    """A Redis server of the module's own, which its tests may stop, hang (SIGSTOP) and restart (see
+    ``_private_services``); skips when redis-server is not installed, unless ``KEEL_REQUIRE_SERVICES=1``."""
+    from _private_services import PrivateRedis, ServiceUnavailable
+
+    try:
+        server = PrivateRedis()
+    except ServiceUnavailable as exc:
+        _service_missing("redis-server", str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of the module's own, which its tests may stop and restart (see ``_private_services``);
+    skips when PostgreSQL's initdb is not installed, unless ``KEEL_REQUIRE_SERVICES=1``."""
+    from _private_services import PrivatePostgres, ServiceUnavailable
+
+    try:
+        server = PrivatePostgres()
+    except ServiceUnavailable as exc:
+        _service_missing("PostgreSQL (initdb, pg_ctl)", str(exc))
+    with server:
+        yield server

@@ -21,7 +21,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "keel"
 
 #: The base layer every unit may use.
-BASE = {"errors", "_time", "_files", "_tables", "_version", "_svg", "_code", "_numbers"}
+BASE = {"errors", "_time", "_files", "_tables", "_version", "_svg", "_code", "_numbers", "_outage", "_process"}
 
 #: unit -> the units it may import (besides itself and :data:`BASE`). Read from the bottom of the walk to its top:
 #: source -> offline -> training set -> package -> service / batch -> log -> monitor -> retrain.
@@ -30,6 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "_version": set(),
     "_svg": set(),
     "_numbers": set(),
+    "_outage": {"errors"},
+    "_process": set(),
     "_code": {"errors"},
     "_time": {"errors"},
     "_files": {"errors"},
@@ -62,7 +64,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "validation": {"engines"},
     "retraining": {"analysis", "catalog", "models", "training"},  # the promotion gate's comparison by segment
-    "ui": {"catalog", "models"},  # the web UI reads the catalog and moves aliases through the registry
+    # the web UI reads the catalog, moves aliases through the registry, and shares the services' direct routes
+    "ui": {"catalog", "models", "serving"},
     "analysis": {"artifacts", "catalog", "features", "models", "monitoring", "training"},
     # The faces: they build and wire everything below them.
     "project": {"*"},

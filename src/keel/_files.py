@@ -7,8 +7,11 @@ rule for every writer in Keel:
   never sees part of it;
 * on a local disk, the file's bytes are synced before the rename and its folder is synced after it, so the
   published file survives a power cut as soon as the call returns;
-* on any other filesystem (``s3://``, ``gs://``, ``memory://`` ...) the temporary object is moved into place
-  with the filesystem's own move; object stores make each object appear whole.
+* on S3 (and S3-compatible stores) a file is uploaded straight to its final key as a multipart upload that is
+  completed only when the whole file was written, and aborted otherwise: an object appears whole or not at
+  all, so no temporary object and no copy are needed (:func:`writes_whole`);
+* on any other filesystem (``gs://``, ``memory://`` ...) the temporary object is moved into place with the
+  filesystem's own move.
 
 Example:
     >>> fs, root, local = open_filesystem("memory://files-doc")
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -39,8 +43,10 @@ __all__ = [
     "protocol_of",
     "publish_folder",
     "replace",
+    "storage_errors",
     "temp_name",
     "uri_of",
+    "writes_whole",
 ]
 
 
@@ -54,10 +60,25 @@ def open_filesystem(uri: str) -> tuple[Any, str, bool]:
 
     try:
         fs, root = fsspec.core.url_to_fs(str(uri))
-    except (ImportError, ValueError) as exc:
+    except ImportError as exc:
+        scheme = str(uri).partition("://")[0].lower()
+        hint = "; pip install 'keel[s3]'" if scheme in ("s3", "s3a") else ""
+        raise BackendError(f"cannot open the filesystem of {str(uri)!r}: {exc}{hint}") from exc
+    except ValueError as exc:
         raise BackendError(f"cannot open the filesystem of {str(uri)!r}: {exc}") from exc
     root = root.rstrip("/") or "/"
     return fs, root, is_local(fs)
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What a filesystem raises when the storage itself fails: ``OSError`` (fsspec's translation of most
+    failures, a missing file or a refused permission included), and for S3 botocore's own errors, which s3fs
+    passes on untranslated (no connection to the endpoint, a timeout, no credentials found)."""
+    errors: list[type[Exception]] = [OSError]
+    botocore = sys.modules.get("botocore.exceptions")  # loaded by s3fs: nothing to catch until S3 is used
+    if botocore is not None:
+        errors += [botocore.BotoCoreError, botocore.ClientError]
+    return tuple(errors)
 
 
 def protocol_of(fs: Any) -> str:
@@ -71,6 +92,18 @@ def is_local(fs: Any) -> bool:
     protocol = fs.protocol
     names = (protocol,) if isinstance(protocol, str) else tuple(protocol)
     return "file" in names or "local" in names
+
+
+#: Filesystems whose uploads become visible only when completed, whole (S3's multipart upload).
+_WHOLE_UPLOADS = frozenset({"s3", "s3a"})
+
+
+def writes_whole(fs: Any) -> bool:
+    """Whether a file written to ``fs`` appears only once complete, so it can be written in place: an S3
+    multipart upload, completed when the file is closed without an error and aborted otherwise."""
+    protocol = fs.protocol
+    names = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    return bool(_WHOLE_UPLOADS.intersection(names))
 
 
 def uri_of(fs: Any, path: str) -> str:
@@ -133,8 +166,13 @@ def replace(fs: Any, src: str, dst: str) -> None:
 def atomic_open(fs: Any, path: str, *, makedirs: bool = True) -> Iterator[BinaryIO]:
     """A binary file to write that appears at ``path`` only when the block ends without an error.
 
-    On an error the temporary file is removed and the error propagates; ``path`` is left as it was.
+    On an error the temporary file (or the unfinished upload) is removed and the error propagates; ``path`` is
+    left as it was.
     """
+    if writes_whole(fs):
+        with _whole_upload(fs, path) as f:
+            yield f
+        return
     parent = path.rpartition("/")[0]
     if makedirs and parent:
         fs.makedirs(parent, exist_ok=True)
@@ -149,6 +187,29 @@ def atomic_open(fs: Any, path: str, *, makedirs: bool = True) -> Iterator[Binary
     except BaseException:
         discard(fs, tmp)
         raise
+
+
+@contextlib.contextmanager
+def _whole_upload(fs: Any, path: str) -> Iterator[BinaryIO]:
+    """An upload to ``path`` that is completed (made visible) only when the block ends without an error.
+
+    There are no folders to make on an object store: a missing bucket is an error of the write.
+    """
+    f = fs.open(path, "wb", autocommit=False)
+    try:
+        yield f
+        f.close()  # uploads what is left as the last part; nothing is visible yet
+        f.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            f.close()
+        with contextlib.suppress(Exception):
+            f.discard()  # aborts the upload: its parts are dropped
+        raise
+    finally:
+        # fsspec queues every file opened without autocommit for a transaction; this one is settled already.
+        with contextlib.suppress(Exception):
+            fs.transaction.files.remove(f)
 
 
 def atomic_write(fs: Any, path: str, data: bytes | str) -> None:

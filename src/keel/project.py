@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from keel.validation._skew import SkewReport
 
 log = logging.getLogger(__name__)
+
+
+#: Where ``prediction_app(ui=True)`` (``keel serve --ui``) serves the web UI.
+UI_PATH = "/ui"
 
 
 class Project:
@@ -132,10 +137,11 @@ class Project:
 
     @property
     def online_store_id(self) -> str:
-        """How the catalog names the online store in materialization records (no credentials)."""
+        """How the catalog names the online store in materialization records (no credentials, and no connection
+        options: ``?socket_timeout=0.5`` does not make it another store)."""
         from keel.online._store import safe_uri
 
-        return f"{safe_uri(self.config.online)}#{self.online_prefix}"
+        return f"{safe_uri(self.config.online).split('?', 1)[0]}#{self.online_prefix}"
 
     @cached_property
     def online(self) -> OnlineFeatureService:
@@ -928,6 +934,7 @@ class Project:
         allow_pickle: bool = False,
         prediction_log: bool | None = None,
         close_project: bool = False,
+        ui: bool = False,
         **options: Any,
     ) -> FastAPI:
         """The prediction service of ``models`` (``["churn@champion", "fraud:3"]``), served by name.
@@ -945,6 +952,8 @@ class Project:
             prediction_log: log every prediction (``None``: the project's ``prediction_log.enabled``). The log
                 is written by a background thread and written out when the app shuts down.
             close_project: close the project when the app shuts down (when the app owns it).
+            ui: also serve the web UI (:func:`keel.ui.create_app`) under ``/ui``. It is behind the service's
+                bearer token like every other path, and that token is the one that moves aliases from it.
             **options: passed to :func:`~keel.serving.create_prediction_app` (``api_token``, ``max_records``,
                 ``max_body_bytes``, ``reload_seconds``, ``inline_records``).
 
@@ -974,7 +983,14 @@ class Project:
         predictor = Predictor(self.models, self.online, cache, log, keys, allow_pickle=allow_pickle, metrics=metrics)
         try:
             predictor.load(models)
-            return create_prediction_app(predictor, on_shutdown=self.close if close_project else None, **options)
+            app = create_prediction_app(predictor, on_shutdown=self.close if close_project else None, **options)
+            if ui:
+                from keel.serving import TOKEN_VARIABLE
+                from keel.ui import create_app
+
+                token = options.get("api_token") or os.environ.get(TOKEN_VARIABLE) or None
+                app.mount(UI_PATH, create_app(self, token=token))
+            return app
         except BaseException:
             predictor.close()
             raise

@@ -163,14 +163,14 @@ def test_an_empty_input_gives_an_empty_output(project: keel.Project, rows: pd.Da
 def test_a_failing_chunk_is_reported_with_its_rows_while_the_rest_completes(
     project: keel.Project, package: ModelPackage, rows: pd.DataFrame, tmp_path: Path, workers: int
 ) -> None:
-    frame = rows.assign(spend=rows["spend"].map(lambda v: None if pd.isna(v) else repr(v)))  # a string column
-    frame.loc[123, "spend"] = "oops"  # chunk 2 (rows 100-149) cannot be scored
+    frame = rows.copy()
+    frame.loc[123, "spend"] = -np.inf  # chunk 2 (rows 100-149) cannot be scored
     source = write(frame, tmp_path / "in.parquet")
     result = project.predict_batch(MODEL, source, tmp_path / "out.parquet", workers=workers, chunk_rows=50)
     assert not result.ok
     [failure] = result.failures
     assert (failure.chunk, failure.start_row, failure.end_row) == (2, 100, 150)
-    assert "spend" in failure.error and "'oops'" in failure.error and "input row 123" in failure.error
+    assert "'spend'" in failure.error and "input row 123 (-inf)" in failure.error
     assert "rows 100-149" in str(failure)
     out = pd.read_parquet(tmp_path / "out.parquet")  # the other chunks, in order
     kept = [i for i in range(240) if not 100 <= i < 150]
@@ -342,13 +342,13 @@ def test_keel_predict_scores_a_file_and_fails_on_a_failed_chunk(
     frame = pd.read_csv(source, parse_dates=["ts", "since"])
     np.testing.assert_array_equal(out["prediction"].to_numpy(), package.predict(frame))
 
-    bad = rows.assign(orders=rows["orders"].astype(str))
-    bad.loc[5, "orders"] = "many"
+    bad = rows.assign(orders=rows["orders"].astype("float64"))
+    bad.loc[5, "orders"] = 2.5  # not an integer: chunk 0 fails
     source = write(bad, tmp_path / "bad.parquet")
     args[args.index("--input") + 1] = str(source)
     failed = runner.invoke(app, [*args, "--output", str(tmp_path / "bad-out.parquet")])
     assert failed.exit_code == 1
-    assert "chunk 0 (rows 0-99)" in failed.output and "'many'" in failed.output
+    assert "chunk 0 (rows 0-99)" in failed.output and "input row 5 (2.5)" in failed.output
     assert len(pd.read_parquet(tmp_path / "bad-out.parquet")) == 140
 
     no_proba = runner.invoke(app, [*args, "--output", str(tmp_path / "p.parquet"), "--no-proba", "--workers", "2"])
@@ -377,3 +377,20 @@ def test_float_columns_read_straight_from_arrow_score_like_the_frame(
     assert via_numpy.equals(via_frame)
     assert via_numpy.column(ROW_COLUMN).to_pylist() == list(range(10, 10 + len(frame)))
     np.testing.assert_array_equal(via_numpy.column("prediction").to_numpy(), package.predict(frame))
+
+
+@pytest.mark.parametrize("where", ["a folder", "in a file"])
+def test_an_output_that_cannot_be_a_file_is_refused_before_any_row_is_scored(
+    project: keel.Project, rows: pd.DataFrame, tmp_path: Path, where: str
+) -> None:
+    source = write(rows, tmp_path / "in.parquet")
+    if where == "a folder":
+        (tmp_path / "out.parquet").mkdir()
+        output, says = tmp_path / "out.parquet", "is a folder; the output is one Parquet file"
+    else:
+        (tmp_path / "taken").write_text("")
+        output, says = tmp_path / "taken" / "out.parquet", "is a file, not a folder"
+
+    with pytest.raises(ValidationError, match=says) as raised:
+        project.predict_batch(MODEL, source, output)
+    assert raised.value.field == "output"

@@ -134,3 +134,25 @@ def test_a_database_with_other_tables_only_becomes_a_catalog(url: str) -> None:
     assert catalog.schema_version() == latest_version()
     assert "customers" in _tables(url)
     catalog.close()
+
+
+def test_runs_recorded_before_owners_were_kept_get_none_and_are_never_failed_for_it(url: str) -> None:
+    import uuid
+
+    old = SqlCatalog(url, migrations=MIGRATIONS[:6])
+    run_id = uuid.uuid4().hex
+    old.start_run(run_id=run_id, spec="churn", spec_snapshot={}, params={})
+    old.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the table as schema version 6 created it: no owner column
+        conn.exec_driver_sql("ALTER TABLE keel_runs DROP COLUMN owner")
+    engine.dispose()
+
+    catalog = SqlCatalog(url)
+
+    assert catalog.migrated_from == 6
+    assert "owner" in {c["name"] for c in sa.inspect(catalog._engine).get_columns("keel_runs")}
+    assert catalog.run(run_id).owner is None
+    assert catalog.fail_dead_runs() == []
+    assert catalog.run(run_id).status == "running"
+    catalog.close()

@@ -244,6 +244,39 @@ def test_a_text_timestamp_that_does_not_parse_is_named_by_its_row(engine: Engine
     assert str(err) == "feature view 'v', column 't': row 2 has 'yesterday', which is not an ISO 8601 timestamp"
 
 
+@pytest.mark.parametrize("text", ["now", "today", "-0001-01-01", "20240101"])
+def test_text_pandas_alone_reads_as_a_timestamp_is_refused_like_any_non_iso_text(
+    engine: Engine, tmp_path: Path, text: str
+) -> None:
+    err = _bad(
+        engine,
+        tmp_path,
+        {"k": [1, 2, 3], "t": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", text], "x": [1.0, 2.0, 3.0]},
+        RULES_V,
+    )
+
+    assert str(err) == f"feature view 'v', column 't': row 2 has {text!r}, which is not an ISO 8601 timestamp"
+    assert (err.field, err.row) == ("t", 2)
+
+
+@pytest.mark.parametrize("stored", ["text", "typed"])
+def test_a_timestamp_past_the_year_9999_in_utc_is_refused_with_its_row(
+    engine: Engine, tmp_path: Path, stored: str
+) -> None:
+    late = "9999-12-31T23:00:00-05:00"  # 10000-01-01T04:00:00Z
+    column = ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", late]
+    if stored == "typed":  # the same instants, stored as timestamps (Python cannot hold the last one)
+        seconds = [int(T0.timestamp()), int((T0 + HOUR).timestamp()), int(datetime.fromisoformat(late).timestamp())]
+        column = pa.array([s * 10**6 for s in seconds], pa.int64()).cast(UTC_US)
+    err = _bad(engine, tmp_path, {"k": [1, 2, 3], "t": column, "x": [1.0, 2.0, 3.0]}, RULES_V)
+
+    shown = repr(late) if stored == "text" else "a timestamp"
+    assert str(err) == (
+        f"feature view 'v', column 't': row 2 has {shown}, outside the years 1 to 9999 (UTC) that a timestamp can hold"
+    )
+    assert (err.field, err.row) == ("t", 2)
+
+
 def test_keys_of_the_wrong_kind_are_refused(engine: Engine, tmp_path: Path) -> None:
     floats = _bad(engine, tmp_path / "a", {"k": [1.0, 2.0, 3.0], "t": at(0, 1, 2), "x": [1.0, 2.0, 3.0]}, RULES_V)
     stored = Normalisation(

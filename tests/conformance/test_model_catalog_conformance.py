@@ -3,12 +3,15 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from _processes import dead_owner
+from keel._process import ProcessOwner
 from keel.catalog import SqlCatalog, utcnow
 from keel.errors import ConflictError, NotFoundError, ValidationError
 
@@ -57,6 +60,50 @@ def test_a_run_is_written_running_then_completed_once(catalog: SqlCatalog) -> No
     with pytest.raises(ValidationError, match="'finished' or 'failed'"):
         finish(catalog, start(catalog), status="done")
     assert catalog.run(run_id) == done
+
+
+def test_a_run_records_the_process_that_owns_it(catalog: SqlCatalog) -> None:
+    run_id = start(catalog)
+
+    assert ProcessOwner.from_dict(catalog.run(run_id).owner) == ProcessOwner.current()
+
+
+def test_running_runs_of_dead_processes_are_failed_and_the_others_left_alone(catalog: SqlCatalog) -> None:
+    dead = ProcessOwner.from_dict(dead_owner())
+    assert dead is not None
+    here = ProcessOwner.current()
+    runs: dict[str, str] = {}
+    for name, owner in [
+        ("killed", dead),
+        ("alive", here),
+        ("elsewhere", dataclasses.replace(dead, host=f"{dead.host}-another-machine")),
+        ("another container", dataclasses.replace(dead, namespace="pid:[1]")),
+        ("finished", dead),
+    ]:
+        runs[name] = uuid.uuid4().hex
+        catalog.start_run(run_id=runs[name], spec="churn", spec_snapshot={}, params={"seed": 1}, owner=owner)
+    finish(catalog, runs["finished"])
+
+    failed = catalog.fail_dead_runs()
+
+    assert [r.id for r in failed] == [runs["killed"]]
+    record = catalog.run(runs["killed"])
+    assert record == failed[0]
+    assert record.status == "failed" and record.finished_at is not None
+    assert record.error == (
+        f"process died: pid {dead.pid} on {dead.host} ended without completing the run (killed, crashed, or its "
+        "machine restarted)"
+    )
+    assert record.params == {"seed": 1}  # what the run recorded stays
+    assert {name: catalog.run(i).status for name, i in runs.items() if name != "killed"} == {
+        "alive": "running",
+        "elsewhere": "running",
+        "another container": "running",
+        "finished": "finished",
+    }
+    assert catalog.fail_dead_runs() == []
+    with pytest.raises(ValidationError, match="never changes once it ended"):
+        finish(catalog, runs["killed"])  # the process cannot come back to complete it
 
 
 def test_runs_refuse_what_json_cannot_hold(catalog: SqlCatalog) -> None:

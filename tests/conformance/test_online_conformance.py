@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from _processes import dead_owner
 from keel.errors import BackendError, ConflictError, KeelError, ValidationError
 from keel.online import MemoryOnlineStore, OnlineStore, RedisOnlineStore, SqliteOnlineStore
 
@@ -70,6 +71,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
         from keel.online import _memory
 
         _memory._SPACES.pop(uri, None)
+        _memory._GENERATIONS.pop(uri, None)
 
 
 @pytest.fixture
@@ -426,6 +428,172 @@ def test_invalid_rows_are_refused_naming_the_problem(store: OnlineStore) -> None
     with pytest.raises(ValidationError, match="invalid"):
         store.drop_view("v:*")
     assert values(store, "v", [1], ["a"]) == {"a": [None]}  # nothing was half-written
+
+
+# -- generations: a view's data replaced whole, atomically
+
+
+def test_a_generation_stays_invisible_until_published_then_replaces_the_view_whole(store: OnlineStore) -> None:
+    write(store, "v", rows([1, 2], a=[1.0, 2.0]), ["a"])
+    generation = store.begin_generation("v")
+    write(store, "v", rows([2, 3], at=T0 - timedelta(1), a=[20.0, 30.0]), ["a"], generation=generation)
+
+    assert values(store, "v", [1, 2, 3], ["a"]) == {"a": [1.0, 2.0, None]}
+    assert store.hidden_generations("v") == [generation]
+
+    store.publish_generation("v", generation)
+
+    # Entity 1 is gone, and 2 holds the new (older) row: the generation replaced the data, it was not merged.
+    assert values(store, "v", [1, 2, 3], ["a"]) == {"a": [None, 20.0, 30.0]}
+    assert store.hidden_generations("v") == []
+    assert write(store, "v", rows([1], a=[5.0]), ["a"]) == 1  # later writes go to the new data
+    assert values(store, "v", [1, 2], ["a"]) == {"a": [5.0, 20.0]}
+
+
+def test_a_generation_may_change_the_keys_and_the_feature_types(store: OnlineStore) -> None:
+    write(store, "v", rows([1], a=[1.0]), ["a"])
+    generation = store.begin_generation("v")
+    write(store, "v", rows(["x"], key="code", a=["text"]), ["a"], keys=["code"], generation=generation)
+    store.publish_generation("v", generation)
+
+    assert values(store, "v", ["x"], ["a"]) == {"a": ["text"]}
+    with pytest.raises(ConflictError):
+        write(store, "v", rows([1], a=[1.0]), ["a"])
+
+
+def test_each_published_generation_replaces_the_previous_one(store: OnlineStore) -> None:
+    for round_ in range(3):
+        generation = store.begin_generation("v")
+        write(store, "v", rows([round_, 10], a=[float(round_), float(round_)]), ["a"], generation=generation)
+        store.publish_generation("v", generation)
+
+    assert values(store, "v", [0, 1, 2, 10], ["a"]) == {"a": [None, None, 2.0, 2.0]}
+    assert store.hidden_generations("v") == []
+
+
+def test_publishing_an_empty_generation_empties_the_view(store: OnlineStore) -> None:
+    write(store, "v", rows([1], a=[1.0]), ["a"])
+    generation = store.begin_generation("v")
+
+    store.publish_generation("v", generation)
+
+    assert values(store, "v", [1], ["a"]) == {"a": [None]}
+    write(store, "v", rows([1], a=["any type again"]), ["a"])
+    assert values(store, "v", [1], ["a"]) == {"a": ["any type again"]}
+
+
+def test_a_discarded_generation_leaves_the_view_as_it_was_and_refuses_more_work(store: OnlineStore) -> None:
+    write(store, "v", rows([1], a=[1.0]), ["a"])
+    generation = store.begin_generation("v")
+    write(store, "v", rows([1, 2], a=[9.0, 9.0]), ["a"], generation=generation)
+
+    store.discard_generation("v", generation)
+    store.discard_generation("v", generation)  # twice is harmless
+
+    assert values(store, "v", [1, 2], ["a"]) == {"a": [1.0, None]}
+    assert store.hidden_generations("v") == []
+    with pytest.raises(ConflictError, match=f"generation {generation} is not being written"):
+        write(store, "v", rows([1], a=[2.0]), ["a"], generation=generation)
+    with pytest.raises(ConflictError, match=f"generation {generation} is not being written"):
+        store.publish_generation("v", generation)
+
+
+def test_a_published_generation_cannot_be_published_again_nor_discarded(store: OnlineStore) -> None:
+    generation = store.begin_generation("v")
+    write(store, "v", rows([1], a=[1.0]), ["a"], generation=generation)
+    store.publish_generation("v", generation)
+
+    with pytest.raises(ConflictError):
+        store.publish_generation("v", generation)
+    store.discard_generation("v", generation)  # not unpublished: nothing happens
+
+    assert values(store, "v", [1], ["a"]) == {"a": [1.0]}
+
+
+def test_generations_are_per_view_and_dropping_the_view_removes_them(store: OnlineStore) -> None:
+    ours, theirs = store.begin_generation("v"), store.begin_generation("w")
+    write(store, "v", rows([1], a=[1.0]), ["a"], generation=ours)
+
+    store.drop_view("v")
+
+    assert store.hidden_generations("v") == []
+    assert store.hidden_generations("w") == [theirs]
+    with pytest.raises(ConflictError):
+        store.publish_generation("v", ours)
+    with pytest.raises(ConflictError):
+        store.publish_generation("w", ours)  # another view's generation
+
+
+def test_malformed_generation_ids_are_refused(store: OnlineStore) -> None:
+    for bad in ("", "g1", "0123456789ABCDEF", "0123456789abcdef\n", "../../etc", 7):
+        with pytest.raises(ValidationError, match="generation"):
+            store.publish_generation("v", bad)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="generation"):
+            write(store, "v", rows([1], a=[1.0]), ["a"], generation=bad)
+
+
+def test_a_generation_left_by_a_dead_process_is_removed_by_the_next_begin(store: OnlineStore) -> None:
+    """A writer that died before publishing (its process is gone) leaves the old data serving; the next
+    ``begin_generation`` of the view removes its leftover, and leaves a live writer's alone."""
+    write(store, "v", rows([1], a=[1.0]), ["a"])
+    leftover = store._begin_generation("v", dead_owner())  # as that process would have, before it died
+    write(store, "v", rows([1, 2], a=[8.0, 8.0]), ["a"], generation=leftover)
+    at_work = store.begin_generation("v")  # this process: alive
+
+    assert store.hidden_generations("v") == [at_work]
+    assert values(store, "v", [1, 2], ["a"]) == {"a": [1.0, None]}
+    with pytest.raises(ConflictError):
+        write(store, "v", rows([1], a=[2.0]), ["a"], generation=leftover)
+    assert sorted([at_work, store.begin_generation("v")]) == store.hidden_generations("v")
+
+
+def test_sweeping_removes_the_generations_of_dead_writers_only(store: OnlineStore) -> None:
+    from keel._process import ProcessOwner
+
+    at_work = store._begin_generation("v", ProcessOwner.current().to_dict())
+    leftover = store._begin_generation("v", dead_owner())
+
+    assert store.sweep_generations("v") == [leftover]
+    assert store.hidden_generations("v") == [at_work]
+    assert store.sweep_generations("v") == []
+
+
+def test_readers_see_the_old_data_or_the_new_never_nothing_while_generations_are_published(
+    open_store: OpenStore,
+) -> None:
+    """A reader (another store on the same data) reads while a writer replaces the view again and again: every
+    read is entirely one published generation's values."""
+    import threading
+
+    writer, reader = open_store(), open_store()
+    ids = list(range(200))
+    write(writer, "v", rows(ids, a=[0.0] * len(ids)), ["a"])
+    done = threading.Event()
+    seen: set[tuple[Any, ...]] = set()
+
+    def read() -> None:
+        while not done.is_set():
+            got = reader.read("v", [(i,) for i in ids], ["a"]).column("a")
+            seen.add(tuple(set(got)))
+            one = reader.read("v", [(7,)], ["a"]).column("a")
+            seen.add(tuple(one))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for round_ in range(1, 16):
+            generation = writer.begin_generation("v")
+            for start in range(0, len(ids), 50):  # several batches: a reader would see a half-written generation
+                part = ids[start : start + 50]
+                write(writer, "v", rows(part, a=[float(round_)] * len(part)), ["a"], generation=generation)
+            writer.publish_generation("v", generation)
+    finally:
+        done.set()
+        thread.join()
+
+    assert seen  # the reader did read
+    assert all(len(values) == 1 and values[0] is not None for values in seen), sorted(seen, key=str)[:5]
+    assert values(reader, "v", [0, 199], ["a"]) == {"a": [15.0, 15.0]}
 
 
 # -- backend failures: one error, naming the store, the view and the action

@@ -433,17 +433,32 @@ def test_a_missing_id_column_is_named(trained: Trained, score: Score) -> None:
 def test_a_value_the_package_refuses_is_its_error_naming_the_row(trained: Trained, score: Score) -> None:
     ref = trained.ref("churn@latest")
     source = pd.read_parquet(trained.input)
-    source["orders"] = source["orders"].astype(str)
-    source.loc[5, "orders"] = "many"
+    source["orders"] = source["orders"].astype("float64")
+    source.loc[5, "orders"] = 2.5  # not an integer
     with pytest.raises(ValidationError) as local:
         ref.load().predict(source)
 
     with pytest.raises(ValidationError) as raised:
         score(pa.Table.from_pandas(source, preserve_index=False), ref, Scoring(id_column="customer_id"))
 
-    assert str(raised.value).startswith(str(local.value))  # the package's message, then where the row is
-    assert f"customer_id={source.loc[5, 'customer_id']}" in str(raised.value)
+    refused = "model 'churn': column 'orders' (int64): 1 row holds a value that is not an integer: "
+    assert str(local.value).startswith(refused + "row 5 (2.5)")
+    assert str(raised.value).startswith(refused)  # the package's message, naming the row as the engine knows it
+    assert f"[customer_id={source.loc[5, 'customer_id']}] (2.5)" in str(raised.value)
     assert raised.value.field == "orders"
+
+
+def test_a_column_of_a_type_that_cannot_hold_its_feature_is_refused_before_any_row_is_scored(
+    trained: Trained, score: Score
+) -> None:
+    source = pd.read_parquet(trained.input)
+    source["plan"] = np.arange(len(source))  # integers for a string feature
+
+    with pytest.raises(
+        ValidationError, match=r"column 'plan' of .* holds int64 values, which are not string"
+    ) as raised:
+        score(pa.Table.from_pandas(source, preserve_index=False), trained.ref("churn@latest"), Scoring())
+    assert raised.value.field == "plan"
 
 
 def test_an_output_folder_holding_files_is_refused(trained: Trained, score: Score, tmp_path: Path) -> None:

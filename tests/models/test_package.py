@@ -105,24 +105,24 @@ def test_a_missing_column_is_named(package: ModelPackage, frame: pd.DataFrame) -
 def test_a_value_of_the_wrong_type_is_named_with_its_row(package: ModelPackage, frame: pd.DataFrame) -> None:
     spend = frame["spend"].astype(object)
     spend.iloc[3] = "twelve"
-    with pytest.raises(ValidationError, match="row 3 has 'twelve', which is not a number") as info:
+    with pytest.raises(
+        ValidationError, match=r"1 row holds a value that is not a finite number: row 3 \('twelve'\)"
+    ) as info:
         package.predict(frame.assign(spend=spend))
     assert info.value.field == "spend" and info.value.row == 3
 
-    with pytest.raises(ValidationError, match="column 'since' \\(timestamp\\): row 1 has 'soon'"):
+    with pytest.raises(ValidationError, match=r"column 'since' \(timestamp\): 1 row holds .*: row 1 \('soon'\)"):
         package.predict(frame.assign(since=["2024-01-01", "soon", *["2024-01-02"] * (len(frame) - 2)]))
-    with pytest.raises(ValidationError, match="column 'active' \\(bool\\): row 0 has 'yes'"):
+    with pytest.raises(ValidationError, match=r"column 'active' \(bool\): 1 row holds .*: row 0 \('yes'\)"):
         package.predict(frame.assign(active=["yes", *[True] * (len(frame) - 1)]))
 
 
-def test_values_given_as_text_or_python_objects_predict_like_typed_columns(
-    package: ModelPackage, frame: pd.DataFrame
-) -> None:
+def test_values_given_as_python_objects_predict_like_typed_columns(package: ModelPackage, frame: pd.DataFrame) -> None:
     expected = package.predict_proba(frame)
     loose = pd.DataFrame(
         {
-            "spend": [None if pd.isna(v) else str(v) for v in frame["spend"]],
-            "orders": [str(v) for v in frame["orders"]],
+            "spend": pd.Series([None if pd.isna(v) else float(v) for v in frame["spend"]], dtype=object),
+            "orders": pd.Series([int(v) for v in frame["orders"]], dtype=object),
             "plan": frame["plan"].astype(object),
             "active": [bool(v) for v in frame["active"]],
             "since": [t.isoformat() for t in frame["since"]],
@@ -131,6 +131,16 @@ def test_values_given_as_text_or_python_objects_predict_like_typed_columns(
     )
 
     np.testing.assert_allclose(package.predict_proba(loose), expected)
+
+
+def test_numbers_given_as_text_are_refused_as_the_prediction_service_refuses_them(
+    package: ModelPackage, frame: pd.DataFrame
+) -> None:
+    as_text = frame.assign(orders=[str(v) for v in frame["orders"]])
+
+    with pytest.raises(ValidationError, match=r"column 'orders' \(int64\): 30 rows hold .*: row 0 \('\d'\)") as info:
+        package.predict(as_text)
+    assert info.value.field == "orders" and info.value.row == 0
 
 
 def test_timestamps_give_the_same_predictions_whatever_their_unit_or_zone(

@@ -38,6 +38,21 @@ class _Failing(OnlineStore):
     def _drop_view(self, view: str) -> None:
         raise self.error
 
+    def _begin_generation(self, view: str, owner: dict[str, Any]) -> str:
+        raise self.error
+
+    def _publish_generation(self, view: str, generation: str) -> None:
+        raise self.error
+
+    def _discard_generation(self, view: str, generation: str) -> None:
+        raise self.error
+
+    def _hidden_generations(self, view: str) -> list[str]:
+        raise self.error
+
+    def _sweep_generations(self, view: str) -> list[str]:
+        raise self.error
+
     def close(self) -> None:
         pass
 
@@ -51,6 +66,11 @@ ACTIONS = [
     ("reading", lambda s: s.read("v", [(1,)], ["a"])),
     ("writing", _write),
     ("dropping the view", lambda s: s.drop_view("v")),
+    ("starting a generation", lambda s: s.begin_generation("v")),
+    ("publishing generation 0123456789abcdef", lambda s: s.publish_generation("v", "0123456789abcdef")),
+    ("discarding generation 0123456789abcdef", lambda s: s.discard_generation("v", "0123456789abcdef")),
+    ("listing generations", lambda s: s.hidden_generations("v")),
+    ("removing abandoned generations", lambda s: s.sweep_generations("v")),
 ]
 
 

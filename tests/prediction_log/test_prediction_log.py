@@ -321,6 +321,28 @@ def test_a_crash_mid_file_leaves_no_visible_partial_file(project: keel.Project) 
     assert project.predictions("m").empty
 
 
+def test_the_next_writer_removes_the_temporary_files_of_crashed_writers_once_stale(project: keel.Project) -> None:
+    root = Path(project.config.offline) / "_prediction_log"
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert crashed.returncode == 3, crashed.stderr
+    [stale] = list(root.rglob(".part-*.parquet.tmp"))
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    recent = stale.with_name(".part-20240101T000000-1-0123abcd.parquet.tmp")  # a writer maybe still at work
+    recent.write_bytes(b"PAR1")
+
+    log = PredictionLog(str(root))
+    layout = LogLayout("m", 1, (("id", "int64"),), (("x", "float64"),), "float64", ())
+    log.append(layout, "after", datetime.now(UTC), [{"id": 1}], {"x": [1.0]}, {"predictions": [0.5]})
+    log.close()
+
+    assert not stale.exists()
+    assert recent.exists()
+    assert list(project.predictions("m")["request_id"]) == ["after"]
+
+
 # -- the reader ----------------------------------------------------------------------------------------------
 def test_the_reader_filters_by_version_and_time(project: keel.Project) -> None:
     empty = project.predictions("churn")

@@ -139,6 +139,8 @@ def test_bad_input_is_a_4xx_naming_field_and_record_and_the_service_keeps_servin
 def test_malformed_bodies_are_refused(client: TestClient) -> None:
     not_json = client.post("/v1/models/churn/predict", content=b'{"records": [{"spend": NaN}]}')
     assert not_json.status_code == 400
+    error = not_json.json()["error"]
+    assert "records[0].spend is NaN" in error["message"] and (error["field"], error["row"]) == ("spend", 0)
     unknown = client.post("/v1/models/churn/predict", json={"records": [], "extra": 1})
     assert unknown.status_code == 422
     assert unknown.json()["error"]["field"] == "extra"

@@ -111,7 +111,20 @@ def seed(project: keel.Project) -> Seeded:
                     ],
                     "share": 0.5 if crossed else 0.0,
                 },
-                "quality": {"issues": []},
+                "quality": {
+                    "issues": [],
+                    "columns": [
+                        {
+                            "name": "spend",
+                            "kind": "numeric",
+                            "reference_missing_rate": 0.01,
+                            "current_missing_rate": 0.01 * (k + 1),
+                            "out_of_range_share": 0.0,
+                            "new_categories": [],
+                            "new_category_share": 0.0,
+                        }
+                    ],
+                },
             },
         )
         catalog.add_monitoring_event(name="churn", kind="checked", version=2, report_id=report_id, message="checked")

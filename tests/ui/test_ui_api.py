@@ -153,26 +153,56 @@ def test_a_model_has_its_versions_aliases_history_and_analyses(client: TestClien
     assert client.get("/api/models/nobody").status_code == 404
 
 
-def test_a_view_has_its_schema_versions_statistics_and_runs(client: TestClient) -> None:
+def test_a_view_has_its_schema_versions_statistics_and_lineage(client: TestClient, seeded: Seeded) -> None:
     view = client.get("/api/views/activity").json()
     assert [f["name"] for f in view["schema"]] == ["spend", "orders", "plan", "active", "since"]
     assert view["versions"][0]["version"] == 1
+    assert (view["total"], view["statistics_version"]) == (1, 1)
     assert view["statistics"]["spend"]["count"] > 0
-    assert len(view["recent_runs"]) == 20  # the newest twenty
-    assert view["recent_runs"][0] == {
-        "id": sweep_id(29),
+    # Lineage: every run that read the view (newest first, capped at fifty), each with the models made from it.
+    sweeps = [r for r in view["lineage"] if r["spec"] == "sweep"]
+    assert [r["id"] for r in sweeps] == [sweep_id(i) for i in reversed(range(SWEEP))]
+    assert sweeps[0] == {
+        "id": sweep_id(SWEEP - 1),
         "spec": "sweep",
         "status": "failed",
-        "started_at": view["recent_runs"][0]["started_at"],
+        "started_at": sweeps[0]["started_at"],
         "feature_version": 1,
+        "models": [],
     }
+    first = next(r for r in view["lineage"] if r["id"] == seeded.sweep[0])
+    assert first["models"] == [f"{XSS_MODEL}:1"]  # the model version registered from that run
     profile = client.get("/api/views/profile").json()  # read by the two trained churn runs only
-    assert [(r["spec"], r["feature_version"]) for r in profile["recent_runs"]] == [("churn", 1), ("churn", 1)]
+    assert [(r["spec"], r["feature_version"], r["models"]) for r in profile["lineage"]] == [
+        ("churn", 1, ["churn:2"]),
+        ("churn", 1, ["churn:1"]),
+    ]
     assert client.get("/api/views/nothing").status_code == 404
+    assert client.get("/api/views/activity?version=9").status_code == 404
+
+
+def test_runs_are_filtered_by_conditions_on_metrics_and_parameters(client: TestClient) -> None:
+    page = client.get("/api/runs", params={"where": ["metric.roc_auc>=0.75", "param.estimator.C!=27"], "spec": "sweep"})
+    assert {r["id"] for r in page.json()["runs"]} == {sweep_id(i) for i in (25, 26, 28, 29)}
+    bad = client.get("/api/runs", params={"where": "metric.roc_auc>=high"})
+    assert bad.status_code == 400 and "is not a number" in bad.json()["detail"]
+
+
+def test_views_and_models_lists_are_paged(client: TestClient) -> None:
+    views = client.get("/api/views?page_size=1").json()
+    assert (views["page_size"], views["pages"]) == (1, views["total"]) and len(views["views"]) == 1
+    names = [client.get(f"/api/views?page_size=1&page={p}").json()["views"][0]["name"] for p in (1, 2, 3)]
+    assert names == sorted(names) and len(set(names)) == 3
+    models = client.get("/api/models?page_size=1&page=2").json()
+    assert (models["page"], len(models["models"])) == (2, 1) and models["total"] >= 2
+    assert client.get("/api/views?page=0").status_code == 422
+    assert client.get(f"/api/models?page_size={10**6}").status_code == 422
 
 
 def test_monitoring_lists_reports_oldest_first_and_the_audit(client: TestClient) -> None:
     data = client.get("/api/monitoring/churn").json()
+    assert [r["quality"]["spend"]["missing_rate"] for r in data["reports"]] == [0.01, 0.02, 0.03]
+    assert data["reports"][0]["quality"]["spend"]["reference_missing_rate"] == 0.01
     assert [r["drift"]["spend"]["statistic"] for r in data["reports"]] == [0.05, 0.12, 0.3]
     assert [r["crossed"] for r in data["reports"]] == [False, True, True]
     assert [e["kind"] for e in data["events"]] == ["checked", "checked", "checked", "kept"]
@@ -180,8 +210,8 @@ def test_monitoring_lists_reports_oldest_first_and_the_audit(client: TestClient)
 
 def test_the_overview_lists_views_models_verdicts_and_decisions(client: TestClient) -> None:
     data = client.get("/api/overview").json()
-    assert {"activity", "profile", XSS_VIEW} <= {v["name"] for v in data["views"]}
-    churn = next(m for m in data["models"] if m["name"] == "churn")
+    assert {"activity", "profile", XSS_VIEW} <= {v["name"] for v in data["views"]["views"]}
+    churn = next(m for m in data["models"]["models"] if m["name"] == "churn")
     assert churn["versions"] == 2
     assert [v["model"] for v in data["verdicts"]] == ["churn"]
     assert data["verdicts"][0]["crossed"] is True  # the latest report

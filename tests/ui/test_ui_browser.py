@@ -64,7 +64,13 @@ PAGES = [
 
 
 #: The README's screenshots: ``KEEL_UI_SCREENSHOTS=docs/ui pytest tests/ui/test_ui_browser.py`` writes them.
-SCREENSHOTS = {"/": "overview", "/runs": "runs", "/models/churn": "model", "/monitoring/churn": "monitoring"}
+SCREENSHOTS = {
+    "/": "overview",
+    "/views/activity": "view",
+    "/runs": "runs",
+    "/models/churn": "model",
+    "/monitoring/churn": "monitoring",
+}
 
 
 @pytest.mark.parametrize(("url", "expected"), PAGES)
@@ -75,6 +81,8 @@ def test_every_page_loads_without_console_errors(page: Any, url: str, expected: 
     folder = os.environ.get("KEEL_UI_SCREENSHOTS")
     if folder and url in SCREENSHOTS:
         page.set_viewport_size({"width": 1280, "height": 800})
+        if url.startswith("/views/"):  # the histograms and lineage, below the tables
+            page.locator("#histograms").scroll_into_view_if_needed()
         page.screenshot(path=str(Path(folder) / f"{SCREENSHOTS[url]}.png"), full_page=False)
 
 
@@ -84,7 +92,7 @@ def first_column(page: Any, column: int) -> list[str]:
 
 def test_the_runs_table_sorts_filters_and_pages(page: Any) -> None:
     loaded(page, "/runs?spec=sweep&page_size=5")
-    assert page.inner_text("#page-info") == "page 1 of 6 · 30 runs"
+    assert page.inner_text(".page-info") == "page 1 of 6 · 30 runs"
     # sort by the metric: the header link is a bookmarkable URL
     page.click("a[data-sort='metric.roc_auc']")
     page.wait_for_url("**sort=metric.roc_auc**")
@@ -112,6 +120,15 @@ def test_the_runs_table_sorts_filters_and_pages(page: Any) -> None:
     page.wait_for_url("**q=trial-19**")
     page.wait_for_selector("#runs-table")
     assert [row.get_attribute("data-run") for row in page.locator("#runs-table tbody tr").all()] == [sweep_id(19)]
+    # conditions on metrics and parameters (run i has roc_auc 0.5 + i/100 and C = i)
+    page.fill("input[name=q]", "")
+    page.select_option("select[name=status]", "")
+    page.fill("input[name=where]", "metric.roc_auc>=0.7; param.estimator.C<25")
+    page.click("#run-filter button[type=submit]")
+    page.wait_for_url("**where=**")
+    page.wait_for_selector("#runs-table")
+    shown = {row.get_attribute("data-run") for row in page.locator("#runs-table tbody tr").all()}
+    assert shown == {sweep_id(i) for i in range(20, 25)}
     assert page.problems == []
 
 
@@ -174,6 +191,34 @@ def test_promote_works_with_the_token_and_is_refused_without(page: Any, seeded: 
     page.click("#promote")
     page.wait_for_timeout(200)
     assert seeded.project.catalog.alias("churn", "browser") == 2
+    assert page.problems == []
+
+
+def test_a_view_page_draws_histograms_and_links_its_lineage(page: Any, seeded: Seeded) -> None:
+    loaded(page, "/views/activity")
+    statistics = seeded.project.catalog.feature_versions("activity")[-1].statistics
+    numeric = sorted(n for n, s in statistics.items() if "quantiles" in s)
+    categorical = sorted(n for n, s in statistics.items() if s.get("top"))
+    histograms = page.locator("#histograms svg.histogram")
+    assert sorted(histograms.evaluate_all("nodes => nodes.map(n => n.dataset.column)")) == numeric
+    first = page.locator(f"#histograms svg.histogram[data-column='{numeric[0]}'] rect[data-share]")
+    shares = [float(x) for x in first.evaluate_all("nodes => nodes.map(n => n.dataset.share)")]
+    assert shares == [0.01, 0.04, 0.2, 0.25, 0.25, 0.2, 0.04, 0.01]  # the bins between the stored quantiles
+    assert page.locator("#histograms svg:not(.histogram)").count() == len(categorical)  # top values as bars
+    lineage = page.locator("#lineage tbody tr")
+    assert lineage.count() == len(seeded.project.catalog.view_lineage("activity"))
+    page.locator("#lineage a.tag", has_text=f"{XSS_MODEL}:1").click()  # lineage leads to the model's page
+    page.wait_for_selector("main#app:not(:has(.loading))")
+    assert XSS_MODEL in page.inner_text("h1")
+    assert page.problems == []
+
+
+def test_the_monitoring_page_charts_drift_and_quality_per_feature(page: Any) -> None:
+    loaded(page, "/monitoring/churn")
+    assert page.locator("#drift-charts svg").count() == 2  # spend and orders
+    quality = page.locator("#quality-charts svg[data-column='spend']")
+    assert quality.count() == 1
+    assert quality.locator("circle").count() == 3 * 2  # three reports: missing and out-of-range shares
     assert page.problems == []
 
 

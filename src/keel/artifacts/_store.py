@@ -1,9 +1,10 @@
 """A content-addressed blob store on any fsspec filesystem.
 
-Blobs live at ``<root>/sha256/<ab>/<digest>``. A blob is written under a hidden temporary name beside its final
-one and renamed into place only when complete (:func:`keel._files.atomic_open`: on a local disk its bytes and
-the rename are synced, so a stored blob survives a power cut), so a reader never sees half a blob; a read
-re-hashes the bytes and refuses a mismatch before anything is deserialized.
+Blobs live at ``<root>/sha256/<ab>/<digest>``. A blob appears only when complete (:func:`keel._files.atomic_open`):
+on a local disk it is written under a hidden temporary name and renamed into place, its bytes and the rename
+synced, so a stored blob survives a power cut; on S3 it is uploaded to its key as a multipart upload completed
+only once every byte was sent and hashed. A reader never sees half a blob; a read re-hashes the bytes and
+refuses a mismatch before anything is deserialized.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from keel._files import atomic_open, open_filesystem
+from keel._files import atomic_open, open_filesystem, storage_errors, writes_whole
 from keel.errors import BackendError, IntegrityError, NotFoundError, ValidationError
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -76,7 +77,11 @@ class ArtifactStore:
 
     def exists(self, digest: str) -> bool:
         """Whether the blob is stored."""
-        return bool(self.fs.exists(self.path(digest)))
+        path = self.path(digest)
+        try:
+            return bool(self.fs.exists(path))
+        except storage_errors() as exc:
+            raise BackendError(f"artifact store {self.uri!r}: cannot look up blob {digest}: {exc}") from exc
 
     def _intact(self, digest: str) -> bool:
         """Whether the blob is stored and its bytes still hash to ``digest``."""
@@ -93,22 +98,23 @@ class ArtifactStore:
     def _store(self, digest: str, chunks: Iterable[bytes | bytearray | memoryview]) -> str:
         """Write ``chunks`` as the blob ``digest`` unless an intact copy is stored already.
 
-        A damaged copy is replaced (the rename over it is still atomic). Bytes that do not hash to ``digest``
-        are never published.
+        A damaged copy is replaced (the rename, or the completed upload, over it is still atomic). Bytes that do
+        not hash to ``digest`` are never published.
         """
-        if self._intact(digest):  # the same content is stored: keep the first copy, write nothing
-            return digest
         h = hashlib.sha256()
         try:
+            if self._intact(digest):  # the same content is stored: keep the first copy, write nothing
+                return digest
             with atomic_open(self.fs, self.path(digest)) as f:
                 for chunk in chunks:
                     h.update(chunk)
                     f.write(chunk)
                 if h.hexdigest() != digest:
                     raise _Mismatch
-                if self._intact(digest):
-                    # Published meanwhile by a concurrent writer: keep its copy rather than replace it (on an
-                    # object store a replacement removes the object first, and a reader could miss it).
+                if not writes_whole(self.fs) and self._intact(digest):
+                    # Published meanwhile by a concurrent writer: keep its copy rather than replace it (a
+                    # replacement by a move removes the object first, and a reader could miss it). An upload
+                    # completed over it replaces it in one step with the same bytes: nothing to check.
                     raise _AlreadyStored
         except _AlreadyStored:
             pass
@@ -117,7 +123,7 @@ class ArtifactStore:
                 f"artifact store {self.uri!r}: the content changed while it was stored as blob {digest}; "
                 "nothing was stored. Store it again once it no longer changes."
             ) from None
-        except OSError as exc:
+        except storage_errors() as exc:
             raise BackendError(f"artifact store {self.uri!r}: cannot store blob {digest}: {exc}") from exc
         return digest
 
@@ -140,13 +146,13 @@ class ArtifactStore:
             src = open(path, "rb")  # noqa: SIM115 - closed below; opened first so a missing file writes nothing
         except FileNotFoundError as exc:
             raise NotFoundError(f"cannot store {str(path)!r} as an artifact: no such file") from exc
-        except OSError as exc:
+        except storage_errors() as exc:
             raise BackendError(f"cannot store {str(path)!r} as an artifact: cannot read it: {exc}") from exc
         with src:
             try:
                 digest = hashlib.file_digest(src, "sha256").hexdigest()
                 src.seek(0)
-            except OSError as exc:
+            except storage_errors() as exc:
                 raise BackendError(f"cannot store {str(path)!r} as an artifact: cannot read it: {exc}") from exc
             return self._store(digest, iter(lambda: src.read(_CHUNK), b""))
 
@@ -168,7 +174,7 @@ class ArtifactStore:
                 data: bytes = f.read()
         except FileNotFoundError as exc:
             raise NotFoundError(f"{label} is not in the artifact store {self.uri!r}") from exc
-        except OSError as exc:
+        except storage_errors() as exc:
             raise BackendError(f"artifact store {self.uri!r}: cannot read {label}: {exc}") from exc
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
@@ -202,7 +208,7 @@ class ArtifactStore:
             ) from None
         except FileNotFoundError as exc:
             raise NotFoundError(f"{label} is not in the artifact store {self.uri!r}") from exc
-        except OSError as exc:
+        except storage_errors() as exc:
             raise BackendError(f"artifact store {self.uri!r}: cannot copy {label} to {dest}: {exc}") from exc
         return dest
 

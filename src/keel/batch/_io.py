@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from keel._files import atomic_open, is_local, protocol_of
-from keel.errors import NotFoundError, ValidationError
+from keel._files import atomic_open, is_local, protocol_of, storage_errors
+from keel.errors import BackendError, NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,6 +31,7 @@ class InputFile:
     mtime: str | None
     num_rows: int | None  # known up front for Parquet only
     row_groups: tuple[int, ...] = ()  # rows per row group (Parquet)
+    schema: Any = None  # the columns' Arrow types (a CSV file's as inferred from its first block)
 
     def fingerprint(self) -> dict[str, Any]:
         return {"path": self.uri, "size": self.size, "mtime": self.mtime}
@@ -60,27 +62,32 @@ def open_input(uri: str) -> InputFile:
     Raises:
         NotFoundError: no file there.
         ValidationError: not a Parquet or CSV file, or unreadable.
+        BackendError: the storage holding it cannot be reached.
     """
     import fsspec
     import pyarrow.parquet as pq
 
     kind = _kind(uri)
     fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        raise NotFoundError(f"no input file at {uri}")
-    size, mtime = _stat(fs, path)
+    try:
+        if not fs.exists(path):
+            raise NotFoundError(f"no input file at {uri}")
+        size, mtime = _stat(fs, path)
+    except storage_errors() as exc:  # the storage itself failed (an S3 endpoint out of reach ...)
+        raise BackendError(f"cannot look up the input {uri}: {exc}") from exc
     try:
         if kind == "parquet":
             with fs.open(path, "rb") as f:
                 meta = pq.ParquetFile(f)
                 groups = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.metadata.num_row_groups))
+                schema = meta.schema_arrow
                 return InputFile(
-                    uri, fs, path, kind, list(meta.schema_arrow.names), size, mtime, meta.metadata.num_rows, groups
+                    uri, fs, path, kind, list(schema.names), size, mtime, meta.metadata.num_rows, groups, schema
                 )
         with fs.open(path, "rb") as f:
             reader = _csv_reader(f, path, None)
             columns = list(reader.schema.names)
-        return InputFile(uri, fs, path, kind, columns, size, mtime, None)
+        return InputFile(uri, fs, path, kind, columns, size, mtime, None, schema=reader.schema)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise ValidationError(f"cannot read {kind} input {uri}: {exc}", field="input") from exc
 
@@ -92,20 +99,37 @@ def _stat(fs: Any, path: str) -> tuple[int, str | None]:
     return int(info.get("size") or 0), None if mtime is None else str(mtime)
 
 
-def _csv_reader(f: Any, path: str, columns: list[str] | None) -> Any:
+def _csv_reader(f: Any, path: str, columns: list[str] | None, text: Sequence[str] = ()) -> Any:
+    """A streaming CSV reader; the ``text`` columns are read as strings as they are written (a CSV file has no
+    types: a string feature of digits, such as a postcode, stays the text it is, leading zeros included)."""
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     compression = "gzip" if path.endswith(".gz") else "bz2" if path.endswith(".bz2") else None
     if compression:
-        import pyarrow as pa
-
         f = pa.CompressedInputStream(f, compression)
-    convert = pcsv.ConvertOptions(include_columns=columns) if columns else None
+    options: dict[str, Any] = {}
+    if columns:
+        options["include_columns"] = columns
+    if text:
+        options["column_types"] = dict.fromkeys(text, pa.string())
+    convert = pcsv.ConvertOptions(**options) if options else None
     return pcsv.open_csv(f, read_options=pcsv.ReadOptions(block_size=8 << 20), convert_options=convert)
 
 
-def iter_chunks(source: InputFile, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
-    """The input's ``columns`` in consecutive tables of ``chunk_rows`` rows (the last may be shorter).
+def text_schema(source: InputFile, text: Sequence[str]) -> Any:
+    """The input's Arrow schema as its chunks will have it: a CSV file's ``text`` columns as strings."""
+    import pyarrow as pa
+
+    if source.kind != "csv" or not text:
+        return source.schema
+    wanted = set(text)
+    return pa.schema([pa.field(f.name, pa.string()) if f.name in wanted else f for f in source.schema])
+
+
+def iter_chunks(source: InputFile, columns: list[str], chunk_rows: int, text: Sequence[str] = ()) -> Iterator[pa.Table]:
+    """The input's ``columns`` in consecutive tables of ``chunk_rows`` rows (the last may be shorter); a CSV file's
+    ``text`` columns are read as strings.
 
     Chunk ``i`` always holds rows ``[i * chunk_rows, (i + 1) * chunk_rows)``, whatever the file's row groups or
     blocks, so a resumed run sees the same chunks. An empty input gives one empty chunk.
@@ -122,7 +146,7 @@ def iter_chunks(source: InputFile, columns: list[str], chunk_rows: int) -> Itera
             )
             schema = pa.schema([schema.field(c) for c in columns])
         else:
-            reader = _csv_reader(f, source.path, columns)
+            reader = _csv_reader(f, source.path, columns, [c for c in text if c in columns])
             schema = reader.schema
             batches = iter(reader)
         buffer: list[pa.RecordBatch] = []
@@ -143,9 +167,19 @@ def iter_chunks(source: InputFile, columns: list[str], chunk_rows: int) -> Itera
         except (OSError, ValueError) as exc:
             if isinstance(exc, ValidationError):
                 raise
-            raise ValidationError(f"cannot read input {source.uri}: {exc}", field="input") from exc
+            raise ValidationError(f"cannot read input {source.uri}: {_named(str(exc), source)}", field="input") from exc
         if held or not produced:
             yield pa.Table.from_batches(buffer, schema=buffer[0].schema if buffer else schema)
+
+
+def _named(message: str, source: InputFile) -> str:
+    """Arrow's CSV message with the column's name beside its number (``In CSV column #2 ('spend'): ...``)."""
+
+    def name(found: re.Match[str]) -> str:
+        i = int(found.group(1))
+        return f"{found.group(0)} ({source.columns[i]!r})" if 0 <= i < len(source.columns) else found.group(0)
+
+    return re.sub(r"CSV column #(\d+)", name, message) if source.kind == "csv" else message
 
 
 @dataclass(frozen=True)

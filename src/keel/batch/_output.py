@@ -37,13 +37,18 @@ class Output:
         """The output at ``output`` (a local path or an fsspec URI), checked against the input ``source``.
 
         Raises:
-            ValidationError: not named ``.parquet``, or it is the input.
+            ValidationError: not named ``.parquet``, it is the input, a folder, or in a folder that is a file.
         """
         fs, path, _ = open_filesystem(output)
         if not path.lower().endswith((".parquet", ".pq")):
             raise ValidationError(f"{output}: the output is written as Parquet; name it .parquet", field="output")
         if path == source.path and type(fs) is type(source.fs):
             raise ValidationError(f"{output}: the output would overwrite the input", field="output")
+        if fs.isdir(path):
+            raise ValidationError(f"{output} is a folder; the output is one Parquet file: name a file", field="output")
+        parent = path.rpartition("/")[0]
+        if parent and fs.exists(parent) and not fs.isdir(parent):
+            raise ValidationError(f"{output}: {parent} is a file, not a folder", field="output")
         return cls(fs, path)
 
     @property

@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel._files import is_local, protocol_of
+from keel._files import is_local, protocol_of, storage_errors, writes_whole
 from keel.batch._features import FeatureJoin, InputFeatures
-from keel.batch._io import InputFile, RowSlice, iter_chunks, open_input
+from keel.batch._io import InputFile, RowSlice, iter_chunks, open_input, text_schema
 from keel.batch._lanes import Lanes, Pool, open_lanes
 from keel.batch._manifest import Manifest
 from keel.batch._output import MANIFEST_SUFFIX, PARTS_SUFFIX, Combiner, Output
@@ -289,6 +289,8 @@ class _Run:
         self.output = output
         self.options = options
         self.on_progress = on_progress
+        # a CSV file has no types: a string feature's column is read as the text it is
+        self.text = [f.name for f in package.schema.features if f.dtype == "string"] if source.kind == "csv" else []
         self.columns = self._columns()
         self.manifest = Manifest(
             input=source.fingerprint(),
@@ -320,11 +322,19 @@ class _Run:
             wanted = self.join.columns(source.columns)
         except ValidationError as exc:  # the join speaks of "the input": name it
             raise ValidationError(f"{source.uri}: {exc}", field=exc.field) from exc
+        if isinstance(self.join, InputFeatures) and source.schema is not None:
+            # a feature column of a type that cannot hold the feature's values fails the run before any chunk is
+            # scored (the values themselves are checked chunk by chunk)
+            self.package.check_input_types(text_schema(source, self.text), what=f"{source.kind} input {source.uri}")
         return list(dict.fromkeys([*wanted, *([id_column] if id_column else [])]))
 
     def execute(self, started: float) -> BatchResult:
         """Score every chunk not done by an earlier run, assemble the output, and say what happened."""
-        self._open_manifest()
+        try:
+            self._open_manifest()
+        except storage_errors() as exc:  # the output's storage refuses the first write (a missing bucket ...)
+            where = self.output.uri(self.output.path)
+            raise BackendError(f"cannot write the output {where}: {exc}") from exc
         # a classifier's labels are few: dictionary-encoded; ids, numbers and probabilities are mostly distinct
         dictionary = ["prediction"] if self.package.task == "classification" else []
         with Combiner(self.output, self.manifest, dictionary) as combiner:
@@ -343,7 +353,8 @@ class _Run:
         """Take the chunks an earlier run of the same work finished, or start afresh."""
         fs, parts_path, manifest = self.output.fs, self.output.parts_path, self.manifest
         parent = self.output.path.rpartition("/")[0]
-        if parent:
+        folders = not writes_whole(fs)  # S3 has no folders to make (s3fs would create a missing bucket for one)
+        if parent and folders:
             fs.makedirs(parent, exist_ok=True)
         old = Manifest.load(fs, self.output.manifest_path) if self.options.resume else None
         if old is not None and old.matches(manifest):
@@ -351,7 +362,8 @@ class _Run:
             log.info("resuming: %d chunk(s) done in an earlier run", len(manifest.chunks))
         elif fs.exists(parts_path):
             fs.rm(parts_path, recursive=True)
-        fs.makedirs(parts_path, exist_ok=True)
+        if folders:
+            fs.makedirs(parts_path, exist_ok=True)
         manifest.save(fs, self.output.manifest_path)
 
     def _chunks(self) -> Iterator[tuple[int, int, pa.Table | RowSlice]]:
@@ -367,7 +379,7 @@ class _Run:
                 rows = max(0, min(chunk_rows, source.num_rows - start))
                 yield index, rows, RowSlice(uri, tuple(self.columns), start, rows, source.size, source.mtime)
             return
-        for index, table in enumerate(iter_chunks(source, self.columns, chunk_rows)):
+        for index, table in enumerate(iter_chunks(source, self.columns, chunk_rows, self.text)):
             yield index, table.num_rows, table
 
     def _send(self, combiner: Combiner, index: int, rows: int, item: pa.Table | RowSlice) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,11 +99,11 @@ class Scorer:
         """
         try:
             if isinstance(data, bytes):
-                frame: pd.DataFrame | dict[str, Any] = self._columns(data)
+                frame: pd.DataFrame | dict[str, Any] = self._columns(data, start)
             elif isinstance(data, RowSlice):
-                frame = self._table_columns(self._reader().read(data))
+                frame = self._table_columns(self._reader().read(data), start)
             elif _is_table(data):
-                frame = self._table_columns(data)
+                frame = self._table_columns(data, start)
             else:
                 frame = data
             table = self.predict(frame, start)
@@ -122,16 +123,16 @@ class Scorer:
             reader = self._local.reader = SliceReader()
         return reader
 
-    def _columns(self, data: bytes) -> pd.DataFrame | dict[str, Any]:
+    def _columns(self, data: bytes, start: int = 0) -> pd.DataFrame | dict[str, Any]:
         """A chunk's columns from Arrow IPC bytes (see :meth:`_table_columns`)."""
         from keel.batch._io import from_ipc
 
-        return self._table_columns(from_ipc(data))
+        return self._table_columns(from_ipc(data), start)
 
-    def _table_columns(self, table: pa.Table) -> dict[str, Any]:
+    def _table_columns(self, table: pa.Table, start: int = 0) -> dict[str, Any]:
         """A chunk's columns: the package's input of the table (:meth:`ModelPackage.arrow_columns`, the
-        conversion the engines use too) and the id column through pandas."""
-        columns = self.package.arrow_columns(table)
+        conversion the engines use too, which checks every value) and the id column through pandas."""
+        columns = self.package.arrow_columns(table, rows=_input_rows(start))
         if self.id_column is not None:
             # the output's id is built from the pandas column (pa.Array.from_pandas), whether or not it is a feature
             columns = {**columns, self.id_column: table.column(self.id_column).to_pandas()}
@@ -145,7 +146,7 @@ class Scorer:
         package = self.package
         n = int(frame.pop(_ROWS)) if isinstance(frame, dict) else len(frame)
         # the package's own preparation and prediction, as in ModelPackage.predict / predict_proba
-        scored = package.score(frame, probabilities=self.proba)
+        scored = package.score(frame, probabilities=self.proba, rows=_input_rows(start))
         prediction = scored.predictions
         proba = scored.probabilities
         if self.proba and proba is None:  # pragma: no cover - self.proba implies a classifier with probabilities
@@ -168,10 +169,17 @@ def _is_table(data: Any) -> bool:
     return isinstance(data, pa.Table)
 
 
+def _input_rows(start: int) -> Callable[[int], str]:
+    """How an input check names a chunk's row: by its input row number."""
+    return lambda i: f"input row {start + i}"
+
+
 def _describe(exc: BaseException, start: int) -> str:
+    from keel.models import InputValuesError
+
     text = f"{type(exc).__name__}: {exc}"
     row = getattr(exc, "row", None)
-    if isinstance(row, int):
+    if isinstance(row, int) and not isinstance(exc, InputValuesError):  # which names its input rows itself
         text += f" (input row {start + row})"
     if not hasattr(exc, "row") and not text.strip():
         text = traceback.format_exc(limit=3)

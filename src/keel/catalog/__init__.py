@@ -4,6 +4,7 @@
 teams. Both run the same code and pass the same conformance suite.
 """
 
+from keel.catalog._browse import MAX_PAGE_SIZE, RUN_SORTS, RunQuery
 from keel.catalog._migrations import MIGRATIONS, Migration, latest_version
 from keel.catalog._monitoring import MonitoringCatalog
 from keel.catalog._records import (
@@ -22,7 +23,9 @@ from keel.catalog._sql import SqlCatalog, utcnow
 Catalog = SqlCatalog
 
 __all__ = [
+    "MAX_PAGE_SIZE",
     "MIGRATIONS",
+    "RUN_SORTS",
     "AliasChange",
     "Catalog",
     "DefinitionRecord",
@@ -34,6 +37,7 @@ __all__ = [
     "MonitoringCatalog",
     "MonitoringEvent",
     "MonitoringReportRecord",
+    "RunQuery",
     "RunRecord",
     "SqlCatalog",
     "latest_version",

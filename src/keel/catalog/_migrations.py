@@ -62,6 +62,14 @@ def _create_v6(conn: sa.Connection) -> None:
     _schema.model_analyses.create(conn, checkfirst=True)
 
 
+def _add_v7(conn: sa.Connection) -> None:
+    # A catalog created since holds the column already (its table is created from the current schema).
+    table = _schema.runs.name
+    if "owner" not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+        kind = sa.JSON().compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN owner {kind}")
+
+
 #: Every migration, in order. Append to this list; never edit a released entry.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "definitions and ingested feature versions", _create_v1),
@@ -70,6 +78,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "monitoring reports and the monitoring audit trail", _create_v4),
     Migration(5, "the validation results of each feature version", _add_v5),
     Migration(6, "analyses of model versions", _create_v6),
+    Migration(7, "the process that owns each running run", _add_v7),
 )
 
 

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import sqlalchemy as sa
 
+from keel._process import ProcessOwner
 from keel.catalog import _schema
+from keel.catalog._lean import LeanReads
 from keel.catalog._records import AliasChange, ModelVersionRecord, RunRecord
 from keel.errors import ConflictError, NotFoundError, ValidationError
 
@@ -51,9 +53,11 @@ class ModelCatalog:
         def _retrying(self, what: str, fn: Callable[[sa.Connection], T]) -> T: ...
         def _serialize(self, conn: sa.Connection, *key: str) -> None: ...
 
+        _lean: LeanReads
+
     # -- runs ------------------------------------------------------------------------------------------------
     @staticmethod
-    def _run(row: sa.Row[Any]) -> RunRecord:
+    def _run(row: Any) -> RunRecord:
         return RunRecord(
             id=row.id,
             spec=row.spec,
@@ -68,10 +72,20 @@ class ModelCatalog:
             error=row.error,
             package_digest=row.package_digest,
             package_format=row.package_format,
+            owner=row.owner if isinstance(row.owner, dict) else None,
         )
 
-    def start_run(self, *, run_id: str, spec: str, spec_snapshot: dict[str, Any], params: dict[str, Any]) -> RunRecord:
-        """Record a run as ``running``."""
+    def start_run(
+        self,
+        *,
+        run_id: str,
+        spec: str,
+        spec_snapshot: dict[str, Any],
+        params: dict[str, Any],
+        owner: ProcessOwner | None = None,
+    ) -> RunRecord:
+        """Record a run as ``running``, owned by ``owner`` (default: this process): if that process dies before
+        completing it, :meth:`fail_dead_runs` records it as failed."""
         _check_json(spec_snapshot=spec_snapshot, params=params)
         r = _schema.runs
         values = {
@@ -86,6 +100,7 @@ class ModelCatalog:
             "durations": {},
             "lineage": {},
             "error": None,
+            "owner": (owner or ProcessOwner.current()).to_dict(),
         }
 
         def write(conn: sa.Connection) -> RunRecord:
@@ -135,12 +150,49 @@ class ModelCatalog:
 
         return self._retrying(f"completing run {run_id}", write)
 
+    def fail_dead_runs(self) -> list[RunRecord]:
+        """Record as ``failed`` every ``running`` run whose process is known to have died, and return them.
+
+        A process killed (``kill -9``, out of memory), crashed or stopped by a restart of its machine never
+        completes its run; its record would say ``running`` for ever. Its error becomes ``process died: ...``.
+        A run whose process may still be alive (on another host or in another container, or recorded before
+        Keel kept the owner) is left alone: see :class:`keel._process.ProcessOwner` for what "known" means.
+        """
+        r = _schema.runs
+        with self._read() as conn:
+            running = conn.execute(sa.select(r.c.id, r.c.owner).where(r.c.status == "running")).all()
+        failed = []
+        for run_id, recorded in running:
+            owner = ProcessOwner.from_dict(recorded)
+            if owner is None or not owner.is_dead():
+                continue
+            error = (
+                f"process died: {owner.describe()} ended without completing the run (killed, crashed, or its "
+                "machine restarted)"
+            )
+
+            def write(conn: sa.Connection, run_id: str = run_id, error: str = error) -> sa.Row[Any] | None:
+                done = conn.execute(
+                    sa.update(r)
+                    .where(r.c.id == run_id, r.c.status == "running")
+                    .values(status="failed", finished_at=_now(), error=error)
+                )
+                return conn.execute(sa.select(r).where(r.c.id == run_id)).one() if done.rowcount == 1 else None
+
+            row = self._retrying(f"recording run {run_id} as failed", write)
+            if row is not None:
+                failed.append(self._run(row))
+        return failed
+
     def run(self, run_id: str) -> RunRecord:
         """One run by id (a unique prefix of at least 6 characters also works)."""
         r = _schema.runs
+        exact = self._lean.all("run", lambda: sa.select(r).where(r.c.id == sa.bindparam("id")), id=run_id)
+        if exact:  # the common case, read on the driver (see keel.catalog._lean)
+            return self._run(exact[0])
+        row = None
         with self._read() as conn:
-            row = conn.execute(sa.select(r).where(r.c.id == run_id)).first()
-            if row is None and len(run_id) >= 6:
+            if len(run_id) >= 6:
                 rows = conn.execute(sa.select(r).where(r.c.id.startswith(run_id, autoescape=True)).limit(2)).all()
                 if len(rows) == 2:
                     raise ValidationError(f"run id prefix {run_id!r} is ambiguous; give more characters")

@@ -110,6 +110,8 @@ class RunRecord:
         error: why a failed run failed.
         package_digest: SHA-256 of the stored model package, when the run finished.
         package_format: ``skops`` or ``joblib`` (pickle-based: loading it runs code).
+        owner: the process that ran it (host, pid, ... see :class:`keel._process.ProcessOwner`); ``None`` for
+            runs recorded before Keel kept it.
     """
 
     id: str
@@ -125,6 +127,7 @@ class RunRecord:
     error: str | None
     package_digest: str | None
     package_format: str | None
+    owner: dict[str, Any] | None = field(default=None, repr=False)
 
     def flat_params(self) -> dict[str, Any]:
         """The params with nested mappings flattened to dotted names (``estimator.max_iter``)."""

@@ -72,8 +72,9 @@ materializations = sa.Table(
     sa.Index("ix_keel_materializations_view_store", "view", "store"),
 )
 
-#: Training runs. A run is written when it starts (status ``running``) and completed once, when it ends
-#: (``finished`` or ``failed``); after that it never changes.
+#: Training runs. A run is written when it starts (status ``running``, with the process that owns it) and
+#: completed once, when it ends (``finished`` or ``failed``, by its process, or by another once that process is
+#: known to have died); after that it never changes.
 runs = sa.Table(
     "keel_runs",
     metadata,
@@ -90,6 +91,7 @@ runs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("package_digest", sa.String(64), nullable=True),
     sa.Column("package_format", sa.String(16), nullable=True),
+    sa.Column("owner", sa.JSON, nullable=True),
     sa.Index("ix_keel_runs_spec", "spec"),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -16,8 +17,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
+from keel._outage import Outage
 from keel.catalog import _schema
 from keel.catalog._analyses import AnalysisCatalog
+from keel.catalog._browse import BrowseCatalog
+from keel.catalog._lean import LeanReads
 from keel.catalog._migrations import MIGRATIONS, Migration, migrate, read_version
 from keel.catalog._models import ModelCatalog
 from keel.catalog._monitoring import MonitoringCatalog
@@ -27,6 +31,12 @@ from keel.errors import BackendError, ConfigError, ConflictError, MissingExtraEr
 T = TypeVar("T")
 
 _RETRIES = 200
+#: Seconds to wait for a PostgreSQL connection (unless the URL sets ``connect_timeout``): a server that does not
+#: answer is unavailable, not waited for.
+CONNECT_TIMEOUT_SECONDS = 5
+#: PostgreSQL cancels a statement running longer than this (unless the URL's ``options`` set ``statement_timeout``);
+#: as long as the writers' ``lock_timeout``, so that no request waits forever on a lock or a stuck query.
+STATEMENT_TIMEOUT_MS = 60_000
 #: First key of the catalog's PostgreSQL advisory locks (the migration lock is a single key of its own).
 _LOCK_SPACE = 7274
 
@@ -67,7 +77,21 @@ def _json_safe(value: Any, what: str, field: str) -> None:
         ) from exc
 
 
-class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog):
+def _with_timeouts(url: sa.URL) -> sa.URL:
+    """A PostgreSQL URL with Keel's connect and statement timeouts, unless it sets its own (``?connect_timeout=3``,
+    ``?options=-c%20statement_timeout%3D5000``)."""
+    query = dict(url.query)
+    extra: dict[str, str] = {}
+    if "connect_timeout" not in query:
+        extra["connect_timeout"] = str(CONNECT_TIMEOUT_SECONDS)
+    options = query.get("options", "")
+    options = " ".join(options) if isinstance(options, tuple) else options
+    if "statement_timeout" not in options:
+        extra["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
+    return url.update_query_dict(extra) if extra else url
+
+
+class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog, BrowseCatalog):
     """Metadata of a Keel project in a SQL database.
 
     Args:
@@ -82,7 +106,9 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog):
 
     def __init__(self, url: str, *, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         self.url = url
+        self._outage = Outage(f"catalog {self.safe_url}", logging.getLogger("keel.catalog"))
         self._engine = self._create_engine(url)
+        self._lean = LeanReads(self._engine, guard=self._reading)
         self._local = threading.local()
         try:
             with self._write() as conn:
@@ -125,7 +151,8 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog):
                 import psycopg  # noqa: F401
             except ImportError as exc:
                 raise MissingExtraError("psycopg", "postgres", "a PostgreSQL catalog") from exc
-            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            # pool_pre_ping: a connection the server closed (a restart) is replaced before it is used.
+            return sa.create_engine(_with_timeouts(parsed), pool_pre_ping=True, pool_size=5, max_overflow=5)
         raise ConfigError(f"catalog URL {url!r}: unsupported database {backend!r}; use sqlite:/// or postgresql://")
 
     @staticmethod
@@ -171,24 +198,56 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog):
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        with self._engine.connect() as conn, conn.begin():
+        """A read transaction; a database failure becomes a :class:`BackendError` naming the catalog, and while
+        the database is unavailable reads fail at once (one a second tries it again)."""
+        with self._reading(), self._engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The guard of every read, in a transaction or on the driver (:class:`LeanReads`): refused at once during
+        an outage, a database failure turned into the catalog's :class:`BackendError`."""
+        outage = self._outage
+        if outage.since and (refused := outage.refused()) is not None:
+            raise refused
+        try:
+            yield
+        except (sa_exc.DBAPIError, sa_exc.DisconnectionError) as exc:
+            raise self._failure("reading", exc) from exc
+        if outage.since:
+            outage.recovered()
+
+    def _failure(self, what: str, exc: sa_exc.DBAPIError | sa_exc.DisconnectionError) -> BackendError:
+        """The error of a failed database call; one that means the database is unavailable (refused, closed,
+        timed out) starts an outage: logged once, and calls fail at once until it answers again."""
+        orig = getattr(exc, "orig", None) or exc
+        unavailable = sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
+        if isinstance(exc, unavailable) or getattr(exc, "connection_invalidated", False):
+            self._outage.failed(orig)
+        cause = " ".join(str(orig).split())
+        return BackendError(f"catalog {self.safe_url}: {what} failed: {cause}")
 
     def _retrying(self, what: str, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` in a write transaction, retrying when a concurrent writer took the same number."""
+        outage = self._outage
+        if outage.since and (refused := outage.refused()) is not None:
+            raise refused
         last: Exception | None = None
         for attempt in range(_RETRIES):
             try:
                 with self._write() as conn:
-                    return fn(conn)
+                    result = fn(conn)
+                if outage.since:
+                    outage.recovered()
+                return result
             except sa_exc.IntegrityError as exc:  # lost a race for a version number
                 last = exc
             except sa_exc.OperationalError as exc:  # database is locked / serialization failure
                 last = exc
                 if "locked" not in str(exc).lower() and "deadlock" not in str(exc).lower():
-                    raise BackendError(f"catalog {self.safe_url}: {what} failed: {exc.orig}") from exc
-            except sa_exc.DBAPIError as exc:
-                raise BackendError(f"catalog {self.safe_url}: {what} failed: {exc.orig}") from exc
+                    raise self._failure(what, exc) from exc
+            except (sa_exc.DBAPIError, sa_exc.DisconnectionError) as exc:
+                raise self._failure(what, exc) from exc
             time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))
         raise BackendError(f"catalog {self.safe_url}: {what} failed after {_RETRIES} attempts: {last}") from last
 

@@ -73,7 +73,10 @@ def main() -> None:
     try:
         app()  # standalone mode: usage errors print their own message and exit with 2
     except KeelError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        from rich.markup import escape
+
+        # the message is text, not markup: "records[0]" or "local[*]" must print as they are
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(1)
 
 

@@ -68,6 +68,9 @@ def serve(
     allow_pickle: Annotated[
         bool, typer.Option(help="Load pickle-based (joblib) model packages: only those whose origin you trust.")
     ] = False,
+    ui: Annotated[
+        bool, typer.Option(help="Also serve the web UI under /ui (behind KEEL_API_TOKEN when it is set).")
+    ] = False,
 ) -> None:
     """Serve models over HTTP: POST /v1/models/{name}/predict, GET /v1/models, /ready, /health, /metrics.
 
@@ -81,6 +84,7 @@ def serve(
         "reload_seconds": reload_seconds or None,
         "cache_ttl_seconds": cache_ttl,
         "allow_pickle": allow_pickle,
+        "ui": ui,
     }
     launch(
         project,

@@ -25,6 +25,7 @@ Three definitions make two engines give identical results:
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -615,7 +616,7 @@ class EngineBase(ABC):
 
     def _failure(self, operation: str, exc: Exception) -> KeelError:
         """The Keel error of a library exception raised by ``operation``."""
-        return self._error_type(exc)(f"{self.description}: {operation} failed: {exc}")
+        return self._error_type(exc)(f"{self.description}: {operation} failed: {_without_traceback(str(exc))}")
 
     def _error_type(self, exc: Exception) -> type[KeelError]:
         """Which Keel error a library exception is (see the class docstring); :class:`BackendError` unless
@@ -690,3 +691,19 @@ class EngineBase(ABC):
 def _views(sources: list[PointInTimeSource]) -> str:
     views = ", ".join(repr(src.view) for src in sources)
     return f"feature {'view' if len(sources) == 1 else 'views'} {views}"
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+#: The line of a traceback that names the exception: ``EndpointConnectionError: Could not connect ...``.
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*: \S")
+
+
+def _without_traceback(message: str) -> str:
+    """``message`` with a Python traceback it embeds (DuckDB quotes the traceback of an exception raised inside
+    a filesystem it reads through, such as a refused connection to S3, then the SQL it was running) cut down to
+    the exception's own line."""
+    head, found, rest = message.partition(_TRACEBACK)
+    if not found:
+        return message
+    named = [line.strip() for line in rest.splitlines() if _EXCEPTION_LINE.match(line)]
+    return f"{head.rstrip()} {named[-1]}".strip() if named else head.rstrip()

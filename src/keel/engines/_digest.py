@@ -96,13 +96,34 @@ def _avalanche(h: U64) -> U64:
     return h
 
 
-def hash_long(values: U64, seed: U64 | np.uint64) -> U64:
-    """XXH64 of each 8-byte little-endian integer with its seed (Spark's ``XXH64.hashLong``), vectorised."""
+def hash_long(values: U64, seed: U64 | np.uint64, *, out: U64 | None = None) -> U64:
+    """XXH64 of each 8-byte little-endian integer with its seed (Spark's ``XXH64.hashLong``), vectorised.
+
+    The steps run in place, in ``out`` when given (it may be ``values`` itself, not ``seed``): one array and one
+    scratch array instead of a new array per step.
+    """
     with np.errstate(over="ignore"):
-        h = seed + (_P5 + np.uint64(8))
-        h = h ^ (_rotl(values * _P2, 31) * _P1)
-        h = _rotl(h, 27) * _P1 + _P4
-        return _avalanche(h)
+        h = np.multiply(values, _P2, out=out)
+        scratch = np.empty_like(h)
+        _rotl_in_place(h, 31, scratch)
+        h *= _P1
+        h ^= np.add(seed, _P5 + np.uint64(8), out=scratch) if isinstance(seed, np.ndarray) else seed + (_P5 + 8)
+        _rotl_in_place(h, 27, scratch)
+        h *= _P1
+        h += _P4
+        for shift, prime in ((33, _P2), (29, _P3)):
+            np.right_shift(h, np.uint64(shift), out=scratch)
+            h ^= scratch
+            h *= prime
+        np.right_shift(h, np.uint64(32), out=scratch)
+        h ^= scratch
+        return h
+
+
+def _rotl_in_place(x: U64, r: int, scratch: U64) -> None:
+    np.right_shift(x, np.uint64(64 - r), out=scratch)
+    np.left_shift(x, np.uint64(r), out=x)
+    x |= scratch
 
 
 def hash_int(values: U64, seed: U64 | np.uint64) -> U64:
@@ -218,7 +239,7 @@ class RowDigest:
                 raise ValidationError(
                     f"cannot digest column {column.name!r} as {column.dtype}: {exc}", field=column.name
                 ) from exc
-            h = hash_long(words, h)
+            h = hash_long(words, h, out=words)  # the words are not needed after this
         second = hash_long(h, np.uint64(SPARK_SEED))
         return [int(h.sum(dtype=np.uint64)), int(second.sum(dtype=np.uint64))]
 

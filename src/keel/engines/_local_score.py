@@ -59,7 +59,8 @@ def score_files(
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValidationError(f"batch_rows must be a positive integer, got {batch_rows!r}", field="batch_rows")
     loaded = package.load()
-    source = _Source.of(data)
+    # a CSV file has no types: a string feature's column is read as the text it is (digits stay text)
+    source = _Source.of(data, text=tuple(f.name for f in loaded.schema.features if f.dtype == "string"))
     plan = ScoringPlan.of(loaded, source.schema, scoring, what=source.label)
     fs, root, _ = open_filesystem(into)
     _refuse_files(fs, root, into)
@@ -135,13 +136,15 @@ class _Digesting:
 class _Source:
     """The input: its schema (read without reading rows, for the checks) and its batches."""
 
-    def __init__(self, data: Files | pa.Table, schema: pa.Schema, label: str) -> None:
+    def __init__(self, data: Files | pa.Table, schema: pa.Schema, label: str, text: tuple[str, ...] = ()) -> None:
         self.data = data
         self.schema = schema
         self.label = label
+        self.text = text
 
     @classmethod
-    def of(cls, data: Files | pa.Table) -> _Source:
+    def of(cls, data: Files | pa.Table, *, text: tuple[str, ...] = ()) -> _Source:
+        """The input; a CSV file's ``text`` columns are read as strings."""
         import pyarrow as pa
 
         if isinstance(data, pa.Table):
@@ -153,8 +156,8 @@ class _Source:
         if not data.uris:
             raise ValidationError(f"{data.label}: no files to score", field="data")
         with _reading(data.label):
-            first = next(_file_schemas(data, data.uris[:1]))
-        return cls(data, first, data.label)
+            first = next(_file_schemas(data, data.uris[:1], text))
+        return cls(data, first, data.label, text)
 
     def batches(self, columns: list[str], rows: int) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
@@ -165,7 +168,7 @@ class _Source:
         files = self.data
         for uri in files.uris:
             with _reading(f"{files.format} file {uri!r}"), _open(uri) as f:
-                yield from _file_batches(files, uri, f, columns, rows)
+                yield from _file_batches(files, uri, f, columns, rows, self.text)
 
 
 @contextlib.contextmanager
@@ -184,7 +187,7 @@ def _open(uri: str) -> Any:
     return fs.open(path, "rb")
 
 
-def _file_schemas(files: Files, uris: tuple[str, ...]) -> Iterator[pa.Schema]:
+def _file_schemas(files: Files, uris: tuple[str, ...], text: tuple[str, ...] = ()) -> Iterator[pa.Schema]:
     import pyarrow.parquet as pq
 
     for uri in uris:
@@ -192,10 +195,12 @@ def _file_schemas(files: Files, uris: tuple[str, ...]) -> Iterator[pa.Schema]:
             if files.format == "parquet":
                 yield pq.ParquetFile(f).schema_arrow
             else:
-                yield _csv_reader(files, f).schema
+                yield _csv_reader(files, f, text).schema
 
 
-def _file_batches(files: Files, uri: str, f: Any, columns: list[str], rows: int) -> Iterator[pa.RecordBatch]:
+def _file_batches(
+    files: Files, uri: str, f: Any, columns: list[str], rows: int, text: tuple[str, ...] = ()
+) -> Iterator[pa.RecordBatch]:
     """One file's ``columns``, in order; a file lacking one is refused, naming it."""
     import pyarrow.parquet as pq
 
@@ -204,7 +209,7 @@ def _file_batches(files: Files, uri: str, f: Any, columns: list[str], rows: int)
         _check_columns(uri, pf.schema_arrow.names, columns)
         yield from pf.iter_batches(batch_size=rows, columns=columns)
         return
-    reader = _csv_reader(files, f)
+    reader = _csv_reader(files, f, text)
     _check_columns(uri, reader.schema.names, columns)
     for batch in reader:
         yield batch.select(columns)
@@ -216,16 +221,19 @@ def _check_columns(uri: str, names: list[str], columns: list[str]) -> None:
         raise ValidationError(f"{uri} lacks column(s) {missing} that the first file has", field=missing[0])
 
 
-def _csv_reader(files: Files, f: Any) -> Any:
+def _csv_reader(files: Files, f: Any, text: tuple[str, ...] = ()) -> Any:
     """A streaming CSV reader with the files' options (``delimiter``, ``header``: ``true``/``false``); without a
-    header the columns are named ``_c0``, ``_c1`` ... as Spark names them."""
+    header the columns are named ``_c0``, ``_c1`` ... as Spark names them. The ``text`` columns (of a file with a
+    header) are read as strings."""
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     options = dict(files.options)
     header = options.get("header", "true").lower() != "false"
     read = pcsv.ReadOptions(block_size=8 << 20, autogenerate_column_names=not header)
     parse = pcsv.ParseOptions(delimiter=options.get("delimiter", ","))
-    reader = pcsv.open_csv(f, read_options=read, parse_options=parse)
+    convert = pcsv.ConvertOptions(column_types=dict.fromkeys(text, pa.string())) if text and header else None
+    reader = pcsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert)
     if header:
         return reader
     return _Renamed(reader)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -27,6 +28,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UTC_US = pa.timestamp("us", tz="UTC")
+#: ISO 8601 as Keel reads it in text (both engines): a date, optionally a time (with a fraction of up to
+#: nanoseconds) and a zone after the time. The one group captures the zone (empty: a naive value). pandas alone
+#: would also read 'now', 'today', negative years and 20250101; Spark would not, so neither engine accepts them.
+ISO_8601 = (
+    r"^\d{4}(?:-\d{1,2}(?:-\d{1,2}"
+    r"(?:[T ]\d{1,2}(?::\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?"
+    r")?)?$"
+)
+#: The timestamps Keel stores: those a Python datetime holds (years 1 to 9999, UTC), as every reader of stored
+#: values turns them into one (statistics, the catalog, JSON answers). Arrow and pandas go further.
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 class NaiveTimestampWarning(UserWarning):
@@ -190,7 +203,8 @@ def _timestamps(
     elif _is_text(src):
         series = column.to_pandas()
         parsed, naive = parse_timestamps(series)
-        bad = parsed.isna() & series.notna()
+        iso = pc.fill_null(pc.match_substring_regex(column, ISO_8601), True).to_numpy(zero_copy_only=False)
+        bad = (parsed.isna() | ~iso) & series.notna()
         if bad.any():
             row = int(bad.to_numpy().argmax())
             raise ValidationError(
@@ -217,6 +231,16 @@ def _timestamps(
         raise ValidationError(
             f"feature view {view!r}, column {name!r}: a timestamp is out of range ({exc})", field=name
         ) from exc
+    outside = pc.or_(pc.less(out, pa.scalar(EARLIEST, UTC_US)), pc.greater(out, pa.scalar(LATEST, UTC_US)))
+    if pc.any(outside).as_py():
+        row = _first_true(outside)
+        shown = repr(column[row].as_py()) if _is_text(src) else "a timestamp"  # Python cannot hold the value
+        raise ValidationError(
+            f"feature view {view!r}, column {name!r}: row {row} has {shown}, outside the years 1 to 9999 (UTC) "
+            "that a timestamp can hold",
+            field=name,
+            row=row,
+        )
     if not allow_nulls and out.null_count:
         row = _first_true(pc.is_null(out))
         raise ValidationError(

@@ -69,8 +69,9 @@ class ScoringPlan:
 
         Raises:
             ValidationError: the id column or a request column is absent (named, with the input's columns); a
-                feature column is absent (the package's own message); a feature column holds lists, maps or
-                structs, which no feature type accepts.
+                feature column is absent (the package's own message); a feature column is of a type that cannot
+                hold its feature's values (an integer column for a string feature, lists ...: the package's rules,
+                :meth:`ModelPackage.check_input_types <keel.models.ModelPackage.check_input_types>`).
         """
         import pandas as pd
         import pyarrow as pa
@@ -90,16 +91,10 @@ class ScoringPlan:
         computed = [column for step in scoring.on_demand for _, column in step.outputs]
         # the package's own check, on no rows: a missing feature is the error it gives when scoring locally
         package.prepare(pd.DataFrame(columns=list(dict.fromkeys([*names, *computed]))))
-        for feature in package.schema.features:
-            if feature.name in computed:
-                continue
-            kind = columns.field(feature.name).type
-            if pa.types.is_nested(kind):
-                raise ValidationError(
-                    f"model {package.name!r}: column {feature.name!r} of {what} holds {kind} values, which are not "
-                    f"{feature.dtype}",
-                    field=feature.name,
-                )
+        # a column of a type that cannot hold its feature's values (an integer column for a string feature, lists
+        # ...) is refused before any row is scored; the values themselves are checked batch by batch
+        given = pa.schema([f for f in columns if f.name not in computed])
+        package.check_input_types(given, what=what)
         probabilities = scoring.probabilities and bool(package.has_probabilities)
         fields = [pa.field(PREDICTION, prediction_type(package))]
         if probabilities:
@@ -152,13 +147,16 @@ class ScoringPlan:
                 name the input row).
 
         Raises:
-            ValidationError: the package refused a value; the message is the package's, followed by where the
-                row is (its input row number when known, its id when there is an id column).
+            ValidationError: the package refused a value (an infinite number, a string for a numeric feature
+                ...); the message is the package's and names the rows (their input row numbers when known, their
+                ids when there is an id column).
         """
         import pyarrow as pa
 
+        # the values' errors name their rows as the input counts them (arrow_columns checks every value)
+        inputs = package.arrow_columns(self.with_on_demand(table), rows=self._row_label(table, first_row))
         try:
-            scored = package.score(package.arrow_columns(self.with_on_demand(table)), probabilities=self.probabilities)
+            scored = package.score(inputs, probabilities=self.probabilities)
         except ValidationError as exc:
             raise self._located(exc, table, first_row) from exc
         columns: list[pa.Array | pa.ChunkedArray] = []
@@ -172,6 +170,19 @@ class ScoringPlan:
         if self.id_column is not None:  # the id as it came: an engine may hand over another string or time type
             schema = schema.set(0, table.schema.field(self.id_column))
         return pa.Table.from_arrays(columns, schema=schema)
+
+    def _row_label(self, table: pa.Table, first_row: int | None) -> Any:
+        """How an input check names the row at a position of ``table``: its input row number when known (else its
+        place in the engine's batch), and its id when there is an id column."""
+        id_column = self.id_column
+
+        def label(i: int) -> str:
+            where = f"input row {first_row + i}" if first_row is not None else f"row {i} of a batch"
+            if id_column is not None:
+                where += f" [{id_column}={table.column(id_column)[i].as_py()!r}]"
+            return where
+
+        return label
 
     def _located(self, exc: ValidationError, table: pa.Table, first_row: int | None) -> ValidationError:
         """``exc`` with where its row is in the input: the input row number when known, and the row's id."""

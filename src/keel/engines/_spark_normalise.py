@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keel.engines._base import Normalisation
+from keel.engines._normalise import EARLIEST, ISO_8601, LATEST
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -32,13 +33,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Column
     from pyspark.sql.types import DataType, StructType
 
-#: ISO 8601 as both pandas and Spark read it: a date, optionally a time (with a fraction of up to nanoseconds)
-#: and a zone after the time. The one group captures the zone (empty: a naive value).
-ISO_8601 = (
-    r"^\d{4}(?:-\d{1,2}(?:-\d{1,2}"
-    r"(?:[T ]\d{1,2}(?::\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?"
-    r")?)?$"
-)
 #: What pyarrow parses as an integer (it also reads hexadecimal ``0x…``).
 INTEGER_TEXT = r"^-?[0-9]+$"
 HEX_TEXT = r"^0[xX][0-9a-fA-F]{1,15}$"
@@ -358,6 +352,18 @@ def _timestamp(view: str, name: str, dtype: DataType, *, nullable: bool, event_t
     else:
         rule.steps.append(Problem(f"{where}: expected timestamps, the source holds {arrow_name(dtype)}", name))
         return rule
+    text = isinstance(dtype, StringType)
+    rule.steps.append(
+        Check(
+            (rule.value < F.lit(EARLIEST)) | (rule.value > F.lit(LATEST)),
+            lambda row, v: (
+                f"{where}: row {row} has {repr(v) if text else 'a timestamp'}, outside the years 1 to "
+                "9999 (UTC) that a timestamp can hold"
+            ),
+            name,
+            wants_value=text,
+        )
+    )
     if not nullable:
         rule.steps.append(
             Check(rule.value.isNull(), lambda row, _: f"{where}: row {row} has no timestamp; every row needs one", name)

@@ -133,7 +133,12 @@ def _score_partition(
 
 def carry(exc: KeelError) -> str:
     """``exc`` as text that survives Spark's error reporting, for :func:`carried_error` on the driver."""
-    fields: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    from keel import errors as keel_errors
+
+    # the nearest class of the error tree (a subclass defined elsewhere, such as keel.models.InputValuesError, is
+    # raised on the driver as the class of the tree it derives from)
+    kind = next(c for c in type(exc).__mro__ if getattr(keel_errors, c.__name__, None) is c)
+    fields: dict[str, Any] = {"type": kind.__name__, "message": str(exc)}
     if isinstance(exc, ValidationError):
         fields.update(field=exc.field, row=exc.row)
     encoded = base64.b64encode(json.dumps(fields).encode("utf-8")).decode("ascii")

@@ -3,7 +3,8 @@
 Statistics are stored in the catalog with each version. Every engine gives, per column: ``dtype``, ``count``
 (non-null values) and ``nulls``; numbers add ``min``, ``max`` (integers stay exact), ``mean``, ``std`` (sample)
 and ``quantiles`` at :data:`QUANTILES` (``p01`` …, interpolated between ranks); integers and strings add
-``distinct`` (approximate, HyperLogLog: within a few percent); booleans ``mean``; timestamps ``min``/``max``
+``distinct`` (within a few percent: the Spark engine's is a HyperLogLog estimate, the local engine counts
+exactly); booleans ``mean``; timestamps ``min``/``max``
 (ISO 8601); strings ``top`` (the :data:`TOP_CATEGORIES` most frequent values, most frequent first, ties by
 value); lists ``mean_length``.
 

@@ -1,10 +1,13 @@
-"""The local engine: DuckDB over Arrow tables and Parquet files, in this process."""
+"""The local engine: DuckDB over Arrow tables and Parquet files, in this process; ingest and column statistics
+work on Arrow tables in memory with Arrow compute and NumPy, in a thread pool."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +27,6 @@ from keel.engines._base import (
     Written,
     WrittenFile,
 )
-from keel.engines._statistics import QUANTILES, TOP_CATEGORIES, json_bound, json_number, quantile_names
 from keel.errors import BackendError, KeelError, ValidationError
 
 if TYPE_CHECKING:
@@ -78,7 +80,8 @@ class LocalEngine(EngineBase):
 
     Args:
         filesystems: fsspec filesystems DuckDB should read through (for offline stores that are not local).
-        threads: DuckDB worker threads (default: DuckDB's own, one per core).
+        threads: DuckDB worker threads, and the threads of an ingest's or the statistics' pool (default: one per
+            core).
     """
 
     name = "local"
@@ -95,7 +98,7 @@ class LocalEngine(EngineBase):
     def _error_type(self, exc: Exception) -> type[KeelError]:
         import duckdb
 
-        if isinstance(exc, duckdb.ConversionException | duckdb.BinderException):
+        if isinstance(exc, duckdb.ConversionException | duckdb.BinderException | _AbsentColumn):
             return ValidationError
         return BackendError
 
@@ -282,12 +285,18 @@ class LocalEngine(EngineBase):
         unless_digest: str | None,
         partition_rows: int,
     ) -> Ingested:
+        """Read and normalise the source, then make everything else of the one table in memory in a thread pool
+        (Arrow, NumPy and hashlib release the GIL, so the tasks share the cores): first the digest, in pieces that
+        are merged; then, unless it is ``unless_digest`` (nothing is written then), the files (each hashed as it is
+        written), each column's statistics and the duplicate count, side by side.
+        """
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from keel.engines._arrow_files import write_parts
-        from keel.engines._digest import table_digest
+        from keel.engines._arrow_files import month_parts, remove_written, write_parquet
+        from keel.engines._arrow_statistics import column_tasks
+        from keel.engines._digest import RowDigest, partial_state
         from keel.engines._normalise import normalise_table
 
         raw = self._read(data, rules)
@@ -297,24 +306,65 @@ class LocalEngine(EngineBase):
         del raw  # the normalised copy is all that is needed from here on; free the source's memory early
         table = normalised.table
         dtypes = rules.dtypes(normalised.key_types)
-        digest = table_digest(table, dtypes)
         bounds = pc.min_max(table.column(rules.timestamp)).as_py()
-        found = {
-            "rows": table.num_rows,
-            "key_types": normalised.key_types,
-            "event_time_min": bounds["min"],
-            "event_time_max": bounds["max"],
-            "digest": digest,
-            "warnings": tuple(normalised.warnings),
-        }
-        if digest == unless_digest:
-            return Ingested(written=None, duplicates=0, statistics={}, **found)
-        seq = np.arange(first_sequence, first_sequence + table.num_rows, dtype=np.int64)
-        table = table.append_column(SEQ, pa.array(seq))
-        duplicates = self._count_duplicates(table, list(rules.join_keys), rules.timestamp)
-        statistics = self._column_statistics(table, dtypes)
-        written = write_parts(table, into, rules.timestamp, partition_rows)
-        return Ingested(written=written, duplicates=duplicates, statistics=statistics, **found)
+        workers = self._workers()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keel-ingest") as pool:
+            digest = RowDigest(dtypes)
+            for state in pool.map(lambda piece: partial_state(piece, dtypes), _pieces(table, workers)):
+                digest.merge(state)
+            found = {
+                "rows": table.num_rows,
+                "key_types": normalised.key_types,
+                "event_time_min": bounds["min"],
+                "event_time_max": bounds["max"],
+                "digest": digest.hexdigest(),
+                "warnings": tuple(normalised.warnings),
+            }
+            if found["digest"] == unless_digest:
+                return Ingested(written=None, duplicates=0, statistics={}, **found)
+            seq = np.arange(first_sequence, first_sequence + table.num_rows, dtype=np.int64)
+            table = table.append_column(SEQ, pa.array(seq))
+            # The longest tasks first: the writes, then the rest.
+            writes = [
+                pool.submit(write_parquet, part, into, rel)
+                for rel, part in month_parts(table, rules.timestamp, partition_rows)
+            ]
+            duplicates = pool.submit(self._table_duplicates, table, list(rules.join_keys), rules.timestamp)
+            statistics = {name: pool.submit(task) for name, task in column_tasks(table, dtypes).items()}
+        every: list[Future[Any]] = [*writes, duplicates, *statistics.values()]
+        failed = next((f.exception() for f in every if f.exception() is not None), None)
+        if failed is not None:
+            remove_written(Written(into, tuple(f.result() for f in writes if f.exception() is None)))
+            raise failed
+        return Ingested(
+            written=Written(into, tuple(f.result() for f in writes)),
+            duplicates=duplicates.result(),
+            statistics={name: f.result() for name, f in statistics.items()},
+            **found,
+        )
+
+    def _workers(self) -> int:
+        """Threads of an ingest's pool: one per core (at least two: a write's sync waits on the disk)."""
+        return max(2, self._threads or os.cpu_count() or 1)
+
+    def _table_duplicates(self, table: pa.Table, keys: list[str], timestamp: str) -> int:
+        """:meth:`count_duplicates` of a table in memory. In event-time order (a log), rows sharing a time are
+        neighbours: only those are counted, and none at all when no two neighbours share a time."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        micros = pc.cast(table.column(timestamp), pa.int64()).to_numpy()
+        if not bool(np.all(micros[1:] >= micros[:-1])):
+            return self._count_duplicates(table, keys, timestamp)
+        tied = micros[1:] == micros[:-1]
+        if not tied.any():
+            return 0
+        rows = np.zeros(len(micros), dtype=bool)
+        rows[1:] |= tied
+        rows[:-1] |= tied
+        subset = table.select([*keys, timestamp]).filter(pa.array(rows))
+        return int(subset.num_rows - subset.group_by([*keys, timestamp]).aggregate([]).num_rows)
 
     # -- point-in-time join of an entity table at rest ---------------------------------------------------------
     def _join_to(
@@ -375,76 +425,29 @@ class LocalEngine(EngineBase):
 
     # -- statistics ------------------------------------------------------------------------------------------
     def _column_statistics(self, data: Data, dtypes: dict[str, str]) -> dict[str, dict[str, Any]]:
-        con = self.connect()
-        try:
-            self._relation(con, data)
-            exprs: list[str] = ["count(*) AS n"]
-            for i, (col, dtype) in enumerate(dtypes.items()):
-                c = q(col)
-                exprs += [f"count({c}) AS c{i}_count"]
-                if dtype in ("int64", "float64"):
-                    v = f"CAST({c} AS DOUBLE)" if dtype == "int64" else c
-                    quant = "[" + ", ".join(str(x) for x in QUANTILES) + "]"
-                    exprs += [
-                        f"min({c}) AS c{i}_min",  # int64 bounds stay exact integers
-                        f"max({c}) AS c{i}_max",
-                        f"avg({v}) AS c{i}_mean",
-                        f"stddev_samp({v}) AS c{i}_std",
-                        f"quantile_cont({v}, {quant}) AS c{i}_quantiles",
-                    ]
-                    if dtype == "int64":
-                        exprs += [f"approx_count_distinct({c}) AS c{i}_distinct"]
-                elif dtype == "bool":
-                    exprs += [f"avg(CAST({c} AS DOUBLE)) AS c{i}_mean"]
-                elif dtype == "timestamp":
-                    exprs += [f"min({c}) AS c{i}_min", f"max({c}) AS c{i}_max"]
-                elif dtype == "string":
-                    exprs += [f"approx_count_distinct({c}) AS c{i}_distinct"]
-                elif dtype == "list[float64]":
-                    exprs += [f"avg(len({c})) AS c{i}_mean_length"]
-            row = con.execute(f"SELECT {', '.join(exprs)} FROM __keel_t").fetchone()
-            assert row is not None
-            names = ["n"] + [e.rsplit(" AS ", 1)[1] for e in exprs[1:]]
-            values = dict(zip(names, row, strict=True))
-            n = int(values["n"])
-            stats: dict[str, dict[str, Any]] = {}
-            for i, (col, dtype) in enumerate(dtypes.items()):
-                count = int(values[f"c{i}_count"])
-                s: dict[str, Any] = {"dtype": dtype, "count": count, "nulls": n - count}
-                if dtype in ("int64", "float64"):
-                    s.update(
-                        min=json_bound(values[f"c{i}_min"]),
-                        max=json_bound(values[f"c{i}_max"]),
-                        mean=json_number(values[f"c{i}_mean"]),
-                        std=json_number(values[f"c{i}_std"]),
-                        quantiles=dict(
-                            zip(
-                                quantile_names(),
-                                [json_number(v) for v in (values[f"c{i}_quantiles"] or [None] * len(QUANTILES))],
-                                strict=True,
-                            )
-                        ),
-                    )
-                    if dtype == "int64":
-                        s["distinct"] = int(values[f"c{i}_distinct"] or 0)
-                elif dtype == "bool":
-                    s["mean"] = json_number(values[f"c{i}_mean"])
-                elif dtype == "timestamp":
-                    lo, hi = values[f"c{i}_min"], values[f"c{i}_max"]
-                    s.update(min=lo.isoformat() if lo else None, max=hi.isoformat() if hi else None)
-                elif dtype == "string":
-                    s["distinct"] = int(values[f"c{i}_distinct"] or 0)
-                    top = con.execute(
-                        f"SELECT {q(col)} AS v, count(*) AS k FROM __keel_t WHERE {q(col)} IS NOT NULL "
-                        f"GROUP BY 1 ORDER BY k DESC, v LIMIT {TOP_CATEGORIES}"
-                    ).fetchall()
-                    s["top"] = [[str(v), int(k)] for v, k in top]
-                elif dtype == "list[float64]":
-                    s["mean_length"] = json_number(values[f"c{i}_mean_length"])
-                stats[col] = s
-            return stats
-        finally:
-            con.close()
+        """Exact statistics of the columns in memory (:mod:`keel.engines._arrow_statistics`), one column per task
+        of a thread pool; files are read first, only the columns described."""
+        import pyarrow as pa
+
+        from keel.engines._arrow_statistics import column_tasks
+
+        if isinstance(data, Files):
+            table = _read_files(data, columns=list(dtypes))
+        elif isinstance(data, pa.Table | pa.RecordBatch):
+            table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        else:
+            raise ValidationError(
+                f"{self.description} reads files (keel.engines.Files) or Arrow tables, not {type(data).__name__}"
+            )
+        missing = [name for name in dtypes if name not in table.column_names]
+        if missing:
+            raise _AbsentColumn(
+                f"no column(s) {', '.join(map(repr, missing))}; the data has {', '.join(table.column_names)}"
+            )
+        tasks = column_tasks(table, dtypes)
+        with ThreadPoolExecutor(max_workers=min(len(tasks), self._workers()) or 1) as pool:
+            running = {name: pool.submit(task) for name, task in tasks.items()}
+        return {name: f.result() for name, f in running.items()}
 
     def _profile(
         self, data: Data, kinds: dict[str, str], *, grid: Sequence[float], bins: int
@@ -589,6 +592,10 @@ class LocalEngine(EngineBase):
         return score_files(data, package, into, scoring)
 
 
+class _AbsentColumn(LookupError):
+    """An operation names a column the data does not have (a :class:`ValidationError` once translated)."""
+
+
 def _read_sql(files: Files) -> str:
     """A DuckDB table function reading ``files`` (Parquet: columns by name across files; CSV: the options)."""
     uris = "[" + ", ".join(_lit(u) for u in files.uris) + "]"
@@ -599,8 +606,9 @@ def _read_sql(files: Files) -> str:
     return f"SELECT * FROM read_parquet({uris}, hive_partitioning=false, union_by_name=true)"
 
 
-def _read_files(files: Files) -> pa.Table:
-    """Every file of ``files``, in order, as one Arrow table (a Parquet folder with Hive partitions included)."""
+def _read_files(files: Files, columns: list[str] | None = None) -> pa.Table:
+    """Every file of ``files``, in order, as one Arrow table (a Parquet folder with Hive partitions included);
+    only ``columns`` when given."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -620,12 +628,23 @@ def _read_files(files: Files) -> pa.Table:
                         pcsv.read_csv(f, parse_options=pcsv.ParseOptions(delimiter=delimiter), convert_options=convert)
                     )
             else:
-                tables.append(pq.read_table(path, filesystem=fs))
+                dataset = pq.ParquetDataset(path, filesystem=fs)
+                # A column the files lack is the caller's to report, not a read error.
+                present = None if columns is None else [c for c in columns if c in dataset.schema.names]
+                tables.append(dataset.read(columns=present))
         except (OSError, pa.ArrowException) as exc:
             raise BackendError(f"cannot read {files.label}: {exc}") from exc
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="default")
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    if columns is not None and files.format == "csv":
+        present = [c for c in columns if c in table.column_names]
+        table = table.select(present)
+    return table
+
+
+def _pieces(table: pa.Table, count: int) -> list[pa.Table]:
+    """``table`` cut into ``count`` slices of about equal rows (zero-copy)."""
+    size = -(-table.num_rows // count)
+    return [table.slice(start, size) for start in range(0, table.num_rows, size)]
 
 
 def _double(value: float) -> str:

@@ -227,9 +227,12 @@ class SparkEngine(EngineBase):
             f"{self.description}: data must be Files, a pyarrow Table or a Spark DataFrame, not {type(data).__name__}"
         )
 
-    def _read_files(self, files: Files, *, nanoseconds_as_counts: bool = False) -> DataFrame:
+    def _read_files(
+        self, files: Files, *, nanoseconds_as_counts: bool = False, text: tuple[str, ...] = ()
+    ) -> DataFrame:
         """Files as a Spark frame. Parquet nanosecond timestamps, which Spark reads as counts of nanoseconds, are
-        made timestamps again (truncated to microseconds) unless ``nanoseconds_as_counts``."""
+        made timestamps again (truncated to microseconds) unless ``nanoseconds_as_counts``; CSV ``text`` columns
+        are read as strings, as they are written."""
         from pyspark.sql import functions as F
 
         if not files.uris:
@@ -245,13 +248,13 @@ class SparkEngine(EngineBase):
                 frame = frame.withColumn(name, micros if zoned else micros.cast("timestamp_ntz"))
             return frame
         if files.format == "csv":
-            return self._read_csv(paths, dict(files.options))
+            return self._read_csv(paths, dict(files.options), text)
         raise ValidationError(f"{self.description}: {files.label}: unknown format {files.format!r}")
 
-    def _read_csv(self, paths: list[str], options: dict[str, str]) -> DataFrame:
-        """CSV with types inferred by Spark, except timestamps, which stay text: the normalisation reads them as
-        ISO 8601 and knows which carried a time zone (Spark's inference would not say). Dates stay dates, as the
-        local engine reads them."""
+    def _read_csv(self, paths: list[str], options: dict[str, str], text: tuple[str, ...] = ()) -> DataFrame:
+        """CSV with types inferred by Spark, except timestamps and the ``text`` columns, which stay text: the
+        normalisation reads timestamps as ISO 8601 and knows which carried a time zone (Spark's inference would
+        not say). Dates stay dates, as the local engine reads them."""
         from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
         options = {"header": "true", **options}
@@ -263,7 +266,9 @@ class SparkEngine(EngineBase):
             [
                 StructField(
                     f.name,
-                    StringType() if isinstance(f.dataType, TimestampType | TimestampNTZType) else f.dataType,
+                    StringType()
+                    if isinstance(f.dataType, TimestampType | TimestampNTZType) or f.name in text
+                    else f.dataType,
                     True,
                 )
                 for f in inferred.fields
@@ -1037,7 +1042,12 @@ class SparkEngine(EngineBase):
     def _score(self, data: Data, package: PackageSource, into: str, *, scoring: Scoring) -> Written:
         from keel.engines._spark_score import score_frame
 
-        written = score_frame(self.spark, self._frame(data), package, into, scoring)
+        if isinstance(data, Files) and data.format == "csv":  # a string feature's column read as the text it is
+            text = tuple(f.name for f in package.load().schema.features if f.dtype == "string")
+            frame = self._read_files(data, text=text)
+        else:
+            frame = self._frame(data)
+        written = score_frame(self.spark, frame, package, into, scoring)
         assert isinstance(written, Written)  # a folder was given: the files written, not a frame
         return written
 

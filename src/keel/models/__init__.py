@@ -2,6 +2,7 @@
 and the model registry."""
 
 from keel.models._audit import PackageAudit, PackageVerification, Reference
+from keel.models._input_check import InputValuesError, check_value
 from keel.models._package import ModelPackage
 from keel.models._package_ref import PackageRef
 from keel.models._registry import ModelDiff, ModelRegistry, parse_model_ref
@@ -12,6 +13,7 @@ __all__ = [
     "MAX_CATEGORIES",
     "FeatureSchema",
     "InputSchema",
+    "InputValuesError",
     "ModelDiff",
     "ModelPackage",
     "ModelRegistry",
@@ -20,6 +22,7 @@ __all__ = [
     "PackageVerification",
     "Reference",
     "SerializedPackage",
+    "check_value",
     "dumps",
     "loads",
     "parse_model_ref",

@@ -13,6 +13,7 @@ import io
 import json
 import pickletools
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -124,10 +125,12 @@ def skops_references(blob: bytes, what: str = "model package") -> Iterator[tuple
     Raises:
         IntegrityError: not a skops zip, or a node of a kind the audit does not know.
     """
+    # a damaged archive: a bad header or CRC, a member cut short, a flag saying "encrypted" (RuntimeError), a
+    # compressed stream that does not inflate
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             schema = json.loads(archive.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, RuntimeError, OSError, zlib.error) as exc:
         raise IntegrityError(f"{what} is not a skops package ({exc}); refused") from exc
     stack: list[Any] = [schema]
     while stack:

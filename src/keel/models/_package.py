@@ -20,6 +20,7 @@ import numpy as np
 from keel.errors import ValidationError
 from keel.models._compiled import _CompiledPreprocessing
 from keel.models._forest import _joint_hgb
+from keel.models._input_check import RowLabel, check_frame, check_schema, check_table
 from keel.models._schema import InputSchema, _numeric
 
 if TYPE_CHECKING:
@@ -65,13 +66,15 @@ class ModelPackage:
         """The input columns of ``frame`` in training order and types (extra columns are ignored).
 
         Raises:
-            ValidationError: a column is missing, or a value does not fit its column's type (named with its row).
+            ValidationError: a column is missing, or a value does not fit its column's type (named with its row;
+                see :mod:`keel.models._input_check` for what fits).
         """
         import pandas as pd
 
         if not isinstance(frame, pd.DataFrame):
             raise ValidationError(f"model {self.name!r} predicts on a pandas DataFrame, got {type(frame).__name__}")
         self._check_frame(frame)
+        check_frame(frame, self.schema, model=self.name)
         return pd.DataFrame(self._prepared_columns(frame), index=frame.index)
 
     def _prepared_columns(self, frame: pd.DataFrame | Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -104,11 +107,16 @@ class ModelPackage:
                 columns[f.name] = _numeric(col, f.dtype, f.name)
         return columns
 
-    def _checked_columns(self, frame: pd.DataFrame | Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _checked_columns(
+        self, frame: pd.DataFrame | Mapping[str, Any], rows: RowLabel | None = None
+    ) -> dict[str, np.ndarray]:
+        """The prepared columns of ``frame``: a frame's values checked first (a mapping's are Keel's own, checked
+        where they came in: a request's values, an Arrow table's columns)."""
         import pandas as pd
 
         if isinstance(frame, pd.DataFrame):
             self._check_frame(frame)
+            check_frame(frame, self.schema, model=self.name, rows=rows)
             return self._prepared_columns(frame)
         missing = [f.name for f in self.schema.features if f.name not in frame]
         if missing:
@@ -179,26 +187,32 @@ class ModelPackage:
         """Whether the model gives class probabilities (a classifier with ``predict_proba``)."""
         return self.task == "classification" and hasattr(self.estimator, "predict_proba")
 
-    def score(self, frame: pd.DataFrame | Mapping[str, Any], *, probabilities: bool = True) -> Scores:
+    def score(
+        self, frame: pd.DataFrame | Mapping[str, Any], *, probabilities: bool = True, rows: RowLabel | None = None
+    ) -> Scores:
         """Prepared inputs, predictions and (``probabilities`` and a classifier) class probabilities, at once.
 
         The same numbers as :meth:`prepare`, :meth:`predict` and :meth:`predict_proba`, each input prepared once
         (and, for a histogram gradient boosting classifier, its trees walked once for both answers).
-        ``frame`` may also be a mapping of column name to array of equal lengths (Keel's own callers).
+        ``frame`` may also be a mapping of column name to array of equal lengths (Keel's own callers: the values
+        are checked where they came in, see :meth:`arrow_columns`). ``rows`` says how an error names a frame's
+        rows (default ``row <position>``).
+
+        Raises:
+            ValidationError: a feature column is missing; :class:`~keel.models.InputValuesError` a frame's column
+                holds values its feature does not take (see :mod:`keel.models._input_check`).
         """
         import pandas as pd
 
-        if isinstance(frame, pd.DataFrame):
-            rows = len(frame)
-        else:
+        if not isinstance(frame, pd.DataFrame):
             self._check_mapping(frame)
-            rows = len(next(iter(frame.values()))) if frame else 0
-        columns = self._checked_columns(frame)
+        count = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()))) if frame else 0
+        columns = self._checked_columns(frame, rows)
         proba = probabilities and self.has_probabilities
-        if rows == 0:  # scikit-learn refuses zero rows; no rows, no predictions
+        if count == 0:  # scikit-learn refuses zero rows; no rows, no predictions
             empty = np.empty(0, dtype=np.asarray(self.classes if self.classes else [0.0]).dtype)
             return Scores(columns, empty, np.empty((0, len(self.classes or [])), dtype=np.float64) if proba else None)
-        matrix = self._matrix_of(columns, rows)
+        matrix = self._matrix_of(columns, count)
         plan = self._plan()
         if proba and plan is not None and plan.joint:
             predictions, probs = _joint_hgb(self.estimator, matrix)
@@ -206,19 +220,30 @@ class ModelPackage:
         predictions = np.asarray(self.estimator.predict(matrix))
         return Scores(columns, predictions, np.asarray(self.estimator.predict_proba(matrix)) if proba else None)
 
-    def arrow_columns(self, table: pa.Table | pa.RecordBatch) -> dict[str, Any]:
-        """The input of :meth:`score` for an Arrow table: the feature columns it holds, by name.
+    def arrow_columns(self, table: pa.Table | pa.RecordBatch, *, rows: RowLabel | None = None) -> dict[str, Any]:
+        """The input of :meth:`score` for an Arrow table: the feature columns it holds, by name, their values
+        checked first (vectorised; see :mod:`keel.models._input_check`).
 
         A float64 column of a numeric feature is handed over straight from Arrow as a numpy array (nulls as NaN,
         as pandas gives them; no copy when it has one chunk and no nulls); every other feature column goes
         through pandas, as :meth:`score` of ``table.to_pandas()`` would see it. The predictions are therefore
         those of ``score(table.to_pandas())``, bit for bit; batch scoring and both engines read Arrow this way.
         Columns that are not features are left out; a missing feature is reported by :meth:`score`.
+
+        Args:
+            table: the rows.
+            rows: how an error names the row at a position of ``table`` (default ``row <position>``; batch
+                scoring says ``input row 100003``).
+
+        Raises:
+            InputValuesError: a column holds values its feature does not take: the error names the column, how
+                many rows of ``table`` and a few of them.
         """
         import pyarrow as pa
 
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
+        check_table(table, self.schema, model=self.name, rows=rows)
         present = set(table.column_names)
         names = [f.name for f in self.schema.features if f.name in present]
         numeric = {f.name for f in self.schema.features if f.dtype != "string"}
@@ -228,6 +253,15 @@ class ModelPackage:
         for c in direct:
             columns[c] = table.column(c).to_numpy()  # float64; nulls -> NaN
         return columns
+
+    def check_input_types(self, schema: pa.Schema, *, what: str) -> None:
+        """Refuse, before any row is read, an input whose feature columns are of a type that cannot hold their
+        features' values (an integer column for a string feature ...); ``what`` names the input in the message.
+
+        Raises:
+            ValidationError: naming the column, its type and the feature's dtype.
+        """
+        check_schema(schema, self.schema, model=self.name, what=what)
 
     def _check_mapping(self, frame: Any) -> None:
         if not isinstance(frame, Mapping):

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from keel.errors import IntegrityError, NotFoundError, ValidationError
+from keel.errors import BackendError, IntegrityError, NotFoundError, ValidationError
 from keel.models._audit import PackageAudit, PackageVerification, audit
 from keel.models._package_ref import PackageRef
 from keel.models._serialization import loads
@@ -229,6 +229,10 @@ class ModelRegistry:
                 data: bytes = f.read()
         except FileNotFoundError as exc:
             raise NotFoundError(f"the package of {label} ({digest}) is missing from {self._artifacts.uri!r}") from exc
+        except OSError as exc:  # a folder where the file belongs, no permission ...
+            raise BackendError(
+                f"artifact store {self._artifacts.uri!r}: cannot read the package of {label} ({digest}): {exc}"
+            ) from exc
         return data
 
     def ref(self, ref: str, *, allow_pickle: bool | None = None) -> PackageRef:

@@ -36,7 +36,7 @@ def _skops_loads(blob: bytes, what: str, trusted: frozenset[str]) -> Any:
 
     try:
         return sio.loads(blob, trusted=[r.name for r in report.references])
-    except (TypeError, ValueError, KeyError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # a damaged archive makes zipfile, numpy or skops raise almost anything (bad CRC ...)
         raise IntegrityError(f"{what} cannot be loaded ({type(exc).__name__}: {exc}); refused") from exc
 
 
@@ -47,7 +47,7 @@ def _plain(value: Any) -> Any:
 
 def _parts(package: ModelPackage) -> dict[str, Any]:
     return {
-        "format": 1,
+        "format": PARTS_VERSION,
         "estimator": package.estimator,
         "preprocessor": package.preprocessor,
         "meta": {
@@ -62,7 +62,22 @@ def _parts(package: ModelPackage) -> dict[str, Any]:
     }
 
 
-def _package(parts: dict[str, Any]) -> ModelPackage:
+#: The version of the parts a package holds (``format`` beside ``estimator``, ``preprocessor`` and ``meta``).
+PARTS_VERSION = 1
+
+
+def _package(parts: dict[str, Any], what: str = "model package") -> ModelPackage:
+    """The package of ``parts`` (deserialized, still to be checked).
+
+    Raises:
+        IntegrityError: the parts are of another version (a newer Keel wrote them), or not a package's.
+    """
+    version = parts.get("format") if isinstance(parts, dict) else None
+    if version != PARTS_VERSION and (type(version) is int or isinstance(version, str)):
+        raise IntegrityError(
+            f"{what} holds a model package of version {version!r}; this Keel reads version {PARTS_VERSION}: "
+            "upgrade Keel (or register the model again with this one)"
+        )
     meta = parts["meta"]
     return ModelPackage(
         name=meta["name"],
@@ -204,12 +219,7 @@ def loads(
         parts = (
             _keelfmt.decode(blob, what, trusted_types=trusted) if fmt == "keel" else _skops_loads(blob, what, trusted)
         )
-        try:
-            return _package(parts)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise IntegrityError(
-                f"{what} does not hold a model package ({type(exc).__name__}: {exc}); refused"
-            ) from exc
+        return _checked_package(parts, what)
     if fmt == "joblib":
         if not allow_pickle:
             raise ValidationError(
@@ -219,5 +229,19 @@ def loads(
             )
         import joblib
 
-        return _package(joblib.load(io.BytesIO(blob)))
+        try:
+            parts = joblib.load(io.BytesIO(blob))
+        except Exception as exc:  # whatever a truncated or foreign pickle makes the unpickler raise
+            raise IntegrityError(
+                f"{what} cannot be read as a joblib package ({type(exc).__name__}: {exc}); refused"
+            ) from exc
+        return _checked_package(parts, what)
     raise ValidationError(f"{what} has unknown format {fmt!r}; upgrade Keel")
+
+
+def _checked_package(parts: Any, what: str) -> ModelPackage:
+    """The package of deserialized ``parts``, or the error that says they are not one."""
+    try:
+        return _package(parts, what)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IntegrityError(f"{what} does not hold a model package ({type(exc).__name__}: {exc}); refused") from exc

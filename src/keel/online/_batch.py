@@ -88,6 +88,8 @@ class Batch:
         self.keys = keys
         self.event_us = event_us
         self.num_rows = len(keys)
+        #: the unpublished generation to write to (see :meth:`OnlineStore.begin_generation`); ``None``: the live data
+        self.generation: str | None = None
 
     def bind(self, stored: ViewSchema | None) -> tuple[ViewSchema, list[str]]:
         """Reconcile the batch with the view's stored schema.

@@ -7,12 +7,21 @@ time, so the next run of the same version only writes what came after.
 The TTL bound is inclusive, as in offline retrieval: a value whose event time is exactly ``end - ttl`` is
 still valid at ``end`` and is written. When a new version replaces the one in the store, rows only the old
 version had (an entity removed, or its latest value moved back in time) would survive an upsert, since a
-store never lets an older event time overwrite a newer one; the view is then rebuilt (dropped and written
-whole) so that the store holds exactly the new version's latest values.
+store never lets an older event time overwrite a newer one; the view is then rebuilt: written whole into a
+new generation of the view that replaces the old data in one atomic step once complete
+(:meth:`~keel.online.OnlineStore.begin_generation`), so that the store holds exactly the new version's latest
+values and readers meanwhile keep reading the old ones. A run killed midway leaves the old data serving; the
+next run removes what it had written.
+
+Crash safety, run by run: a rebuild shows readers the old values or the new, never a mix nor nothing; an
+upsert run (incremental, or a new version that only adds and updates entities) replaces each entity's row
+atomically, so a run killed midway leaves each entity with its old row or its new one. Either way the
+catalog records the run only once the store holds it all, so the next run writes the same window again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -167,15 +176,29 @@ def materialize_view(
             end=min(replaced[1], end_utc),
             new_end=end_utc,
         )
-        if rebuilt:
-            online_store.drop_view(view.name)
+    # A rebuild writes a new generation, invisible until published whole; an upsert writes the live data. Either
+    # way, what a killed run left in the store is removed first.
+    if rebuilt:
+        generation: str | None = online_store.begin_generation(view.name)
+    else:
+        generation = None
+        online_store.sweep_generations(view.name)
     sink = StoreSink.of(online_store, view=view.name, keys=join_keys, features=features, timestamp=source.timestamp)
     sink.ttl = view.ttl  # Redis expires each entity at its event time plus the TTL
-    # Bounded batches: the latest values of millions of entities never sit in memory at once (and on a
-    # distributed engine, never reach this process: its workers write a shared store themselves).
-    rows, written = engine.write_latest(
-        source, start=lower, end=end_utc, sink=sink, batch_rows=batch_rows, on_progress=on_progress
-    )
+    sink.generation = generation
+    try:
+        # Bounded batches: the latest values of millions of entities never sit in memory at once (and on a
+        # distributed engine, never reach this process: its workers write a shared store themselves).
+        rows, written = engine.write_latest(
+            source, start=lower, end=end_utc, sink=sink, batch_rows=batch_rows, on_progress=on_progress
+        )
+        if generation is not None:
+            online_store.publish_generation(view.name, generation)
+    except BaseException:
+        if generation is not None:
+            with contextlib.suppress(Exception):  # the error being raised is what is reported
+                online_store.discard_generation(view.name, generation)
+        raise
     seconds = time.perf_counter() - started
     catalog.add_materialization(
         view=view.name,
@@ -213,6 +236,8 @@ class StoreSink:
     ttl: timedelta | None = None
     distributed: bool = False
     store: OnlineStore | None = field(default=None, repr=False, compare=False)
+    #: the unpublished generation written to (a rebuild), ``None`` for the live data
+    generation: str | None = None
 
     @classmethod
     def of(cls, store: OnlineStore, *, view: str, keys: list[str], features: list[str], timestamp: str) -> StoreSink:
@@ -229,7 +254,13 @@ class StoreSink:
         """Write a batch of latest rows; returns how many were applied."""
         store = self.store or self._opened()
         return store.write_batch(
-            self.view, rows, keys=self.keys, features=self.features, timestamp=self.timestamp, ttl=self.ttl
+            self.view,
+            rows,
+            keys=self.keys,
+            features=self.features,
+            timestamp=self.timestamp,
+            ttl=self.ttl,
+            generation=self.generation,
         )
 
     def _opened(self) -> OnlineStore:

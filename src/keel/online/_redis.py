@@ -2,7 +2,22 @@
 
 Keys: ``{prefix}:{view}:{encoded key}`` per entity, and a hash ``{prefix}:{view}`` with the view's metadata
 (``keys``: the key columns; ``dtype:{feature}``: each feature's dtype; ``layout:{id}``: the fields of each
-row layout). Neither prefixes nor view names may contain ``:``, so namespaces never overlap.
+row layout). Neither prefixes nor view names may contain ``:`` or ``@``, so namespaces never overlap.
+
+Generations (a view's data replaced whole, see :meth:`OnlineStore.begin_generation`): generation ``G``'s rows
+are ``{prefix}:{view}@G:{encoded key}`` and its metadata the hash ``{prefix}:{view}@G`` (``keys``, ``dtype:*``;
+layouts stay in ``{prefix}:{view}``, for every generation). The string ``{prefix}:{view}@`` names the live
+generation; without it, the live data is the plain layout above. The hash ``{prefix}:{view}@gens`` lists the
+unpublished generations (``G`` -> owner process, ``G:touched`` -> last write, ms) and the replaced ones not yet
+removed (``G`` -> ``retired``; ``-`` for the plain layout). Publishing is one script: check ``G`` is listed,
+point ``{prefix}:{view}@`` at it, mark the replaced generation retired; its keys are removed afterwards.
+
+A read sends the pointer in the same ``MGET`` as the rows of the generation it last saw live: one round trip,
+atomic, so the rows are those of the generation live at that instant; when the pointer moved, it reads again
+from the new one. Writes carry a guard the write script checks before writing: for the live data, the
+generation it resolved must still be live (else it resolves again and rewrites the batch there); for an
+unpublished one, it must still be listed. Retired data is removed only after the switch, so no reader or
+writer that passed its check ever meets a half-removed generation.
 
 A row is packed with :mod:`struct`, little-endian (no pickle: decoding never runs code)::
 
@@ -19,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -26,10 +42,12 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
-from keel.errors import BackendError, MissingExtraError
+from keel._outage import Outage
+from keel.errors import BackendError, ConflictError, MissingExtraError
 from keel.online._batch import Batch, ViewSchema, list_blobs
 from keel.online._keys import encode_key, encode_keys
-from keel.online._store import OnlineRead, OnlineStore, empty_read
+from keel.online._redis_client import redis_client, unavailable_errors
+from keel.online._store import OnlineRead, OnlineStore, abandoned, empty_read, new_generation, now_ms
 from keel.online._values import datetime_from_us, floats_from_bytes
 
 __all__ = ["RedisOnlineStore"]
@@ -41,25 +59,73 @@ _WRITE_CHUNK = 1_000  # rows per script call: bounds how long one call holds the
 _CHUNKS_PER_ROUND_TRIP = 20
 _READ_CHUNK = 10_000  # keys per MGET; larger reads send several MGETs in one pipeline
 
-# Upsert with the newer-event-time rule, atomically per key. ARGV[1] is the stride: 1 (value) or 2 (value,
-# expire-at in epoch ms). The first 8 bytes of a value are its event time (signed little-endian µs); Lua
-# numbers are doubles, exact for event times up to year 2255.
-_UPSERT = """
-local stride = tonumber(ARGV[1])
+# The guard every write script checks first, returning -1 when it fails. KEYS[1] is the guard's key; ARGV[1]
+# is '=G': the pointer KEYS[1] must name generation G ('=' alone: no pointer, the plain layout is live), or
+# '?G': the hash KEYS[1] must list the unpublished generation G, whose last write time becomes ARGV[2] (ms).
+_GUARD = """
+local guard = ARGV[1]
+local generation = string.sub(guard, 2)
+if string.sub(guard, 1, 1) == '=' then
+  if (redis.call('GET', KEYS[1]) or '') ~= generation then return -1 end
+else
+  if redis.call('HEXISTS', KEYS[1], generation) == 0 then return -1 end
+  redis.call('HSET', KEYS[1], generation .. ':touched', ARGV[2])
+end
+"""
+
+# Upsert with the newer-event-time rule, atomically per key, behind the guard. KEYS[2..] are the rows' keys;
+# ARGV[3] is the stride: 1 (value) or 2 (value, expire-at in epoch ms). The first 8 bytes of a value are its
+# event time (signed little-endian µs); Lua numbers are doubles, exact for event times up to year 2255.
+_UPSERT = (
+    _GUARD
+    + """
+local stride = tonumber(ARGV[3])
 local written = 0
-for i = 1, #KEYS do
-  local value = ARGV[2 + (i - 1) * stride]
+for i = 2, #KEYS do
+  local value = ARGV[4 + (i - 2) * stride]
   local old = redis.call('GET', KEYS[i])
   if (not old) or struct.unpack('<i8', old) <= struct.unpack('<i8', value) then
     redis.call('SET', KEYS[i], value)
     if stride == 2 then
-      redis.call('PEXPIREAT', KEYS[i], ARGV[3 + (i - 1) * stride])
+      redis.call('PEXPIREAT', KEYS[i], ARGV[5 + (i - 2) * stride])
     end
     written = written + 1
   end
 end
 return written
 """
+)
+
+# Record a batch's schema and layout behind the guard: KEYS[2] is the generation's metadata hash, KEYS[3] the
+# view's (layouts); ARGV[3] the key columns, ARGV[4] and ARGV[5] the layout's field and fields, then pairs of
+# dtype field and dtype. Returns whether each HSETNX set its field (keys first).
+_REGISTER = (
+    _GUARD
+    + """
+local set = {redis.call('HSETNX', KEYS[2], 'keys', ARGV[3])}
+for i = 6, #ARGV, 2 do
+  set[#set + 1] = redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+return set
+"""
+)
+
+# Publish: KEYS[1] the pointer, KEYS[2] the generations hash, ARGV[1] the generation. Returns the replaced
+# generation ('-': the plain layout), marked retired, or nil when ARGV[1] is not an unpublished generation.
+_PUBLISH = """
+local listed = redis.call('HGET', KEYS[2], ARGV[1])
+if (not listed) or listed == 'retired' then return false end
+local old = redis.call('GET', KEYS[1]) or '-'
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1], ARGV[1] .. ':touched')
+redis.call('HSET', KEYS[2], old, 'retired')
+return old
+"""
+_RETIRED = b"retired"
+_PLAIN = "-"  # the plain layout's name in the generations hash
+#: Attempts of a read or write whose generation keeps being replaced under it.
+_ATTEMPTS = 5
 
 
 class _Layout:
@@ -177,8 +243,13 @@ class RedisOnlineStore(OnlineStore):
     the newer-event-time rule atomically per key, several chunks per round trip. With a ``ttl``, each entity
     expires at its event time plus the TTL (``PEXPIREAT``).
 
+    A Redis that does not answer within a second (``?socket_timeout=`` and ``?socket_connect_timeout=`` in the
+    URL change it) fails the call with a :class:`~keel.errors.BackendError`; while it stays unavailable, calls
+    fail at once but for one a second that tries it again, and the log says once when the outage started and
+    once when it ended (:class:`keel._outage.Outage`).
+
     Args:
-        uri: a redis-py URL (``redis://[:password@]host:port/db``; options such as ``?socket_timeout=5``).
+        uri: a redis-py URL (``redis://[:password@]host:port/db``; options such as ``?socket_timeout=0.5``).
         prefix: namespace of this project's keys in the database.
     """
 
@@ -192,51 +263,92 @@ class RedisOnlineStore(OnlineStore):
             raise MissingExtraError("redis", "redis", "a Redis online store") from exc
         try:
             # Any: redis-py's annotations (bytes | str for every reply) do not know decode_responses=False.
-            self._client: Any = redis.Redis.from_url(uri)
+            self._client: Any = redis_client(uri)
         except (ValueError, redis.RedisError) as exc:
             raise BackendError(f"{self.description}: invalid Redis URL: {exc}") from exc
+        self._unavailable = unavailable_errors()
+        self._outage = Outage(
+            self.description, logging.getLogger("keel.online"), consequence="its reads and writes fail at once"
+        )
         self._upsert = self._client.register_script(_UPSERT)
+        self._register_script = self._client.register_script(_REGISTER)
+        self._publish = self._client.register_script(_PUBLISH)
+        #: view -> the generation last seen live ("": the plain layout); every read checks it
+        self._live: dict[str, str] = {}
         #: layout id bytes -> layout; layouts are content-addressed, so entries never go stale
         self._layouts: dict[bytes, _Layout] = {}
         self._readers: dict[tuple[bytes, tuple[str, ...]], Callable[[bytes], tuple[Any, ...]]] = {}
 
-    def _meta_key(self, view: str) -> str:
-        return f"{self.prefix}:{view}"
+    # -- key names (see the module's docstring)
+    def _meta_key(self, view: str, generation: str = "") -> str:
+        return f"{self.prefix}:{view}@{generation}" if generation else f"{self.prefix}:{view}"
+
+    def _rows_base(self, view: str, generation: str) -> str:
+        return f"{self.prefix}:{view}@{generation}:" if generation else f"{self.prefix}:{view}:"
+
+    def _pointer_key(self, view: str) -> str:
+        return f"{self.prefix}:{view}@"
+
+    def _generations_key(self, view: str) -> str:
+        return f"{self.prefix}:{view}@gens"
 
     # -- writes
-    def _stored_schema(self, view: str) -> ViewSchema | None:
-        meta = self._client.hgetall(self._meta_key(view))
+    def _stored_schema(self, view: str, generation: str) -> ViewSchema | None:
+        meta = self._client.hgetall(self._meta_key(view, generation))
         if b"keys" not in meta:
             return None
         keys = tuple((str(n), str(d)) for n, d in json.loads(meta[b"keys"]))
         dtypes = {field[6:].decode(): value.decode() for field, value in meta.items() if field.startswith(b"dtype:")}
         return ViewSchema(keys, dtypes)
 
-    def _register(self, batch: Batch) -> _Layout:
-        """Check the batch against the view's schema, record its keys, new dtypes and layout, and return the
-        layout. A concurrent writer that recorded other types first makes this write a conflict."""
+    def _register(self, batch: Batch, generation: str, guard: tuple[str, str]) -> _Layout | None:
+        """Check the batch against the generation's schema, record its keys, new dtypes and layout, and return
+        the layout (``None``: the guard failed). A concurrent writer that recorded other types first makes this
+        write a conflict."""
         view = batch.view
-        stored = self._stored_schema(view)
+        stored = self._stored_schema(view, generation)
         schema, added = batch.bind(stored)
         layout = self._layout_of(batch)
-        meta = self._meta_key(view)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hsetnx(meta, "keys", json.dumps([list(k) for k in schema.keys]))
+        args: list[Any] = [guard[1], now_ms(), json.dumps([list(k) for k in schema.keys])]
+        args += [f"layout:{layout.id_bytes.hex()}", layout.json]
         for name in added:
-            pipe.hsetnx(meta, f"dtype:{name}", schema.dtypes[name])
-        pipe.hset(meta, f"layout:{layout.id_bytes.hex()}", layout.json)
-        results = pipe.execute()
+            args += [f"dtype:{name}", schema.dtypes[name]]
+        keys = [guard[0], self._meta_key(view, generation), self._meta_key(view)]
+        results = self._register_script(keys=keys, args=args)
+        if results == -1:
+            return None
         if (stored is None and not results[0]) or not all(results[1 : 1 + len(added)]):
-            batch.bind(self._stored_schema(view))  # raises ConflictError when the other writer's types differ
+            batch.bind(self._stored_schema(view, generation))  # a ConflictError when the other writer's types differ
         return layout
 
     def _write(self, batch: Batch, ttl: timedelta | None) -> int:
-        view = batch.view
-        layout = self._register(batch)
+        view, generation = batch.view, batch.generation
+        if generation is not None:
+            written = self._write_to(batch, ttl, generation, (self._generations_key(view), f"?{generation}"))
+            if written is None:
+                raise self._unknown_generation(view, generation)
+            return written
+        pointer = self._pointer_key(view)
+        for _attempt in range(_ATTEMPTS):
+            live = self._client.get(pointer)
+            generation = "" if live is None else live.decode()
+            written = self._write_to(batch, ttl, generation, (pointer, f"={generation}"))
+            if written is not None:
+                return written
+            # The view switched to another generation meanwhile: what was written went with the old one.
+        raise ConflictError(
+            f"{self.description}: view {view!r}: its data was replaced {_ATTEMPTS} times during one write; write again"
+        )
+
+    def _write_to(self, batch: Batch, ttl: timedelta | None, generation: str, guard: tuple[str, str]) -> int | None:
+        """Write the batch to ``generation`` behind ``guard``; ``None`` when the guard failed."""
+        layout = self._register(batch, generation, guard)
+        if layout is None:
+            return None
         if not batch.num_rows:
             return 0
         rows = layout.pack(batch)
-        base = f"{self.prefix}:{view}:"
+        base = self._rows_base(batch.view, generation)
         keys = [f"{base}{k}" for k in batch.keys]
         expire_ms = None
         if ttl is not None:
@@ -245,22 +357,24 @@ class RedisOnlineStore(OnlineStore):
         written = 0
         pipe = self._client.pipeline(transaction=False)
         pending = 0
+        head = [guard[1], now_ms()]
         for start in range(0, len(keys), _WRITE_CHUNK):
             stop = start + _WRITE_CHUNK
             args: list[Any]
             if expire_ms is None:
-                args = [1, *rows[start:stop]]
+                args = [*head, 1, *rows[start:stop]]
             else:
-                args = [2]
+                args = [*head, 2]
                 for value, at in zip(rows[start:stop], expire_ms[start:stop], strict=True):
                     args += (value, at)
-            self._upsert(keys=keys[start:stop], args=args, client=pipe)
+            self._upsert(keys=[guard[0], *keys[start:stop]], args=args, client=pipe)
             pending += 1
-            if pending == _CHUNKS_PER_ROUND_TRIP:
-                written += sum(pipe.execute())
+            if pending == _CHUNKS_PER_ROUND_TRIP or stop >= len(keys):
+                counts = pipe.execute()
+                if -1 in counts:
+                    return None
+                written += sum(counts)
                 pending = 0
-        if pending:
-            written += sum(pipe.execute())
         return written
 
     def _layout_of(self, batch: Batch) -> _Layout:
@@ -286,27 +400,46 @@ class RedisOnlineStore(OnlineStore):
         return reader
 
     def _read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
-        """One round trip: ``GET`` for one entity, ``MGET`` for more."""
+        """One round trip: one ``MGET`` of the view's pointer and the rows (several in one pipeline for very
+        many rows), again from the new generation when the pointer moved since the last read."""
         names = features if type(features) is tuple else tuple(features)
         n = len(entity_keys)
-        base = f"{self.prefix}:{view}:"
         if n == 1:
             key = entity_keys[0]
             if type(key) is tuple and len(key) == 1 and (type(key[0]) is int or type(key[0]) is str):
-                raw: list[bytes | None] = [self._client.get(f"{base}{key[0]}")]
+                encoded: list[int | str] = [key[0]]
             else:
-                raw = [self._client.get(f"{base}{encode_key(key)}")]
+                encoded = [encode_key(key)]
         elif n == 0:
             return empty_read(names, 0)
         else:
-            keys = [f"{base}{k}" for k in encode_keys(entity_keys)]
+            encoded = encode_keys(entity_keys)
+        pointer = self._pointer_key(view)
+        generation = self._live.get(view, "")
+        for _attempt in range(_ATTEMPTS):
+            base = self._rows_base(view, generation)
             if n <= _READ_CHUNK:
-                raw = self._client.mget(keys)
+                keys = [pointer]
+                keys += [f"{base}{k}" for k in encoded]
+                raw: list[bytes | None] = self._client.mget(keys)
+                seen = {raw[0]}
+                del raw[0]
             else:
                 pipe = self._client.pipeline(transaction=False)
                 for start in range(0, n, _READ_CHUNK):
-                    pipe.mget(keys[start : start + _READ_CHUNK])
-                raw = [value for chunk in pipe.execute() for value in chunk]
+                    pipe.mget([pointer, *(f"{base}{k}" for k in encoded[start : start + _READ_CHUNK])])
+                chunks = pipe.execute()
+                seen = {chunk[0] for chunk in chunks}
+                raw = [value for chunk in chunks for value in chunk[1:]]
+            live = seen.pop()
+            now_live = "" if live is None else live.decode()
+            if not seen and now_live == generation:
+                break
+            generation = self._live[view] = now_live  # replaced since the last read: read the new one
+        else:
+            raise BackendError(
+                f"{self.description}: view {view!r}: its data was replaced {_ATTEMPTS} times during one read"
+            )
         missing = (None,) * (len(names) + 1)
         readers = self._readers
         rows = []
@@ -330,17 +463,119 @@ class RedisOnlineStore(OnlineStore):
         return OnlineRead(names, event_us, columns)
 
     # -- dropping
-    def _drop_view(self, view: str) -> None:
-        """Scans the view's keys (``SCAN`` + ``UNLINK``), without blocking the server."""
+    def _unlink_matching(self, pattern: str) -> None:
+        """Remove the keys matching ``pattern`` (``SCAN`` + ``UNLINK``), without blocking the server."""
         doomed: list[bytes] = []
-        for key in self._client.scan_iter(match=f"{self.prefix}:{view}:*", count=1_000):
+        for key in self._client.scan_iter(match=pattern, count=1_000):
             doomed.append(key)
             if len(doomed) == 1_000:
                 self._client.unlink(*doomed)
                 doomed = []
         if doomed:
             self._client.unlink(*doomed)
+
+    def _drop_view(self, view: str) -> None:
+        """Scans the view's keys (``SCAN`` + ``UNLINK``), without blocking the server."""
+        # The generations hash and the pointer first: from then on writers' guards fail (or write the plain layout).
+        self._client.unlink(self._generations_key(view), self._pointer_key(view))
+        self._unlink_matching(f"{self.prefix}:{view}@*")
+        self._unlink_matching(f"{self.prefix}:{view}:*")
         self._client.unlink(self._meta_key(view))
+        self._live.pop(view, None)
+
+    # -- generations
+    def _remove_generation(self, view: str, generation: str) -> None:
+        """Remove an unpublished or retired generation: unlisted first (its writers' guards fail from then on),
+        then its rows and metadata."""
+        listed = self._generations_key(view)
+        if generation == _PLAIN:
+            self._unlink_matching(f"{self.prefix}:{view}:*")
+            meta = self._meta_key(view)
+            stale = [f for f in self._client.hkeys(meta) if f == b"keys" or f.startswith(b"dtype:")]
+            if stale:
+                self._client.hdel(meta, *stale)  # the layouts stay: every generation's rows use them
+        else:
+            self._client.hdel(listed, generation, f"{generation}:touched")
+            self._unlink_matching(f"{self._rows_base(view, generation)}*")
+            self._client.unlink(self._meta_key(view, generation))
+        self._client.hdel(listed, generation)
+
+    def _listed(self, view: str) -> dict[str, tuple[bytes, int | None]]:
+        """The generations hash: generation -> (owner JSON or ``retired``, last write in ms or ``None``)."""
+        entries = self._client.hgetall(self._generations_key(view))
+        listed: dict[str, tuple[bytes, int | None]] = {}
+        for field, value in entries.items():
+            name = field.decode()
+            if ":" in name:
+                continue
+            touched = entries.get(f"{name}:touched".encode())
+            listed[name] = (value, int(touched) if touched is not None and touched.isdigit() else None)
+        return listed
+
+    def _sweep_generations(self, view: str) -> list[str]:
+        now = now_ms()
+        swept = []
+        for name, (value, touched) in self._listed(view).items():
+            if value != _RETIRED:  # retired data is a publisher's to remove, or a dead one's left behind
+                try:
+                    recorded = json.loads(value)
+                except ValueError:
+                    recorded = None
+                if not abandoned(recorded, touched, now):
+                    continue
+            self._remove_generation(view, name)
+            swept.append(name)
+        return swept
+
+    def _begin_generation(self, view: str, owner: dict[str, Any]) -> str:
+        self._sweep_generations(view)
+        now = now_ms()
+        generation = new_generation()
+        self._client.hset(
+            self._generations_key(view), mapping={generation: json.dumps(owner), f"{generation}:touched": now}
+        )
+        return generation
+
+    def _publish_generation(self, view: str, generation: str) -> None:
+        replaced = self._publish(keys=[self._pointer_key(view), self._generations_key(view)], args=[generation])
+        if replaced is None:
+            raise self._unknown_generation(view, generation)
+        self._live[view] = generation
+        self._remove_generation(view, replaced.decode())
+
+    def _discard_generation(self, view: str, generation: str) -> None:
+        listed = self._client.hget(self._generations_key(view), generation)
+        if listed is not None and listed != _RETIRED:
+            self._remove_generation(view, generation)
+
+    def _hidden_generations(self, view: str) -> list[str]:
+        return list(self._listed(view))
+
+    # -- outages: every public call goes through the guard
+    def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, refused at once while Redis is out, reporting to the outage tracker."""
+        outage = self._outage
+        if outage.since and (refused := outage.refused()) is not None:
+            raise refused
+        try:
+            result = call(*args, **kwargs)
+        except BackendError as exc:
+            if isinstance(exc.__cause__, self._unavailable):
+                outage.failed(exc.__cause__)
+            raise
+        if outage.since:
+            outage.recovered()
+        return result
+
+    def read(self, view: str, entity_keys: Sequence[tuple[Any, ...]], features: Sequence[str]) -> OnlineRead:
+        """:meth:`OnlineStore.read`, failing at once while Redis is out."""
+        result: OnlineRead = self._guarded(super().read, view, entity_keys, features)
+        return result
+
+    def write_batch(self, *args: Any, **kwargs: Any) -> int:
+        """:meth:`OnlineStore.write_batch`, failing at once while Redis is out."""
+        written: int = self._guarded(super().write_batch, *args, **kwargs)
+        return written
 
     def close(self) -> None:
         """Close the connection pool."""

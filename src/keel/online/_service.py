@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keel._numbers import INT64_MAX, INT64_MIN, fits_int64, int64_range
-from keel.errors import NotFoundError, ValidationError
+from keel.errors import BackendError, NotFoundError, ValidationError
 from keel.features import FeatureRef
 from keel.features._on_demand_plan import HIDDEN_INPUT, OnDemandStep, plan_on_demand
 
@@ -191,7 +191,8 @@ class OnlineFeatureService:
         catalog: the catalog (which version each view has materialized into the store).
         store: the online store.
         store_id: the store's identity in the catalog's materialization records.
-        refresh_seconds: how long a plan (views, TTLs, materialized versions) is reused before being re-read.
+        refresh_seconds: how long a plan (views, TTLs, materialized versions) is reused before being re-read;
+            while the catalog is unavailable, the last plan is reused until it answers again.
     """
 
     def __init__(
@@ -209,6 +210,12 @@ class OnlineFeatureService:
         self._store_id = store_id
         self._refresh = refresh_seconds
         self._plans: dict[tuple[tuple[str, ...], bool], _Plan] = {}
+
+    @property
+    def in_process(self) -> bool:
+        """Whether a read touches only this process and local files (a memory or SQLite store and a SQLite
+        catalog): it never waits on a server, so a service may read on its event loop."""
+        return self._store.kind in ("memory", "sqlite") and getattr(self._catalog, "dialect", "sqlite") == "sqlite"
 
     def refresh(self) -> None:
         """Forget every cached plan (the next read re-reads definitions and materializations)."""
@@ -348,7 +355,16 @@ class OnlineFeatureService:
         key = (tuple(features), full_names)
         plan = self._plans.get(key)
         if plan is None or time.monotonic() - plan.built > self._refresh:
-            plan = self._build(key[0], full_names)
+            try:
+                fresh = self._build(key[0], full_names)
+            except BackendError:
+                if plan is None:
+                    raise
+                # The catalog is unavailable (its outage is logged once): the last plan still says which views,
+                # keys and TTLs to read, and no materialization can be recorded meanwhile. It is tried again at
+                # the next read.
+                return plan
+            plan = fresh
             if len(self._plans) >= MAX_PLANS:  # clients sending ever-new feature lists must not grow memory
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan

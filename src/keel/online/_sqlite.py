@@ -11,10 +11,17 @@ of reading columns whose meaning changed; the read then re-plans.
 Concurrency: WAL lets many readers (threads and processes) read while one writer writes; each write batch is
 one ``BEGIN IMMEDIATE`` transaction, so a reader sees a batch entirely or not at all. Each thread uses its
 own connection.
+
+Generations: an unpublished generation is a table of its own, recorded in ``__keel_online_generations`` with
+its owner process and when it was last written to; publishing it is one transaction that points the view's
+row of ``__keel_online_views`` at that table and drops the table it replaces, so a reader's statement sees
+the old table or the new one (a reader holding a plan on the dropped table gets "no such table" and
+re-plans). A process killed before publishing leaves the view as it was.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -30,12 +37,13 @@ from typing import Any
 from keel.errors import BackendError, ConfigError
 from keel.online._batch import Batch, ViewSchema
 from keel.online._keys import encode_key, encode_keys
-from keel.online._store import OnlineRead, OnlineStore, empty_read
+from keel.online._store import OnlineRead, OnlineStore, abandoned, empty_read, new_generation, now_ms
 from keel.online._values import converter
 
 __all__ = ["SqliteOnlineStore"]
 
 _VIEWS = "__keel_online_views"
+_GENERATIONS = "__keel_online_generations"
 _KEY = "__keel_key"
 _EVENT = "__keel_event_us"
 _SQL_TYPES = {
@@ -131,11 +139,18 @@ class SqliteOnlineStore(OnlineStore):
             conn = self._connect()
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
-            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_VIEWS,))
-            if exists.fetchone() is None:  # only the first opener takes the write lock
+            found = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN (?, ?)", (_VIEWS, _GENERATIONS)
+            )
+            if found.fetchone()[0] != 2:  # only the first opener (of this Keel version) takes the write lock
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {_VIEWS} (prefix TEXT NOT NULL, view TEXT NOT NULL, "
                     "table_name TEXT NOT NULL UNIQUE, schema TEXT NOT NULL, PRIMARY KEY (prefix, view))"
+                )
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_GENERATIONS} (prefix TEXT NOT NULL, view TEXT NOT NULL, "
+                    "generation TEXT NOT NULL, table_name TEXT NOT NULL UNIQUE, schema TEXT, owner TEXT NOT NULL, "
+                    "touched_ms INTEGER NOT NULL, PRIMARY KEY (prefix, view, generation))"
                 )
             self._chunk = min(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32_766)
         except (sqlite3.Error, OSError) as exc:
@@ -220,31 +235,44 @@ class SqliteOnlineStore(OnlineStore):
             raise
 
     def _write_locked(self, conn: sqlite3.Connection, batch: Batch, values: list[list[Any]]) -> int:
-        view = batch.view
-        current = self._view_row(conn, view)
-        schema, added = batch.bind(current[1] if current else None)
-        if current is None:
-            table = f"{self.prefix}:{view}:{secrets.token_hex(4)}"
+        view, generation = batch.view, batch.generation
+        if generation is None:
+            current = self._view_row(conn, view)
+            table = current[0] if current else f"{self.prefix}:{view}:{secrets.token_hex(4)}"
+            stored = current[1] if current else None
+        else:
+            staged = self._generation_row(conn, view, generation)
+            if staged is None:
+                raise self._unknown_generation(view, generation)
+            table, stored = staged
+        schema, added = batch.bind(stored)
+        if stored is None:
             if schema.keys == (schema.keys[0],) and schema.keys[0][1] == "int64":
                 key_sql, options = f"{_KEY} INTEGER PRIMARY KEY", ""  # the rowid itself: one b-tree lookup
             else:
                 key_sql, options = f"{_KEY} TEXT PRIMARY KEY NOT NULL", " WITHOUT ROWID"
             columns = "".join(f", {_quote(n)} {_SQL_TYPES[d]}" for n, d in schema.dtypes.items())
             conn.execute(f"CREATE TABLE {_quote(table)} ({key_sql}, {_EVENT} INTEGER NOT NULL{columns}){options}")
-            conn.execute(
-                f"INSERT INTO {_VIEWS} (prefix, view, table_name, schema) VALUES (?, ?, ?, ?)",
-                (self.prefix, view, table, schema.to_json()),
-            )
+            if generation is None:
+                conn.execute(
+                    f"INSERT INTO {_VIEWS} (prefix, view, table_name, schema) VALUES (?, ?, ?, ?)",
+                    (self.prefix, view, table, schema.to_json()),
+                )
         else:
-            table = current[0]
             for name in added:
                 conn.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {_SQL_TYPES[schema.dtypes[name]]}")
-            if added:
+            if added and generation is None:
                 conn.execute(
                     f"UPDATE {_VIEWS} SET schema = ? WHERE prefix = ? AND view = ?",
                     (schema.to_json(), self.prefix, view),
                 )
-        if current is None or added:
+        if generation is not None:  # records the schema, and that its writer is at work
+            conn.execute(
+                f"UPDATE {_GENERATIONS} SET schema = ?, touched_ms = ? "
+                "WHERE prefix = ? AND view = ? AND generation = ?",
+                (schema.to_json(), now_ms(), self.prefix, view, generation),
+            )
+        elif stored is None or added:
             self._forget(view)
         if not batch.num_rows:
             return 0
@@ -369,8 +397,102 @@ class SqliteOnlineStore(OnlineStore):
                 if current is not None:
                     conn.execute(f"DROP TABLE IF EXISTS {_quote(current[0])}")
                     conn.execute(f"DELETE FROM {_VIEWS} WHERE prefix = ? AND view = ?", (self.prefix, view))
+                for generation, *_ in self._generation_rows(conn, view):
+                    self._drop_generation(conn, view, generation)
         finally:
             self._forget(view)
+
+    # -- generations
+    def _generation_rows(self, conn: sqlite3.Connection, view: str) -> list[tuple[str, str, int]]:
+        """``(generation, owner JSON, touched_ms)`` of the view's unpublished generations."""
+        return conn.execute(
+            f"SELECT generation, owner, touched_ms FROM {_GENERATIONS} WHERE prefix = ? AND view = ?",
+            (self.prefix, view),
+        ).fetchall()
+
+    def _generation_row(
+        self, conn: sqlite3.Connection, view: str, generation: str
+    ) -> tuple[str, ViewSchema | None] | None:
+        """``(table, schema or None before the first write)`` of an unpublished generation, ``None`` if unknown."""
+        row = conn.execute(
+            f"SELECT table_name, schema FROM {_GENERATIONS} WHERE prefix = ? AND view = ? AND generation = ?",
+            (self.prefix, view, generation),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], None if row[1] is None else ViewSchema.from_json(row[1])
+
+    def _drop_generation(self, conn: sqlite3.Connection, view: str, generation: str) -> None:
+        found = self._generation_row(conn, view, generation)
+        if found is None:
+            return
+        conn.execute(f"DROP TABLE IF EXISTS {_quote(found[0])}")
+        conn.execute(
+            f"DELETE FROM {_GENERATIONS} WHERE prefix = ? AND view = ? AND generation = ?",
+            (self.prefix, view, generation),
+        )
+
+    def _abandoned_generations(self, conn: sqlite3.Connection, view: str) -> list[str]:
+        found = []
+        for generation, recorded, touched in self._generation_rows(conn, view):
+            try:
+                left_by = json.loads(recorded)
+            except ValueError:
+                left_by = None
+            if abandoned(left_by, touched):
+                found.append(generation)
+        return found
+
+    def _sweep_generations(self, view: str) -> list[str]:
+        if not self._abandoned_generations(self._connection(), view):  # the common case: no write lock taken
+            return []
+        with self._transaction() as conn:
+            doomed = self._abandoned_generations(conn, view)
+            for generation in doomed:
+                self._drop_generation(conn, view, generation)
+        return doomed
+
+    def _begin_generation(self, view: str, owner: dict[str, Any]) -> str:
+        generation = new_generation()
+        with self._transaction() as conn:
+            for found in self._abandoned_generations(conn, view):
+                self._drop_generation(conn, view, found)
+            conn.execute(
+                f"INSERT INTO {_GENERATIONS} (prefix, view, generation, table_name, schema, owner, touched_ms) "
+                "VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                (self.prefix, view, generation, f"{self.prefix}:{view}:{generation}", json.dumps(owner), now_ms()),
+            )
+        return generation
+
+    def _publish_generation(self, view: str, generation: str) -> None:
+        try:
+            with self._transaction() as conn:
+                staged = self._generation_row(conn, view, generation)
+                if staged is None:
+                    raise self._unknown_generation(view, generation)
+                table, schema = staged
+                current = self._view_row(conn, view)
+                if current is not None:
+                    conn.execute(f"DROP TABLE IF EXISTS {_quote(current[0])}")
+                    conn.execute(f"DELETE FROM {_VIEWS} WHERE prefix = ? AND view = ?", (self.prefix, view))
+                if schema is not None:  # else nothing was written: the view is empty from now on
+                    conn.execute(
+                        f"INSERT INTO {_VIEWS} (prefix, view, table_name, schema) VALUES (?, ?, ?, ?)",
+                        (self.prefix, view, table, schema.to_json()),
+                    )
+                conn.execute(
+                    f"DELETE FROM {_GENERATIONS} WHERE prefix = ? AND view = ? AND generation = ?",
+                    (self.prefix, view, generation),
+                )
+        finally:
+            self._forget(view)
+
+    def _discard_generation(self, view: str, generation: str) -> None:
+        with self._transaction() as conn:
+            self._drop_generation(conn, view, generation)
+
+    def _hidden_generations(self, view: str) -> list[str]:
+        return [row[0] for row in self._generation_rows(self._connection(), view)]
 
     def table_of(self, view: str) -> str | None:
         """The SQLite table holding ``view`` (for inspection and benchmarks), or ``None`` when absent."""

@@ -10,6 +10,11 @@ and a crash leaves no partial ``.parquet`` behind. A writer keeps one open file 
 when it exceeds ``max_bytes`` or ``max_seconds`` since it was opened (the project's ``prediction_log``
 setting), when the UTC date changes, and on :meth:`PredictionLog.close` (the app's shutdown, or ``atexit``),
 which writes everything queued before it returns.
+
+What a crash loses: a process killed (``kill -9``, out of memory, a power cut) loses the rows of the files it
+had open, which it would have published within ``max_seconds`` of opening them, and the rows still queued;
+every file published before stays whole. Its temporary files stay behind, hidden from readers; the next
+writer to start under the same log removes those untouched for :data:`STALE_TEMPORARY`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,6 +46,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUE_ROWS",
     "DEFAULT_MAX_SECONDS",
     "DEFAULT_ROW_GROUP_ROWS",
+    "STALE_TEMPORARY",
     "PredictionLog",
 ]
 
@@ -55,6 +61,9 @@ _WARN_EVERY_SECONDS = 10.0
 #: conversion per batch of requests instead of one per request, and the serving threads are interrupted (for
 #: the GIL) a few times a second instead of at every request.
 DEFAULT_LINGER_SECONDS = 0.2
+#: A temporary file untouched for this long (and for ten times ``max_seconds``) was left by a writer that died: a
+#: live one publishes each file within ``max_seconds`` of opening it. The next writer to start removes it.
+STALE_TEMPORARY = timedelta(hours=1)
 
 
 #: A child of the service's logger: the writer runs inside the prediction service, and its lines belong there.
@@ -371,8 +380,32 @@ class PredictionLog:
         oldest = min(f.opened for f in self._files.values())
         return max(0.0, oldest + self.max_seconds - time.monotonic())
 
+    def sweep(self, *, older_than: timedelta | None = None) -> list[str]:
+        """Remove the temporary files of this log that writers killed before publishing them left behind: those
+        untouched for ``older_than`` (default: :data:`STALE_TEMPORARY`, and at least ten times ``max_seconds``).
+        Best effort (a file that cannot be examined or removed is left); returns the paths removed. The writer
+        thread calls it once when it starts."""
+        if older_than is None:
+            older_than = max(STALE_TEMPORARY, timedelta(seconds=10 * self.max_seconds))
+        try:
+            found = self.fs.glob(f"{self.root}/model=*/version=*/*/.{PART}*{TMP_SUFFIX}")
+        except Exception:
+            return []
+        cutoff = datetime.now(UTC) - older_than
+        removed = []
+        for path in found:
+            with contextlib.suppress(Exception):
+                modified = self.fs.modified(path)
+                if (modified if modified.tzinfo else modified.replace(tzinfo=UTC)) < cutoff:
+                    self.fs.rm(path)
+                    removed.append(path)
+        if removed:
+            _logger().info("prediction log: removed %d temporary file(s) left by stopped writers", len(removed))
+        return removed
+
     def _run(self) -> None:
         self.writer_threads.add(threading.get_ident())
+        self.sweep()
         while True:
             with self._cond:
                 while not self._queue and not self._closed and self._flush_done >= self._flush_asked:

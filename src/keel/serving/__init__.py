@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from keel.serving._app import create_service_app
+from keel.serving._app import DirectRoute, create_service_app, path_parameters
+from keel.serving._auth import TOKEN_VARIABLE
 from keel.serving._cache import CacheOptions, MemoryPredictionCache, PredictionCache, RedisPredictionCache
 from keel.serving._features_app import PushOutcome, PushRows, create_feature_app
 from keel.serving._loaded import LoadedModel
@@ -26,7 +27,9 @@ from keel.serving._predictor import Predictor
 from keel.serving._server import background_server
 
 __all__ = [
+    "TOKEN_VARIABLE",
     "CacheOptions",
+    "DirectRoute",
     "LoadedModel",
     "MemoryPredictionCache",
     "PredictionCache",
@@ -39,4 +42,5 @@ __all__ = [
     "create_feature_app",
     "create_prediction_app",
     "create_service_app",
+    "path_parameters",
 ]

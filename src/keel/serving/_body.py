@@ -54,10 +54,43 @@ async def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from None
+        raise _non_finite(raw) or MalformedRequestError(f"the request body is not valid JSON: {exc}") from None
     if type(body) is not dict:
         raise MalformedRequestError(f"the request body must be a JSON object, got {json_type(body)}")
     return body
+
+
+class _Constant(str):
+    """``NaN``, ``Infinity`` or ``-Infinity`` where a body has it (JSON has no such number)."""
+
+
+def _non_finite(raw: bytes) -> MalformedRequestError | None:
+    """The error naming where a body holds ``NaN`` or ``Infinity`` (which Python's ``json.dumps`` writes, but JSON
+    has no such number; still a 400, the body is not JSON), as a bad value there is named; ``None`` when that is
+    not why the body is not JSON. Only a refused body is read this way: the accepted ones are parsed once, by
+    orjson."""
+    import json
+
+    try:
+        body = json.loads(raw, parse_constant=_Constant)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[str, Any, int | None]] = [("", body, None)]
+    while stack:
+        path, value, row = stack.pop()
+        if isinstance(value, _Constant):
+            name = path.rpartition(".")[2] or None
+            return MalformedRequestError(
+                f"the request body is not valid JSON: {path.lstrip('.')} is {value}, which JSON has no number for; "
+                "send a finite number, or null to impute it",
+                field=name,
+                row=row,
+            )
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v, row) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v, i if row is None else row) for i, v in reversed(list(enumerate(value))))
+    return None
 
 
 def check_fields(body: dict[str, Any], *, required: Collection[str], optional: Collection[str] = ()) -> None:

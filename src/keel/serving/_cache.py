@@ -14,8 +14,8 @@ the plug-in table (:func:`keel._backends.open_cache`):
 
 A new model version has other keys, so a promotion (or a hot reload) never serves an old answer, whatever the
 backend. A backend failure never fails a prediction: the lookup counts as a miss, the failure is reported to
-``on_error`` and logged (once per back-off period, during which the backend is not tried again), and the
-request is scored without the cache.
+``on_error``, and the request is scored without the cache. While Redis stays unavailable it is tried again once
+a second only (:class:`keel._outage.Outage`); the log says once when the outage started and once when it ended.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import orjson
 
+from keel._outage import Outage
 from keel.errors import ConfigError, MissingExtraError
+from keel.online._redis_client import redis_client
+from keel.serving._logging import service_log
 
 if TYPE_CHECKING:
     from keel.serving._loaded import LoadedModel
@@ -59,7 +61,8 @@ DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_TTL_SECONDS = 3600.0
 #: After a Redis error, the cache is not tried again for this long (requests are scored without it).
 RETRY_AFTER_SECONDS = 1.0
-#: Socket timeouts of the Redis client unless the URL sets its own: a slow cache must not stall predictions.
+#: Socket timeouts of the Redis client unless the URL sets its own (``?socket_timeout=``): a slow cache must not
+#: stall predictions.
 _SOCKET_TIMEOUT = 0.25
 
 #: Called with the operation (``get``, ``put``) and the exception after each backend failure.
@@ -169,52 +172,58 @@ class RedisPredictionCache:
         self.prefix = prefix
         self.ttl_ms = max(1, round(ttl_seconds * 1000))
         self._on_error = on_error
-        self._retry_after = retry_after
-        self._down_until = 0.0
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._outage = Outage(
+            f"prediction cache {self.uri}",
+            service_log,
+            consequence="scoring without the cache",
+            retry_after=retry_after,
+        )
         try:
             # Any: redis-py's annotations do not know decode_responses=False.
-            self._client: Any = redis.Redis.from_url(
-                uri, socket_timeout=_SOCKET_TIMEOUT, socket_connect_timeout=_SOCKET_TIMEOUT
-            )
+            self._client: Any = redis_client(uri, socket_timeout=_SOCKET_TIMEOUT, connect_timeout=_SOCKET_TIMEOUT)
         except (ValueError, redis.RedisError) as exc:
             raise ConfigError(f"cache: {self.uri!r} is not a valid Redis URL: {exc}") from exc
 
     def _failed(self, operation: str, exc: BaseException) -> None:
-        """Back off, report and warn: once per back-off period, since Redis is not tried meanwhile."""
-        from keel.serving._logging import service_log
-
-        self._down_until = time.monotonic() + self._retry_after
+        """Report the failure; the first of an outage is logged, and Redis is tried again once a second only."""
         if self._on_error is not None:
             self._on_error(operation, exc)
-        service_log.warning("prediction cache %s: %s failed (%s); scoring without the cache", self.uri, operation, exc)
+        self._outage.failed(RuntimeError(f"{operation} failed: {exc}"))
 
     def get(self, key: str) -> Any:
         """The answer stored under ``key``, or ``None`` (absent, or Redis failed: the failure is reported)."""
-        if self._down_until and time.monotonic() < self._down_until:
+        outage = self._outage
+        if outage.since and outage.refused() is not None:
             return None
         try:
             blob = self._client.get(self.prefix + key)
         except self._errors as exc:
             self._failed("get", exc)
             return None
-        self._down_until = 0.0
+        if outage.since:
+            outage.recovered()
         if blob is None:
             return None
         try:
             return orjson.loads(blob)
-        except orjson.JSONDecodeError as exc:  # not ours, or damaged: treat as a miss
-            self._failed("get", exc)
+        except orjson.JSONDecodeError as exc:  # not ours, or damaged: a miss, reported (Redis answered: no outage)
+            if self._on_error is not None:
+                self._on_error("get", exc)
             return None
 
     def put(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` for the TTL (a Redis failure is reported, never raised)."""
-        if self._down_until and time.monotonic() < self._down_until:
+        outage = self._outage
+        if outage.since and outage.refused() is not None:
             return
         try:
             self._client.set(self.prefix + key, orjson.dumps(value), px=self.ttl_ms)
         except self._errors as exc:
             self._failed("put", exc)
+            return
+        if outage.since:
+            outage.recovered()
 
     def close(self) -> None:
         """Close the connection pool."""

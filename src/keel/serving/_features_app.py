@@ -87,7 +87,11 @@ _BAD_REQUEST: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown feature view."},
     413: {"model": ErrorResponse, "description": "The body is over the server's size limit."},
     422: {"model": ErrorResponse, "description": "Invalid request: the error names the field (and row)."},
-    503: {"model": ErrorResponse, "description": "The store failed; the error names it."},
+    503: {
+        "model": ErrorResponse,
+        "description": "A backend the request needs (the online or offline store, the catalog) is unavailable; "
+        "the error names it. Retry later: the server recovers by itself when the backend answers again.",
+    },
 }
 
 
@@ -155,7 +159,8 @@ def create_feature_app(
         feature_view: the registered view of a name (the JSON rows are checked against its schema).
         join_keys: a view's join keys.
         store_kind: the online store's kind: ``memory`` and ``sqlite`` (microseconds per read) are read on the
-            event loop, any other in the thread pool.
+            event loop (unless the catalog is a server: :attr:`OnlineFeatureService.in_process`), any other in
+            the thread pool.
         api_token: the bearer token requests need; ``None`` reads ``KEEL_API_TOKEN`` (unset: no token).
         max_body_bytes: larger request bodies are refused with 413.
         on_shutdown: called when the app shuts down (``Project.feature_app`` closes the project).
@@ -164,7 +169,9 @@ def create_feature_app(
         >>> app = keel.Project.open(".").feature_app()  # doctest: +SKIP
         >>> uvicorn.run(app, port=6566)  # doctest: +SKIP
     """
-    inline = store_kind in _LOCAL_STORES
+    # A read that may wait on a server (Redis, or a PostgreSQL catalog when the read plan is refreshed) runs in
+    # the thread pool: a hung server must not stall the event loop.
+    inline = store_kind in _LOCAL_STORES and online.in_process
     online_features = online.get
 
     @asynccontextmanager

@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keel._numbers import fits_int64, int64_range
 from keel.errors import ValidationError
-from keel.models import MAX_CATEGORIES
-from keel.serving._body import json_type
+from keel.models import MAX_CATEGORIES, check_value
 
 if TYPE_CHECKING:
     from keel.models import FeatureSchema
@@ -38,51 +36,16 @@ def _bad(i: int, name: str, message: str) -> ValidationError:
 def _check_value(value: Any, f: FeatureSchema, i: int) -> Any:
     """``value`` of column ``f`` in record ``i``, checked against its type (timestamps parsed); ``None`` kept.
 
+    What fits is the model's one definition (:func:`keel.models.check_value`), which batch scoring and the Python
+    API apply to whole columns.
+
     Raises:
         ValidationError: the value is of the wrong type, or not finite.
     """
-    if value is None:
-        return None
-    kind = type(value)
-    dtype = f.dtype
-    if dtype in _NUMERIC:
-        if kind is int:
-            if dtype == "int64" and not fits_int64(value):
-                raise _bad(i, f.name, f"{value} is outside {int64_range()}")
-            return value
-        if kind is float:
-            if not math.isfinite(value):
-                raise _bad(i, f.name, f"{value!r} is not allowed; send a finite number, or null to impute it")
-            if dtype == "int64" and not value.is_integer():
-                raise _bad(i, f.name, f"expected an integer, got {value!r}")
-            if dtype == "int64" and not fits_int64(value):
-                raise _bad(i, f.name, f"{value!r} is outside {int64_range()}")
-            return value
-        if kind is str and value.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
-            raise _bad(i, f.name, f"{value!r} is not allowed; send a finite number, or null to impute it")
-        want = "an integer" if dtype == "int64" else "a number"
-        raise _bad(i, f.name, f"expected {want}, got {json_type(value)} {value!r}")
-    if dtype == "bool":
-        if kind is bool:
-            return value
-        raise _bad(i, f.name, f"expected true or false, got {json_type(value)} {value!r}")
-    if dtype == "string":
-        if kind is str:
-            return value
-        raise _bad(i, f.name, f"expected a string, got {json_type(value)} {value!r}")
-    if dtype == "timestamp":
-        if kind is str:
-            import pandas as pd
-
-            try:
-                ts: Any = pd.Timestamp(value)
-            except (ValueError, TypeError):
-                ts = None
-            if ts is None or pd.isna(ts):
-                raise _bad(i, f.name, f"expected an ISO 8601 timestamp, got {value!r}")
-            return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        raise _bad(i, f.name, f"expected an ISO 8601 timestamp string, got {json_type(value)} {value!r}")
-    return value
+    try:
+        return check_value(value, f)
+    except ValidationError as exc:
+        raise _bad(i, f.name, str(exc)) from None
 
 
 #: Integers below this in magnitude are exact as float64.

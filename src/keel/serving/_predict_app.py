@@ -26,7 +26,7 @@ from keel.serving._app import Endpoint, add_endpoints, create_service_app
 from keel.serving._body import check_fields, json_type, read_json_object
 from keel.serving._http import RequestTooLargeError, json_bytes, request_id_of, status_of
 from keel.serving._predictor import Predictor, not_served
-from keel.serving._schemas import ErrorResponse
+from keel.serving._schemas import ErrorResponse, ModelsResponse, PredictResponse, ReadyResponse
 
 __all__ = ["DEFAULT_INLINE_RECORDS", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_RECORDS", "create_prediction_app"]
 
@@ -56,7 +56,25 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No model of that name is served."},
     413: {"model": ErrorResponse, "description": "Too many records, or a body over the size limit."},
     422: {"model": ErrorResponse, "description": "Invalid input: the error names the field and the record."},
-    503: {"model": ErrorResponse, "description": "The online store failed; the error names it."},
+    503: {
+        "model": ErrorResponse,
+        "description": "A backend the request needs (the online store, the catalog) is unavailable; the error "
+        "names it. Retry later: the service recovers by itself when the backend answers again.",
+    },
+}
+
+#: ``GET /v1/models`` links to predicting with a listed model, so that schema-driven clients (and the stateful
+#: fuzz tests) can chain the two.
+_MODELS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "links": {
+            "PredictWithTheFirstModel": {
+                "operationRef": "#/paths/~1v1~1models~1{name}~1predict/post",
+                "parameters": {"name": "$response.body#/models/0/name"},
+                "description": "Predict with the first loaded model.",
+            }
+        }
+    }
 }
 
 _PREDICT_BODY: dict[str, Any] = {
@@ -67,6 +85,7 @@ _PREDICT_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["records"],
+                    "additionalProperties": False,
                     "properties": {
                         "records": {
                             "type": "array",
@@ -110,14 +129,26 @@ def _lifespan(
     """Hot reload while the app runs; at shutdown, the log written out, the cache closed, then ``on_shutdown``."""
 
     async def watch(interval: float) -> None:
+        from keel.serving._logging import service_log
+
+        failing = False  # a run of failed reloads is logged once, and its end once
         while True:
             await asyncio.sleep(interval)
             try:
                 await run_in_threadpool(predictor.reload_once)
-            except Exception:  # a catalog hiccup must not stop the watcher; the old version keeps serving
-                from keel.serving._logging import service_log
-
-                service_log.exception("hot reload failed; still serving the loaded versions")
+            except KeelError as exc:  # the catalog or the artifact store failed; the old versions keep serving
+                if not failing:
+                    service_log.warning("hot reload failed (%s); still serving the loaded versions", exc)
+                failing = True
+                continue
+            except Exception:  # must not stop the watcher either; the old versions keep serving
+                if not failing:
+                    service_log.exception("hot reload failed; still serving the loaded versions")
+                failing = True
+                continue
+            if failing:
+                service_log.warning("hot reload works again")
+                failing = False
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -160,8 +191,9 @@ def create_prediction_app(
         max_body_bytes: larger request bodies are refused with 413.
         reload_seconds: poll each alias this often and swap to the version it names (``None``: never).
         inline_records: requests of up to this many records are scored on the event loop (no thread hop, no
-            GIL convoy with a scoring thread); larger ones in the process's scoring thread. 0 scores every
-            request in the thread.
+            GIL convoy with a scoring thread) when the predictor's backends are all in this process
+            (:attr:`Predictor.in_process`; else in the thread pool, so that a hung Redis or PostgreSQL never
+            stalls the loop); larger ones in the process's scoring thread. 0 scores every request in the thread.
         on_shutdown: called last when the app shuts down (``Project.prediction_app`` closes the project).
 
     Raises:
@@ -173,6 +205,7 @@ def create_prediction_app(
     if not predictor.models:
         raise ValidationError("the predictor serves no model; load one first, like 'churn@champion'", field="model")
     models, metrics, score = predictor.models, predictor.metrics, predictor.score_loaded
+    in_process = predictor.in_process
     # Where requests are scored. Tree ensembles release the GIL around every tree they walk, so a thread
     # scoring while another runs Python code hands the GIL back and forth hundreds of times per request and
     # waits for it each time (a GIL convoy: with 8 concurrent clients, Keel scored at a third of one thread's
@@ -207,8 +240,10 @@ def create_prediction_app(
                 raise not_served(name, models)
             body = await read_json_object(request, max_bytes=max_body_bytes)
             records = _check_records(body, max_records)
-            if len(records) <= inline_records:
+            if len(records) <= inline_records and in_process:
                 answer = score(model, records, request_id_of(request))
+            elif len(records) <= inline_records:  # a backend that hangs must not stall the event loop
+                answer = await run_in_threadpool(score, model, records, request_id_of(request))
             else:
                 loop = asyncio.get_running_loop()
                 answer = await loop.run_in_executor(scorer, score, model, records, request_id_of(request))
@@ -239,11 +274,20 @@ def create_prediction_app(
                 "POST",
                 "predictions",
                 "Predict",
+                response_model=PredictResponse,
                 responses=_PREDICT_RESPONSES,
                 openapi_extra=_PREDICT_BODY,
             ),
-            Endpoint("/v1/models", list_models, "GET", "predictions", "The loaded models"),
-            Endpoint("/ready", ready, "GET", "operations", "The models are loaded"),
+            Endpoint(
+                "/v1/models",
+                list_models,
+                "GET",
+                "predictions",
+                "The loaded models",
+                response_model=ModelsResponse,
+                responses=_MODELS_RESPONSES,
+            ),
+            Endpoint("/ready", ready, "GET", "operations", "The models are loaded", response_model=ReadyResponse),
         ),
     )
     return app

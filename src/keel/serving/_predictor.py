@@ -88,6 +88,13 @@ class Predictor:
         self._layouts: dict[tuple[str, int, str], LogLayout] = {}
         self._lock = threading.Lock()  # serializes loads and reloads; readers take the current dict entry
 
+    @property
+    def in_process(self) -> bool:
+        """Whether scoring touches only this process and local files (an in-process cache, a memory or SQLite
+        online store, a SQLite catalog): it never waits on a server. Otherwise a service must not score on its
+        event loop, which a hung Redis or PostgreSQL would stall."""
+        return self.cache.kind == "memory" and self.online.in_process
+
     # -- the models ----------------------------------------------------------------------------------------
     def load(self, refs: Sequence[str]) -> None:
         """Load the models ``refs`` name (``["churn@champion", "fraud:3"]``), each served by its name.

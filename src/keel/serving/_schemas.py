@@ -16,8 +16,13 @@ __all__ = [
     "FeaturesRequest",
     "FeaturesResponse",
     "HealthResponse",
+    "ModelInfo",
+    "ModelsResponse",
+    "PredictResponse",
+    "PredictionWarning",
     "PushRequest",
     "PushResponse",
+    "ReadyResponse",
 ]
 
 
@@ -140,3 +145,67 @@ class PushResponse(BaseModel):
     online_rows: int = Field(description="Rows applied online (rows older than the stored ones are ignored).")
     offline_version: int | None = Field(description="The new offline version, when pushed offline.")
     warnings: list[str] = Field(description="What was noticed and corrected (naive timestamps taken as UTC ...).")
+
+
+class PredictionWarning(BaseModel):
+    """Something noticed about one record's input."""
+
+    type: Literal["missing_imputed", "unknown_category", "out_of_range"] = Field(
+        description="A value missing and imputed, a category not seen in training, or a value outside the "
+        "training range."
+    )
+    field: str = Field(description="The model's input the warning is about.")
+    message: str
+
+
+class PredictResponse(BaseModel):
+    """One prediction per record, in request order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "churn",
+                    "version": 3,
+                    "predictions": [0, 1],
+                    "probabilities": [{"0": 0.91, "1": 0.09}, {"0": 0.35, "1": 0.65}],
+                    "warnings": [[], [{"type": "unknown_category", "field": "plan", "message": "..."}]],
+                }
+            ]
+        }
+    )
+
+    model: str = Field(description="The model's name.")
+    version: int = Field(description="The model version that scored the records.")
+    predictions: list[Any] = Field(description="Per record: the predicted class (classifiers) or value.")
+    probabilities: list[dict[str, float | None]] | None = Field(
+        None, description="Classifiers only: per record, the probability of each class."
+    )
+    warnings: list[list[PredictionWarning]] = Field(description="Per record, what was noticed about its input.")
+
+
+class ModelInfo(BaseModel):
+    """A loaded model."""
+
+    name: str
+    ref: str = Field(description="The reference it was loaded by (churn@champion, churn:3).")
+    version: int
+    digest: str = Field(description="The SHA-256 of the model package.")
+    task: str = Field(description="classification or regression.")
+    features: list[str] = Field(description="The model's inputs.")
+    feature_refs: list[str] = Field(description="The feature references the inputs are read from online.")
+    classes: list[Any] | None = Field(description="The classes, for classifiers.")
+    loaded_at: str = Field(description="When the version was loaded (ISO 8601).")
+
+
+class ModelsResponse(BaseModel):
+    """The loaded models."""
+
+    models: list[ModelInfo]
+
+
+class ReadyResponse(BaseModel):
+    """The models are loaded."""
+
+    status: Literal["ready"] = "ready"
+    models: dict[str, int] = Field(description="{model: loaded version}.")

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 
 
 class Runs:
-    """The project's training runs, as recorded in the catalog."""
+    """The project's training runs, as recorded in the catalog.
+
+    Reading them first records as ``failed`` ("process died: ...") the ``running`` runs whose process is known to
+    have died (see :meth:`keel.catalog.SqlCatalog.fail_dead_runs`): a killed training never says ``running`` for
+    ever.
+    """
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
@@ -32,6 +37,7 @@ class Runs:
 
         Runs without that metric come last.
         """
+        self._catalog.fail_dead_runs()
         runs = self._catalog.runs(spec, status=status)
         if sort_by is not None:
             if runs and not any(sort_by in r.metrics for r in runs):
@@ -45,6 +51,7 @@ class Runs:
 
     def get(self, run_id: str) -> RunRecord:
         """One run by id or unique prefix."""
+        self._catalog.fail_dead_runs()
         return self._catalog.run(run_id)
 
     def compare(self, run_ids: builtins.list[str]) -> pd.DataFrame:

@@ -234,6 +234,7 @@ def train(
         "git": git_commit(root) if root is not None else None,
         "libraries": library_versions(estimator),
     }
+    catalog.fail_dead_runs()  # the runs of processes killed before they could end them say so from now on
     catalog.start_run(run_id=run_id, spec=spec.name, spec_snapshot=json_safe(spec.spec()), params=json_safe(params))
     durations: dict[str, float] = {"build": built - started}
     try:

@@ -7,16 +7,11 @@ state, and only with the token (see :mod:`keel.ui._security`).
 """
 
 from keel.ui._app import ReportFiles, UiSources, create_app
-from keel.ui._queries import MAX_PAGE_SIZE, RUN_SORTS, CatalogQueries, RunQuery
 from keel.ui._security import CSRF_HEADER
 
 __all__ = [
     "CSRF_HEADER",
-    "MAX_PAGE_SIZE",
-    "RUN_SORTS",
-    "CatalogQueries",
     "ReportFiles",
-    "RunQuery",
     "UiSources",
     "create_app",
 ]

@@ -26,24 +26,51 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel._version import __version__
 from keel.catalog import (
+    MAX_PAGE_SIZE,
     AliasChange,
-    FeatureVersion,
     ModelAnalysisRecord,
     MonitoringEvent,
     MonitoringReportRecord,
+    RunQuery,
     RunRecord,
     SqlCatalog,
 )
 from keel.errors import ConflictError, KeelError, NotFoundError, ValidationError
 from keel.models import ModelRegistry
+from keel.serving import DirectRoute, path_parameters
 from keel.ui._pages import PAGE_POLICY, REPORT_POLICY, shell
-from keel.ui._queries import CatalogQueries, RunQuery
 from keel.ui._security import check_write
 
 #: The most runs the compare page puts side by side.
 MAX_COMPARED = 10
 #: The most monitoring reports and audit events a monitoring page shows (the newest).
 MONITORING_LIMIT = 200
+
+
+def direct(app: FastAPI, path: str, endpoint: Any, summary: str, *, query: dict[str, str] | None = None) -> None:
+    """Add a GET endpoint taking the request itself (a :class:`~keel.serving.DirectRoute`), documented with its
+    path parameters and the required query parameters of ``query`` (name: description)."""
+    parameters = path_parameters(path) + [
+        {"name": name, "in": "query", "required": True, "description": text, "schema": {"type": "string"}}
+        for name, text in (query or {}).items()
+    ]
+    app.router.add_api_route(
+        path,
+        endpoint,
+        methods=["GET"],
+        route_class_override=DirectRoute,
+        tags=["api"],
+        summary=summary,
+        openapi_extra={"parameters": parameters},
+        responses={200: {"content": {"application/json": {}}}, 400: {"description": "bad argument"}},
+    )
+
+
+#: A page number and size, as every paged endpoint takes them.
+Page = Annotated[int, Query(ge=1, description="1, 2, 3...")]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="rows per page")]
+#: The rows of each table on the overview (the views and models pages page through the rest).
+OVERVIEW_ROWS = 20
 #: The reason recorded with an alias move made from the UI (the user's own text is appended).
 UI_REASON = "keel ui"
 
@@ -106,20 +133,6 @@ def _run(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _feature_version(fv: FeatureVersion) -> dict[str, Any]:
-    return {
-        "version": fv.version,
-        "definition_version": fv.definition_version,
-        "row_count": fv.row_count,
-        "event_time_min": _iso(fv.event_time_min),
-        "event_time_max": _iso(fv.event_time_max),
-        "data_digest": fv.data_digest,
-        "location": fv.location,
-        "has_duplicates": fv.has_duplicates,
-        "created_at": _iso(fv.created_at),
-    }
-
-
 def _change(change: AliasChange) -> dict[str, Any]:
     return {
         "alias": change.alias,
@@ -152,6 +165,15 @@ def _report(record: MonitoringReportRecord) -> dict[str, Any]:
         },
         "drift_share": drift.get("share"),
         "quality_issues": list(quality.get("issues") or []),
+        "quality": {
+            str(c.get("name")): {
+                "missing_rate": c.get("current_missing_rate"),
+                "reference_missing_rate": c.get("reference_missing_rate"),
+                "out_of_range_share": c.get("out_of_range_share"),
+                "new_category_share": c.get("new_category_share"),
+            }
+            for c in quality.get("columns") or []
+        },
     }
 
 
@@ -215,14 +237,12 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
         >>> uvicorn.run(app, host="127.0.0.1", port=8765)  # doctest: +SKIP
     """
     catalog = project.catalog
-    queries = CatalogQueries(catalog)
     app = FastAPI(
         title="Keel UI",
         version=__version__,
         description="Feature views, runs, models, analyses and monitoring of a Keel project.",
     )
     app.add_middleware(_SecurityHeaders)
-    app.mount("/static", StaticFiles(directory=str(files("keel.ui") / "static")), name="static")
 
     @app.exception_handler(KeelError)
     async def _keel_error(_request: Request, exc: KeelError) -> JSONResponse:
@@ -230,26 +250,6 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
     # -- API: reading --------------------------------------------------------------------------------------------
-    def views_summary() -> list[dict[str, Any]]:
-        out = []
-        for (_kind, name), record in sorted(catalog.current_definitions("feature_view").items()):
-            if not record.active:
-                continue
-            spec = record.spec or {}
-            versions = catalog.feature_versions(name)
-            latest = versions[-1] if versions else None
-            out.append(
-                {
-                    "name": name,
-                    "description": spec.get("description", ""),
-                    "entities": spec.get("entities", []),
-                    "features": [f.get("name") for f in spec.get("schema", [])],
-                    "versions": len(versions),
-                    "latest": _feature_version(latest) if latest is not None else None,
-                }
-            )
-        return out
-
     @app.get("/api/overview", tags=["api"], summary="Views, models and aliases, latest verdicts and decisions")
     async def api_overview() -> Json:
         reports = catalog.monitoring_reports(limit=20)
@@ -259,40 +259,29 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
         decisions = catalog.monitoring_events(kinds=("compared", "promoted", "kept", "retrain_refused"), limit=20)
         return Json(
             {
-                "views": [{k: v[k] for k in ("name", "description", "versions", "latest")} for v in views_summary()],
-                "models": queries.models(),
+                "views": catalog.view_summaries(page_size=OVERVIEW_ROWS),
+                "models": catalog.model_summaries(page_size=OVERVIEW_ROWS),
                 "verdicts": list(latest.values()),
                 "decisions": [{"model": e.name, **_event(e)} for e in reversed(decisions)],
             }
         )
 
-    @app.get("/api/views", tags=["api"], summary="Every feature view with its latest version")
-    async def api_views() -> Json:
-        return Json(views_summary())
+    @app.get("/api/views", tags=["api"], summary="A page of feature views, each with its latest version")
+    async def api_views(page: Page = 1, page_size: PageSize = 50) -> Json:
+        return Json(catalog.view_summaries(page=page, page_size=page_size))
 
-    @app.get("/api/views/{name:path}", tags=["api"], summary="A view's schema, versions, statistics and validation")
-    async def api_view(name: str) -> Json:
-        record = catalog.current_definitions("feature_view").get(("feature_view", name))
-        if record is None:
-            raise NotFoundError(f"no feature view named {name!r}; /api/views lists them")
-        spec = record.spec or {}
-        versions = catalog.feature_versions(name)
-        latest = versions[-1] if versions else None
-        return Json(
-            {
-                "name": name,
-                "description": spec.get("description", ""),
-                "entities": spec.get("entities", []),
-                "schema": spec.get("schema", []),
-                "ttl_seconds": spec.get("ttl_seconds"),
-                "tags": spec.get("tags", {}),
-                "active": record.active,
-                "versions": [_feature_version(v) for v in reversed(versions)],
-                "statistics": latest.statistics if latest is not None else {},
-                "validation": latest.validation if latest is not None else None,
-                "recent_runs": queries.runs_using_view(name),
-            }
-        )
+    @app.get(
+        "/api/views/{name:path}",
+        tags=["api"],
+        summary="A view's schema, a page of its versions, one version's statistics and validation, its lineage",
+    )
+    async def api_view(
+        name: str,
+        version: Annotated[int | None, Query(ge=1, description="whose statistics (default: the latest)")] = None,
+        page: Page = 1,
+        page_size: PageSize = 50,
+    ) -> Json:
+        return Json(catalog.view_page(name, version=version, page=page, page_size=page_size))
 
     @app.get("/api/runs", tags=["api"], summary="A page of runs, sorted, filtered and searched in the catalog")
     async def api_runs(
@@ -301,22 +290,40 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
         q: Annotated[str, Query(description="text in the run id, spec name or parameters", max_length=200)] = "",
         status: Annotated[str, Query(max_length=16)] = "",
         spec: Annotated[str, Query(max_length=255)] = "",
+        where: Annotated[
+            list[str] | None,
+            Query(description="conditions all runs meet: metric.roc_auc>=0.8, param.estimator.C=1 (repeatable)"),
+        ] = None,
         page: int = 1,
         page_size: int = 50,
     ) -> Json:
-        query = RunQuery(sort=sort, order=order, q=q, status=status, spec=spec, page=page, page_size=page_size)
-        return Json(queries.runs_page(query, facets=True))
+        query = RunQuery(
+            sort=sort,
+            order=order,
+            q=q,
+            status=status,
+            spec=spec,
+            where=tuple(where or ()),
+            page=page,
+            page_size=page_size,
+        )
+        return Json(catalog.runs_page(query, facets=True))
 
-    @app.get("/api/runs/{run_id}", tags=["api"], summary="One run: params, metrics, lineage, package")
-    async def api_run(run_id: str) -> Json:
-        return Json(_run(catalog.run(run_id)))
+    # The point pages (a run, compare) are direct routes: the endpoint takes the request itself, skipping FastAPI's
+    # parameter solving, which cost more than the catalog read behind them.
+    async def api_run(request: Request) -> Json:
+        return Json(_run(catalog.run(request.path_params["run_id"])))
 
-    @app.get("/api/compare", tags=["api"], summary="Runs side by side: params and metrics")
-    async def api_compare(runs: Annotated[str, Query(description="run ids, comma-separated")]) -> Json:
+    direct(app, "/api/runs/{run_id}", api_run, "One run: params, metrics, lineage, package")
+
+    async def api_compare(request: Request) -> Json:
+        runs = request.query_params.get("runs")
+        if runs is None:
+            raise ValidationError("give the runs to compare: ?runs=ID,ID,...", field="runs")
         ids = [r.strip() for r in runs.split(",") if r.strip()]
         if not 1 <= len(ids) <= MAX_COMPARED:
             raise ValidationError(f"compare 1 to {MAX_COMPARED} runs, got {len(ids)}", field="runs")
-        records = queries.runs_by_id(ids)
+        records = catalog.runs_by_ids(ids)
         params = [r.flat_params() for r in records]
         param_names = sorted({k for p in params for k in p})
         metric_names = sorted({k for r in records for k in r.metrics})
@@ -337,9 +344,21 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
             }
         )
 
-    @app.get("/api/models", tags=["api"], summary="Every model: versions and aliases")
-    async def api_models() -> Json:
-        return Json(queries.models())
+    direct(
+        app,
+        "/api/compare",
+        api_compare,
+        "Runs side by side: params and metrics",
+        query={"runs": "run ids, comma-separated (1 to 10)"},
+    )
+
+    @app.get("/api/models", tags=["api"], summary="A page of models: versions and aliases")
+    async def api_models(page: Page = 1, page_size: PageSize = 50) -> Json:
+        return Json(catalog.model_summaries(page=page, page_size=page_size))
+
+    @app.get("/api/models/{name:path}/analyses", tags=["api"], summary="A page of a model's stored analyses")
+    async def api_analyses(name: str, page: Page = 1, page_size: PageSize = 50) -> Json:
+        return Json(catalog.model_analyses_page(name, page=page, page_size=page_size))
 
     @app.get("/api/models/{name:path}/diff", tags=["api"], summary="How version b differs from version a")
     async def api_diff(name: str, a: int, b: int) -> Json:
@@ -364,7 +383,7 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
 
     @app.get("/api/models/{name:path}", tags=["api"], summary="A model's versions, aliases with history, analyses")
     async def api_model(name: str) -> Json:
-        page = queries.model_page(name)
+        page = catalog.model_page(name)
         if page["version_count"] == 0:
             catalog.model_version(name)  # raises the catalog's NotFoundError, which lists the known models
         return Json({"name": name, **page})
@@ -414,36 +433,36 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
     # -- pages -------------------------------------------------------------------------------------------------
     # A model's or a view's name may hold "/" (the catalog does not forbid it): those routes take the rest of the
     # path, so each longer route is declared before the shorter one it would otherwise fall into.
-    def page(kind: str, title: str, **data: str) -> HTMLResponse:
-        return HTMLResponse(shell(kind, title, **data))
+    def page(request: Request, kind: str, title: str, **data: str) -> HTMLResponse:
+        return HTMLResponse(shell(kind, title, base=request.scope.get("root_path", ""), **data))
 
     @app.get("/", include_in_schema=False)
-    def overview_page() -> HTMLResponse:
-        return page("overview", "Overview")
+    def overview_page(request: Request) -> HTMLResponse:
+        return page(request, "overview", "Overview")
 
     @app.get("/views", include_in_schema=False)
-    def views_page() -> HTMLResponse:
-        return page("views", "Feature views")
+    def views_page(request: Request) -> HTMLResponse:
+        return page(request, "views", "Feature views")
 
     @app.get("/views/{name:path}", include_in_schema=False)
-    def view_page(name: str) -> HTMLResponse:
-        return page("view", f"Feature view {name}", name=name)
+    def view_page(request: Request, name: str) -> HTMLResponse:
+        return page(request, "view", f"Feature view {name}", name=name)
 
     @app.get("/runs", include_in_schema=False)
-    def runs_page() -> HTMLResponse:
-        return page("runs", "Runs")
+    def runs_page(request: Request) -> HTMLResponse:
+        return page(request, "runs", "Runs")
 
     @app.get("/runs/{run_id}", include_in_schema=False)
-    def run_page(run_id: str) -> HTMLResponse:
-        return page("run", f"Run {run_id}", id=run_id)
+    def run_page(request: Request, run_id: str) -> HTMLResponse:
+        return page(request, "run", f"Run {run_id}", id=run_id)
 
     @app.get("/compare", include_in_schema=False)
-    def compare_page() -> HTMLResponse:
-        return page("compare", "Compare runs")
+    def compare_page(request: Request) -> HTMLResponse:
+        return page(request, "compare", "Compare runs")
 
     @app.get("/models", include_in_schema=False)
-    def models_page() -> HTMLResponse:
-        return page("models", "Models")
+    def models_page(request: Request) -> HTMLResponse:
+        return page(request, "models", "Models")
 
     @app.get("/models/{name:path}/analyses/{analysis_id}/report", include_in_schema=False)
     def analysis_report(name: str, analysis_id: str) -> Response:
@@ -454,13 +473,15 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
         return Response(body, media_type="text/html", headers={"Content-Security-Policy": REPORT_POLICY})
 
     @app.get("/models/{name:path}", include_in_schema=False)
-    def model_page(name: str) -> HTMLResponse:
-        return page("model", f"Model {name}", name=name)
+    def model_page(request: Request, name: str) -> HTMLResponse:
+        return page(request, "model", f"Model {name}", name=name)
 
     @app.get("/monitoring/{name:path}", include_in_schema=False)
-    def monitoring_page(name: str) -> HTMLResponse:
-        return page("monitoring", f"Monitoring of {name}", name=name)
+    def monitoring_page(request: Request, name: str) -> HTMLResponse:
+        return page(request, "monitoring", f"Monitoring of {name}", name=name)
 
+    # Last: the API's and the pages' routes are matched first, on every request.
+    app.mount("/static", StaticFiles(directory=str(files("keel.ui") / "static")), name="static")
     return app
 
 

@@ -21,28 +21,33 @@ REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; s
 _NAV = (("/", "Overview"), ("/views", "Feature views"), ("/runs", "Runs"), ("/models", "Models"))
 
 
-def shell(page: str, title: str, **data: str) -> str:
+def shell(page: str, title: str, *, base: str = "", **data: str) -> str:
     """The HTML of one page.
 
     Args:
         page: which page the script builds (``overview``, ``run``, ``model``...).
         title: the page's title (user text: escaped here).
+        base: the path the UI is served under (``/ui`` inside ``keel serve --ui``; empty at the root), put
+            before every URL of the page and given to the script as ``data-base``.
         **data: the page's arguments (a run id, a model's name...), escaped into ``data-`` attributes.
     """
+    root = base.rstrip("/")
+    data = {**data, "base": root} if root else data
+    base = html.escape(root, quote=True)
     attributes = "".join(
         f' data-{key.replace("_", "-")}="{html.escape(value, quote=True)}"' for key, value in data.items()
     )
-    links = "".join(f'<a href="{href}">{html.escape(label)}</a>' for href, label in _NAV)
+    links = "".join(f'<a href="{base}{href}">{html.escape(label)}</a>' for href, label in _NAV)
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)} · Keel</title>"
-        '<link rel="stylesheet" href="/static/style.css">'
-        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
-        '<script src="/static/app.js" defer></script>'
+        f'<link rel="stylesheet" href="{base}/static/style.css">'
+        f'<link rel="icon" href="{base}/static/favicon.svg" type="image/svg+xml">'
+        f'<script src="{base}/static/app.js" defer></script>'
         "</head><body>"
-        f'<header><a class="brand" href="/">Keel</a><nav>{links}</nav></header>'
+        f'<header><a class="brand" href="{base}/">Keel</a><nav>{links}</nav></header>'
         f'<main id="app" data-page="{html.escape(page, quote=True)}"{attributes}>'
         f'<h1>{html.escape(title)}</h1><p class="loading">Loading…</p></main>'
         "</body></html>\n"

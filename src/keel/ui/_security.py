@@ -15,10 +15,11 @@ The UI keeps no session and sets no cookie: nothing is sent by the browser on th
 
 from __future__ import annotations
 
-import hmac
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
+
+from keel.serving._auth import BearerAuth
 
 #: The custom header every state-changing request carries (the page's script sets it).
 CSRF_HEADER = "X-Keel-UI"
@@ -46,8 +47,8 @@ def check_write(request: Request, token: str | None) -> None:
         raise HTTPException(
             403, "state changes are disabled: start `keel ui` with --token (or KEEL_UI_TOKEN) to allow them"
         )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    given = request.headers.get("authorization")
+    if not BearerAuth(token).accepts(None if given is None else given.encode("latin-1")):
         raise HTTPException(
             401, "a valid 'Authorization: Bearer <token>' header is required", {"WWW-Authenticate": "Bearer"}
         )

@@ -9,6 +9,10 @@
   const app = document.getElementById("app");
   const args = app.dataset;
   const query = new URLSearchParams(window.location.search);
+  // The path the UI is served under ("/ui" inside `keel serve --ui`, "" at the root): every URL the script makes
+  // starts with it; links and forms get it in el(), API calls in api().
+  const BASE = args.base || "";
+  const rooted = (url) => (typeof url === "string" && url.startsWith("/") && !url.startsWith("//") ? BASE + url : url);
   const SVG = "http://www.w3.org/2000/svg";
   const COLORS = ["#1f6feb", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7b83", "#6e7781"];
 
@@ -26,6 +30,7 @@
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
       if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (key === "href" || key === "action") node.setAttribute(key, rooted(String(value)));
       else node.setAttribute(key, value === true ? "" : String(value));
     }
     return add(node, children);
@@ -102,7 +107,7 @@
   }
 
   async function api(url, options) {
-    const response = await fetch(url, options);
+    const response = await fetch(rooted(url), options);
     let body = null;
     try {
       body = await response.json();
@@ -175,6 +180,70 @@
     return chart;
   }
 
+  // A numeric column's distribution from its stored statistics: the bins run between the minimum, the quantiles
+  // p01 … p99 and the maximum, so each holds a known share of the rows (1%, 4%, 20%, 25%, 25%, 20%, 4%, 1%);
+  // a bar's height is that share over its drawn width (a density), so a narrow bin holding many rows stands tall.
+  const QUANTILE_SHARES = [
+    ["min", "p01", 0.01],
+    ["p01", "p05", 0.04],
+    ["p05", "p25", 0.2],
+    ["p25", "p50", 0.25],
+    ["p50", "p75", 0.25],
+    ["p75", "p95", 0.2],
+    ["p95", "p99", 0.04],
+    ["p99", "max", 0.01],
+  ];
+
+  function histogram(title, stats) {
+    const q = Object.assign({ min: stats.min, max: stats.max }, stats.quantiles || {});
+    if (!QUANTILE_SHARES.every(([lo, hi]) => typeof q[lo] === "number" && typeof q[hi] === "number")) return null;
+    const width = 300;
+    const height = 140;
+    const left = 8;
+    const span = q.max - q.min || 1;
+    const x = (v) => left + ((v - q.min) / span) * (width - 2 * left);
+    const bins = QUANTILE_SHARES.map(([lo, hi, share]) => {
+      const x0 = x(q[lo]);
+      const w = Math.max(x(q[hi]) - x0, 2);
+      return { x0: x0, w: w, share: share, density: share / w };
+    });
+    const top = Math.max(...bins.map((b) => b.density));
+    const chart = svg("svg", { class: "chart histogram", width: width, height: height, viewBox: `0 0 ${width} ${height}`, role: "img", "data-column": title });
+    add(chart, [svg("text", { x: left, y: 14 }, title)]);
+    for (const b of bins) {
+      const h = (b.density / top) * (height - 44);
+      add(chart, [svg("rect", { x: b.x0, y: height - 22 - h, width: b.w, height: h, fill: COLORS[0], "fill-opacity": 0.75, "data-share": b.share })]);
+    }
+    add(chart, [
+      svg("line", { x1: left, y1: height - 22, x2: width - left, y2: height - 22, stroke: "#d0d7de" }),
+      svg("text", { x: left, y: height - 6 }, fmt(q.min)),
+      svg("text", { x: width - left - 60, y: height - 6 }, fmt(q.max)),
+    ]);
+    return chart;
+  }
+
+  // Links to the previous and next page of a paged answer, keeping the rest of the URL's query.
+  function pager(data, noun, param) {
+    const key = param || "page";
+    const pageLink = (n, label) => {
+      const next = new URLSearchParams(query);
+      next.set(key, String(n));
+      return el("a", { href: "?" + next.toString(), rel: label, "data-pager": key }, label);
+    };
+    return el(
+      "div",
+      { class: "pager" },
+      data.page > 1 ? pageLink(data.page - 1, "prev") : null,
+      el("span", { class: "page-info" }, `page ${data.page} of ${data.pages} · ${data.total} ${noun}`),
+      data.page < data.pages ? pageLink(data.page + 1, "next") : null
+    );
+  }
+
+  function pageArgs(param) {
+    const n = parseInt(query.get(param || "page") || "1", 10);
+    return `page=${Number.isFinite(n) && n > 0 ? n : 1}`;
+  }
+
   // -- pages -----------------------------------------------------------------------------------------------------
   const pages = {};
 
@@ -182,14 +251,16 @@
     const data = await api("/api/overview");
     render(
       el("h2", {}, "Feature views"),
-      data.views.length
+      data.views.views.length
         ? table(
             ["View", "Versions", "Rows (latest)", "Latest ingested"],
-            data.views.map((v) => [link(path("views", v.name), v.name), v.versions, v.latest ? v.latest.row_count : null, v.latest ? when(v.latest.created_at) : "—"])
+            data.views.views.map((v) => [link(path("views", v.name), v.name), v.versions, v.latest ? v.latest.row_count : null, v.latest ? when(v.latest.created_at) : "—"])
           )
         : el("p", { class: "muted" }, "No feature views yet."),
+      data.views.total > data.views.views.length ? el("p", {}, link("/views", `All ${data.views.total} views`)) : null,
       el("h2", {}, "Models"),
-      modelsTable(data.models),
+      modelsTable(data.models.models),
+      data.models.total > data.models.models.length ? el("p", {}, link("/models", `All ${data.models.total} models`)) : null,
       el("h2", {}, "Latest monitoring verdicts"),
       data.verdicts.length
         ? table(
@@ -224,7 +295,8 @@
   }
 
   pages.views = async function () {
-    const views = await api("/api/views");
+    const data = await api("/api/views?" + pageArgs());
+    const views = data.views;
     render(
       views.length
         ? table(
@@ -239,20 +311,31 @@
               v.latest ? `${when(v.latest.event_time_min)} … ${when(v.latest.event_time_max)}` : "—",
             ])
           )
-        : el("p", { class: "muted" }, "No feature views yet: `keel apply` registers them.")
+        : el("p", { class: "muted" }, "No feature views yet: `keel apply` registers them."),
+      pager(data, "views")
     );
   };
 
   pages.view = async function () {
-    const v = await api("/api/views/" + encodeURIComponent(args.name));
+    const params = new URLSearchParams();
+    params.set("page", pageArgs().slice(5));
+    if (query.get("version")) params.set("version", query.get("version"));
+    const v = await api("/api/views/" + encodeURIComponent(args.name) + "?" + params.toString());
     const stats = Object.entries(v.statistics || {});
     const validation = v.validation;
+    const statsLink = (version) => {
+      const next = new URLSearchParams(query);
+      next.set("version", String(version));
+      return el("a", { href: "?" + next.toString() + "#statistics", "data-version": version }, "v" + version);
+    };
+    const shown = v.statistics_version === null ? "" : ` (version ${v.statistics_version})`;
     render(
       facts([
         ["Description", v.description || "—"],
         ["Entities", v.entities.join(", ")],
         ["TTL (seconds)", v.ttl_seconds],
         ["Tags", tags(Object.entries(v.tags).map(([k, val]) => `${k}=${val}`))],
+        ["Source", v.source ? tags(Object.entries(v.source).map(([k, val]) => `${k}=${typeof val === "string" ? val : JSON.stringify(val)}`)) : "—"],
       ]),
       el("h2", {}, "Schema"),
       table(["Feature", "Type", "Description"], v.schema.map((f) => [f.name, f.dtype, f.description || ""])),
@@ -260,10 +343,12 @@
       v.versions.length
         ? table(
             ["Version", "Rows", "Event time from", "to", "Data digest", "Ingested", "Definition"],
-            v.versions.map((x) => [x.version, x.row_count, when(x.event_time_min), when(x.event_time_max), el("code", {}, x.data_digest.slice(0, 12)), when(x.created_at), x.definition_version])
+            v.versions.map((x) => [statsLink(x.version), x.row_count, when(x.event_time_min), when(x.event_time_max), el("code", {}, x.data_digest.slice(0, 12)), when(x.created_at), x.definition_version]),
+            { id: "view-versions" }
           )
         : el("p", { class: "muted" }, "Not ingested yet."),
-      el("h2", {}, "Statistics (latest version)"),
+      v.total > v.versions.length ? pager(v, "versions") : null,
+      el("h2", { id: "statistics" }, "Statistics" + shown),
       stats.length
         ? table(
             ["Column", "Type", "Count", "Nulls", "Min", "Max", "Mean", "Std", "Median", "Distinct / top"],
@@ -277,15 +362,40 @@
               s.mean,
               s.std,
               s.quantiles ? s.quantiles.p50 : null,
-              s.top ? JSON.stringify(s.top) : s.distinct,
+              s.top ? s.top.slice(0, 5).map(([value, n]) => `${value} (${n})`).join(", ") : s.distinct,
             ])
           )
         : el("p", { class: "muted" }, "No statistics."),
-      el("h2", {}, "Validation (latest version)"),
+      stats.length
+        ? el(
+            "div",
+            { class: "charts", id: "histograms" },
+            ...stats.map(([name, s]) =>
+              s.top && s.top.length
+                ? barChart(name, s.top.slice(0, 8).map(([value]) => String(value).slice(0, 12)), s.top.slice(0, 8).map(([, n]) => n))
+                : histogram(name, s)
+            )
+          )
+        : null,
+      el("h2", {}, "Validation" + shown),
       validation ? validationTable(validation) : el("p", { class: "muted" }, "No expectations were checked."),
-      el("h2", {}, "Used by runs"),
-      v.recent_runs.length
-        ? table(["Run", "Spec", "Status", "Started", "View version"], v.recent_runs.map((r) => [link(path("runs", r.id), r.id.slice(0, 12)), r.spec, r.status, when(r.started_at), r.feature_version]))
+      el("h2", {}, "Lineage: runs and models trained on this view"),
+      v.lineage.length
+        ? table(
+            ["Run", "Spec", "Status", "Started", "View version", "Models"],
+            v.lineage.map((r) => [
+              link(path("runs", r.id), r.id.slice(0, 12)),
+              r.spec,
+              r.status,
+              when(r.started_at),
+              r.feature_version,
+              el("span", {}, ...r.models.map((m) => {
+                const cut = m.lastIndexOf(":");
+                return el("a", { href: path("models", m.slice(0, cut)), class: "tag" }, m);
+              })),
+            ]),
+            { id: "lineage" }
+          )
         : el("p", { class: "muted" }, "No run used this view yet.")
     );
   };
@@ -297,7 +407,10 @@
   }
 
   pages.runs = async function () {
+    // The page's "where" box holds conditions separated by ";"; the API takes each as its own where=.
     const params = new URLSearchParams(query);
+    params.delete("where");
+    for (const condition of (query.get("where") || "").split(";").map((c) => c.trim()).filter((c) => c)) params.append("where", condition);
     const data = await api("/api/runs?" + params.toString());
     const sort = data.sort;
     const order = data.order;
@@ -317,6 +430,7 @@
       el("label", {}, "Search", el("input", { name: "q", value: query.get("q") || "", placeholder: "id, spec or parameter", type: "search" })),
       el("label", {}, "Status", el("select", { name: "status" }, ...["", ...data.facets.statuses].map((s) => option(s, query.get("status") || "")))),
       el("label", {}, "Spec", el("select", { name: "spec" }, ...["", ...data.facets.specs].map((s) => option(s, query.get("spec") || "")))),
+      el("label", {}, "Where", el("input", { name: "where", value: query.get("where") || "", placeholder: "metric.roc_auc>=0.8; param.estimator.C=1", size: 36 })),
       el("input", { type: "hidden", name: "sort", value: sort }),
       el("input", { type: "hidden", name: "order", value: order }),
       el("button", { type: "submit" }, "Filter")
@@ -343,28 +457,16 @@
         ...metrics.map((m) => cell(r.metrics[m]))
       )
     );
-    const pageLink = (n, label) => {
-      const next = new URLSearchParams(query);
-      next.set("page", String(n));
-      return el("a", { href: "/runs?" + next.toString(), rel: label }, label);
-    };
     const compare = el("button", { type: "button", id: "compare-selected", class: "secondary" }, "Compare selected");
     compare.addEventListener("click", () => {
       const picked = [...app.querySelectorAll("input.pick:checked")].map((c) => c.value);
-      if (picked.length) window.location.href = "/compare?runs=" + picked.map(encodeURIComponent).join(",");
+      if (picked.length) window.location.href = rooted("/compare?runs=") + picked.map(encodeURIComponent).join(",");
     });
     render(
       filter,
       el("table", { id: "runs-table" }, el("thead", {}, head), el("tbody", {}, ...rows)),
       data.runs.length ? null : el("p", { class: "muted" }, "No run matches."),
-      el(
-        "div",
-        { class: "pager" },
-        data.page > 1 ? pageLink(data.page - 1, "prev") : null,
-        el("span", { id: "page-info" }, `page ${data.page} of ${data.pages} · ${data.total} runs`),
-        data.page < data.pages ? pageLink(data.page + 1, "next") : null,
-        compare
-      )
+      add(pager(data, "runs"), [compare])
     );
   };
 
@@ -424,12 +526,14 @@
   };
 
   pages.models = async function () {
-    render(modelsTable(await api("/api/models")));
+    const data = await api("/api/models?" + pageArgs());
+    render(modelsTable(data.models), pager(data, "models"));
   };
 
   pages.model = async function (message) {
     const name = args.name;
     const m = await api("/api/models/" + encodeURIComponent(name));
+    const analyses = query.get("apage") ? await api(`/api/models/${encodeURIComponent(name)}/analyses?${pageArgs("apage")}`) : { analyses: m.analyses, total: m.analyses_total, page: 1, page_size: m.analyses.length, pages: Math.max(1, Math.ceil(m.analyses_total / Math.max(m.analyses.length, 1))) };
     const versions = m.versions.map((v) => v.version);
     const metricNames = [...new Set(m.versions.flatMap((v) => Object.keys(v.metrics)))].sort();
     const a = query.get("a");
@@ -470,12 +574,13 @@
         ? table(["When", "Alias", "From", "To", "Reason"], m.alias_history.map((c) => [when(c.at), c.alias, c.from_version, c.to_version, c.reason]), { id: "alias-history" })
         : el("p", { class: "muted" }, "No alias moves yet."),
       el("h2", {}, "Analyses"),
-      m.analyses.length
+      analyses.analyses.length
         ? table(
             ["When", "Version", "Kind", "Summary", "Report"],
-            m.analyses.map((x) => [when(x.created_at), x.version, x.kind, JSON.stringify(x.summary).slice(0, 200), x.has_report ? link(path("models", name, "analyses", x.id, "report"), "report") : "—"])
+            analyses.analyses.map((x) => [when(x.created_at), x.version, x.kind, JSON.stringify(x.summary).slice(0, 200), x.has_report ? link(path("models", name, "analyses", x.id, "report"), "report") : "—"])
           )
-        : el("p", { class: "muted" }, "No analyses: `keel analyze` stores them.")
+        : el("p", { class: "muted" }, "No analyses: `keel analyze` stores them."),
+      analyses.total > analyses.analyses.length ? pager(analyses, "analyses", "apage") : null
     );
   };
 
@@ -546,10 +651,25 @@
       const method = points.find((p) => p) || {};
       return lineChart(`${f} (${method.method || "drift"})`, times, [{ values: points.map((p) => (p ? p.statistic : null)), flags: points.map((p) => p && p.drifted) }], threshold ? threshold.threshold : null);
     });
+    // Data quality per column over time: the share missing (against the reference's, dashed), out of range and
+    // in categories the reference never saw.
+    const columns = [...new Set(data.reports.flatMap((r) => Object.keys(r.quality || {})))].sort();
+    const qualityCharts = columns.map((c) => {
+      const points = data.reports.map((r) => (r.quality || {})[c] || {});
+      const series = [{ name: "missing", values: points.map((p) => p.missing_rate ?? null) }];
+      if (points.some((p) => typeof p.out_of_range_share === "number")) series.push({ name: "out of range", values: points.map((p) => p.out_of_range_share ?? null) });
+      if (points.some((p) => p.new_category_share)) series.push({ name: "new categories", values: points.map((p) => p.new_category_share ?? null) });
+      const reference = points.find((p) => typeof p.reference_missing_rate === "number");
+      const chart = lineChart(`${c}: ${series.map((x) => x.name).join(" · ")}`, times, series, reference ? reference.reference_missing_rate : null);
+      chart.setAttribute("data-column", c);
+      return chart;
+    });
     render(
       el("p", {}, link(path("models", args.name), "Model page")),
       el("h2", {}, "Drift over time"),
       charts.length ? el("div", { class: "charts", id: "drift-charts" }, ...charts) : el("p", { class: "muted" }, "No drift measured yet."),
+      el("h2", {}, "Data quality over time"),
+      qualityCharts.length ? el("div", { class: "charts", id: "quality-charts" }, ...qualityCharts) : el("p", { class: "muted" }, "No data quality measured yet."),
       el("h2", {}, "Reports"),
       data.reports.length
         ? table(
