@@ -37,3 +37,19 @@ def test_driver_reads_report_an_outage_as_the_catalogs_error_and_recover(private
         assert catalog.model_page("m")["version_count"] == 1
     finally:
         catalog.close()
+
+
+def test_driver_reads_on_a_sqlite_file_see_every_commit_of_other_processes(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    reader, writer = SqlCatalog(url), SqlCatalog(url)
+    try:
+        writer.start_run(run_id=RUN, spec="s", spec_snapshot={}, params={})
+        assert reader.run(RUN).status == "running"  # the reader's own connection now holds the file open
+        writer.finish_run(RUN, status="finished", params={}, metrics={"auc": 0.9}, durations={}, lineage={})
+        assert (reader.run(RUN).status, reader.run(RUN).metrics) == ("finished", {"auc": 0.9})
+        assert reader.runs_by_ids([RUN])[0].status == "finished"
+        reader.close()  # its own connections are closed; the next read opens another
+        assert reader.run(RUN).metrics == {"auc": 0.9}
+    finally:
+        reader.close()
+        writer.close()

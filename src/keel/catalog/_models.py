@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:  # as the driver reads (keel.catalog._lean) give them
+        return value
     from keel.catalog._sql import _as_utc
 
     return _as_utc(value)

@@ -108,7 +108,8 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog, BrowseCatalog
         self.url = url
         self._outage = Outage(f"catalog {self.safe_url}", logging.getLogger("keel.catalog"))
         self._engine = self._create_engine(url)
-        self._lean = LeanReads(self._engine, guard=self._reading)
+        own = self.dialect == "sqlite" and not isinstance(self._engine.pool, sa.pool.StaticPool)
+        self._lean = LeanReads(self._engine, guard=self._reading, own_connections=own)
         self._local = threading.local()
         try:
             with self._write() as conn:
@@ -269,6 +270,7 @@ class SqlCatalog(ModelCatalog, MonitoringCatalog, AnalysisCatalog, BrowseCatalog
 
     def close(self) -> None:
         """Release every pooled connection."""
+        self._lean.close()
         self._engine.dispose()
 
     # -- definitions -----------------------------------------------------------------------------------------

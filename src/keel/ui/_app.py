@@ -482,6 +482,9 @@ def create_app(project: UiSources, *, token: str | None = None) -> FastAPI:
 
     # Last: the API's and the pages' routes are matched first, on every request.
     app.mount("/static", StaticFiles(directory=str(files("keel.ui") / "static")), name="static")
+    # The point pages' direct routes first of all: a route is found by trying each in turn, and their paths
+    # (/api/runs/ID, /api/compare) are matched by no other route, so the order changes nothing else.
+    app.router.routes.sort(key=lambda route: not isinstance(route, DirectRoute))
     return app
 
 
